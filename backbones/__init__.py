@@ -1,0 +1,1 @@
+"""Generative backbones (T5 encoder-decoder, decoder-only causal LMs) and decoding."""

@@ -1,0 +1,1 @@
+"""Traditional recommenders: one module per model, registered by name, on one training loop."""

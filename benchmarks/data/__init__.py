@@ -1,0 +1,1 @@
+"""Datasets: readers for the published formats, download/caching, preprocessing and splits."""

@@ -1,0 +1,1 @@
+"""Item identifier schemes: one module per scheme, registered by name."""
