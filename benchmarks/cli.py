@@ -1,0 +1,157 @@
+"""The ``genrec-bench`` command line.
+
+    genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
+                     [--seeds 0,1] [--output DIR] [--device DEV] [--fail-fast] [--quiet]
+    genrec-bench report DIR
+    genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
+    genrec-bench data fetch NAME
+    genrec-bench plugins
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from benchmarks.errors import GenrecError
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def cmd_run(args) -> int:
+    from benchmarks.report import write_report
+    from benchmarks.runner import load_matrix, run_matrix, select
+
+    matrix = load_matrix(args.matrix, args.preset)
+    matrix = select(matrix, args.datasets, args.methods, args.seeds)
+    if args.device:
+        matrix.device = args.device
+    out = Path(args.output or Path("runs") / matrix.name)
+    summary = run_matrix(matrix, out, progress=not args.quiet, fail_fast=args.fail_fast)
+    paths = write_report(out)
+    print(f"{summary['cells']} cells: {summary['ran']} ran, {summary['skipped']} already done, "
+          f"{len(summary['failed'])} failed -> {out}")
+    print(paths["table.md"].read_text())
+    for f in summary["failed"]:
+        print(f"FAILED {f['cell']}: {f['error']}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
+def cmd_report(args) -> int:
+    from benchmarks.report import write_report
+
+    paths = write_report(Path(args.dir))
+    print(paths["report.md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _dataset_entry(args) -> str | dict:
+    extra = {}
+    if args.split:
+        extra["split"] = args.split
+    if args.k_core is not None:
+        extra["k_core"] = args.k_core
+    return {"name": args.name, **extra} if extra else args.name
+
+
+def cmd_data(args) -> int:
+    from benchmarks.data.catalog import load_dataset, spec_from_config
+
+    if args.data_cmd == "fetch":
+        reader_args, source = spec_from_config(args.name).resolve()
+        print(f"{args.name}: {source}\n  files: {reader_args}")
+        return 0
+    ds = load_dataset(_dataset_entry(args))
+    stats = ds.stats()
+    if args.json:
+        print(json.dumps({**stats, "source": ds.info.get("source")}, indent=2))
+        return 0
+    from tabulate import tabulate
+    rows = [(k, f"{v:,}" if isinstance(v, int) else v) for k, v in stats.items()]
+    rows.append(("source", ds.info.get("source")))
+    print(tabulate(rows, tablefmt="simple"))
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from tabulate import tabulate
+    from benchmarks.registry import METHODS
+
+    rows = []
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        rows.append((name, cls.family, METHODS.origin(name), doc[:70]))
+    print(tabulate(rows, headers=["method", "family", "from", "description"], tablefmt="simple"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genrec-bench", description="Benchmark generative-recommendation "
+                                "identifier schemes and traditional baselines through one harness.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run a matrix (datasets x methods x seeds); resumable")
+    r.add_argument("matrix", nargs="?", help="matrix YAML file")
+    r.add_argument("--preset", help="a built-in matrix: quick or paper")
+    r.add_argument("--datasets", type=_csv, help="comma-separated dataset names (filter/override)")
+    r.add_argument("--methods", type=_csv, help="comma-separated method labels (filter/override)")
+    r.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
+    r.add_argument("--output", help="run directory (default runs/<matrix name>)")
+    r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the matrix)")
+    r.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="write tables (md, tex, csv) for a run directory")
+    rep.add_argument("dir")
+    rep.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("data", help="datasets: statistics, fetching")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    st = dsub.add_parser("stats", help="users, items, interactions, lengths, density, split sizes")
+    st.add_argument("name", help="catalog name (ml-100k, ml-1m, beauty, yelp, sports, setrec-beauty, ...)")
+    st.add_argument("--split", choices=["loo", "ratio", "fixed"], help="override the split")
+    st.add_argument("--k-core", type=int, help="override the k-core filter")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(func=cmd_data)
+    fe = dsub.add_parser("fetch", help="download (or locate) a dataset's files")
+    fe.add_argument("name")
+    fe.set_defaults(func=cmd_data)
+
+    pl = sub.add_parser("plugins", help="list registered methods")
+    pl.set_defaults(func=cmd_plugins)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except GenrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Named datasets and how to get them; ``load_dataset`` = locate -> read -> preprocess -> cache.
+
+A dataset is named in a matrix either by a catalog name (``ml-100k``, ``beauty`` ...) or by a
+mapping that points at files of a known format::
+
+    - name: my-beauty
+      format: amazon2014            # a key of benchmarks.data.formats.FORMATS
+      reviews: /data/reviews_Beauty_5.json.gz
+      meta: /data/meta_Beauty.json.gz
+      k_core: 5                     # any PreprocessOptions field
+      split: loo
+
+Local copies are searched in the folders of ``$GENREC_BENCH_DATA`` (``os.pathsep``-separated;
+e.g. ``../shared/datasets`` in this project's checkout) before anything is downloaded.
+Preprocessed datasets are cached under ``<cache>/datasets/<name>-<key>/``, the key a hash of
+the input files' contents, the reader arguments and the preprocessing options; the cache entry
+is written into a temporary folder and renamed into place, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from benchmarks.data.dataset import Dataset
+from benchmarks.data.preprocess import PREPROCESS_VERSION, PreprocessOptions, preprocess
+from benchmarks.errors import ConfigError, UnknownNameError
+
+log = logging.getLogger(__name__)
+
+LETTER_RAW = "https://raw.githubusercontent.com/HonghuiBao2000/LETTER/master/data"
+SETREC_RAW = "https://raw.githubusercontent.com/Linxyhaha/SETRec/main/data"
+P5_RAW = "https://raw.githubusercontent.com/Wenyueh/LLM-RecSys-ID/main/data"
+
+
+def data_path() -> list[Path]:
+    """Folders searched for local dataset copies: ``$GENREC_BENCH_DATA`` entries."""
+    env = os.environ.get("GENREC_BENCH_DATA", "")
+    return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+
+
+def cache_root() -> Path:
+    from benchmarks.data.fetch import cache_dir
+    return cache_dir()
+
+
+@dataclass
+class DatasetSpec:
+    """Where a dataset's files are and how to read and preprocess them."""
+
+    name: str
+    format: str
+    reader_args: dict = field(default_factory=dict)     # paths and names for the reader
+    options: PreprocessOptions = field(default_factory=PreprocessOptions)
+    locate: Callable[[], tuple[dict, str]] | None = None  # -> (reader_args, source) when files must be found/fetched
+    cf_embeddings: str | None = None   # file beside the data with published CF item embeddings
+    description: str = ""
+
+    def resolve(self) -> tuple[dict, str]:
+        if self.locate is not None:
+            return self.locate()
+        return dict(self.reader_args), f"{self.format}: {self.reader_args}"
+
+
+# --------------------------------------------------------------------------- locating files
+def _local_dir(folder: str, must_have: list[str]) -> Path | None:
+    for root in data_path():
+        d = root / folder
+        if all((d / f).is_file() for f in must_have):
+            return d
+    return None
+
+
+def _letter_locator(folder: str, stem: str, with_items: bool) -> Callable[[], tuple[dict, str]]:
+    files = [f"{stem}.inter.json"] + ([f"{stem}.item.json"] if with_items else [])
+
+    def locate() -> tuple[dict, str]:
+        d = _local_dir(folder, files)
+        if d is not None:
+            return {"path": str(d), "name": stem}, f"local copy {d}"
+        from benchmarks.data.fetch import fetch_url_files
+        dest = cache_root() / "raw" / folder
+        fetch_url_files({f: f"{LETTER_RAW}/{stem}/{f}" for f in files}, dest)
+        return {"path": str(dest), "name": stem}, f"LETTER repository files ({LETTER_RAW}/{stem})"
+    return locate
+
+
+def _setrec_locator(folder: str, remote: str) -> Callable[[], tuple[dict, str]]:
+    files = [f"{n}.npy" for n in ("training_dict", "validation_dict", "testing_dict",
+                                   "warm_item", "cold_item")]
+
+    def locate() -> tuple[dict, str]:
+        d = _local_dir(folder, files)
+        if d is not None:
+            return {"path": str(d)}, f"local copy {d}"
+        from benchmarks.data.fetch import fetch_url_files
+        dest = cache_root() / "raw" / folder
+        fetch_url_files({f: f"{SETREC_RAW}/{remote}/{f}" for f in files}, dest)
+        return {"path": str(dest)}, f"SETRec repository files ({SETREC_RAW}/{remote})"
+    return locate
+
+
+def _movielens_100k() -> tuple[dict, str]:
+    d = _local_dir("ml-100k", ["u.data"])
+    if d is not None:
+        return {"path": str(d)}, f"local copy {d}"
+    from benchmarks.data.fetch import fetch_movielens_100k
+    path, source = fetch_movielens_100k()
+    return {"path": str(path)}, source
+
+
+def _movielens_1m() -> tuple[dict, str]:
+    d = _local_dir("ml-1m", ["ratings.dat"])
+    if d is not None:
+        return {"path": str(d)}, f"local copy {d}"
+    from benchmarks.data.fetch import fetch_movielens_1m
+    path, source = fetch_movielens_1m()
+    return {"path": str(path)}, source
+
+
+def _ml100k_format(reader_args: dict) -> str:
+    """The fallback copy of ML-100K comes as RecBole atomic files, the publisher's as u.data."""
+    return "movielens-100k" if (Path(reader_args["path"]) / "u.data").is_file() else "recbole"
+
+
+CATALOG: dict[str, DatasetSpec] = {
+    "ml-100k": DatasetSpec("ml-100k", "movielens-100k", locate=_movielens_100k,
+                           description="MovieLens 100K (the embedded default; fetched and cached)"),
+    "ml-1m": DatasetSpec("ml-1m", "movielens-1m", locate=_movielens_1m,
+                         description="MovieLens 1M (fetched from GroupLens)"),
+    "beauty": DatasetSpec("beauty", "letter-json", locate=_letter_locator("beauty", "Beauty", True),
+                          cf_embeddings="Beauty-32d-sasrec.npy",
+                          description="Amazon 2014 Beauty 5-core, LETTER's files (Table 1 data)"),
+    "yelp": DatasetSpec("yelp", "letter-json", locate=_letter_locator("yelp", "Yelp", True),
+                        description="Yelp 5-core, LETTER's files (Table 1 data)"),
+    "instruments": DatasetSpec("instruments", "letter-json",
+                               locate=_letter_locator("instruments", "Instruments", True),
+                               description="Amazon 2018 Instruments, LETTER's files"),
+    "sports": DatasetSpec("sports", "letter-json", locate=_letter_locator("sports", "Sports", False),
+                          description="Amazon 2014 Sports 5-core (P5 ids - 1; no item text)"),
+    "setrec-beauty": DatasetSpec("setrec-beauty", "setrec-npy",
+                                 locate=_setrec_locator("setrec-beauty", "beauty"),
+                                 options=PreprocessOptions(split="fixed", k_core=0),
+                                 description="SETRec's Beauty: global temporal split, warm/cold items, no text"),
+}
+
+
+def _option_fields() -> set[str]:
+    return {f.name for f in fields(PreprocessOptions)}
+
+
+def spec_from_config(entry: str | dict) -> DatasetSpec:
+    """A matrix's dataset entry (catalog name, or mapping) -> DatasetSpec."""
+    if isinstance(entry, str):
+        if entry not in CATALOG:
+            raise UnknownNameError("dataset", entry, list(CATALOG))
+        return CATALOG[entry]
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ConfigError(f"dataset entry: expected a catalog name or a mapping with 'name', got {entry!r}")
+    entry = dict(entry)
+    name = entry.pop("name")
+    opts = {k: entry.pop(k) for k in list(entry) if k in _option_fields()}
+    if "ratio" in opts:
+        opts["ratio"] = tuple(opts["ratio"])
+    cf = entry.pop("cf_embeddings", None)
+    fmt = entry.pop("format", None)
+    if fmt is None:
+        if name not in CATALOG:
+            raise ConfigError(f"dataset {name!r}: not in the catalog, so it needs a 'format' "
+                              f"(one of the readers) and its file paths")
+        base = CATALOG[name]
+        merged = {**base.options.to_dict(), **opts}
+        return DatasetSpec(name, base.format, base.reader_args, PreprocessOptions(**merged),
+                           base.locate, cf or base.cf_embeddings, base.description)
+    return DatasetSpec(name, fmt, entry, PreprocessOptions(**opts), None, cf)
+
+
+# --------------------------------------------------------------------------- cache key
+def _fingerprint(reader_args: dict) -> list:
+    """Content hashes of every file the reader may read (files named in the args, and the
+    files of a folder argument)."""
+    out = []
+    for key, value in sorted(reader_args.items()):
+        p = Path(str(value))
+        if not isinstance(value, (str, os.PathLike)) or not p.exists():
+            out.append([key, str(value)])
+            continue
+        files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out.append([key, f.name, h.hexdigest()])
+    return out
+
+
+def _read(spec: DatasetSpec, reader_args: dict):
+    from benchmarks.data.formats import read_format
+    fmt = _ml100k_format(reader_args) if spec.format == "movielens-100k" else spec.format
+    return read_format(fmt, **reader_args)
+
+
+def load_dataset(entry: str | dict | DatasetSpec, *, refresh: bool = False) -> Dataset:
+    """Locate, read, preprocess and cache a dataset; a cached copy is reused when the files
+    and options are unchanged."""
+    spec = entry if isinstance(entry, DatasetSpec) else spec_from_config(entry)
+    reader_args, source = spec.resolve()
+    key_src = {"name": spec.name, "format": spec.format, "files": _fingerprint(reader_args),
+               "args": {k: str(v) for k, v in reader_args.items() if k != "path"},
+               "options": spec.options.to_dict(), "version": PREPROCESS_VERSION}
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
+    target = cache_root() / "datasets" / f"{spec.name}-{key}"
+    if target.is_dir() and (target / "dataset.json").is_file() and not refresh:
+        ds = Dataset.load(target)
+        log.info("dataset %s: cached copy %s", spec.name, target)
+        return ds
+    log.info("dataset %s: reading %s", spec.name, source)
+    raw = _read(spec, reader_args)
+    ds = preprocess(raw, spec.name, spec.options)
+    ds.info.update({"source": source, "cache_key": key, "format": spec.format})
+    if spec.cf_embeddings:
+        folder = Path(reader_args.get("path", ""))
+        if (folder / spec.cf_embeddings).is_file():
+            ds.info["cf_embeddings_file"] = str(folder / spec.cf_embeddings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
+    try:
+        ds.save(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ds
+

@@ -1,0 +1,193 @@
+"""RawData -> Dataset: rating filter, iterated k-core, chronological order, split, id maps.
+
+The common protocol (LETTER Table 1, TIGER, LC-Rec, P5): 5-core repeated until stable; each
+user's interactions sorted by timestamp (ties and timestamp-less formats keep file order,
+stably); leave-one-out (last -> test, second last -> validation, rest -> training).
+SETRec's evaluation adds a GLOBAL chronological ratio split (all interactions cut by time,
+e.g. 8:1:1), which leaves items that occur in no training interaction: cold items.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.data.dataset import Dataset
+from benchmarks.data.raw import RawData
+from benchmarks.errors import ConfigError, EmptyDatasetError
+
+#: Bump when preprocessing changes what it produces: it is part of every cache key.
+PREPROCESS_VERSION = 1
+
+SPLITS = ("loo", "ratio", "fixed")
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """How raw interactions become a split dataset. Every field is part of the cache key.
+
+    - ``k_core``: iterated k-core on users and items (0 or 1 disables); repeats count.
+    - ``split``: ``loo`` (leave-one-out), ``ratio`` (global chronological, needs timestamps)
+      or ``fixed`` (the split the files ship, e.g. SETRec's dicts; chosen automatically for
+      pre-split data, which is never re-filtered).
+    - ``ratio``: train/valid/test shares of the global chronological split.
+    - ``max_history``: the history cap (20 in every paper this suite follows).
+    - ``min_rating``: keep interactions with rating >= this (None keeps all, as the papers do).
+    - ``dedupe``: drop repeated (user, item) interactions, keeping the first (default keeps
+      them, as the papers' files do; Yelp has many).
+    """
+
+    k_core: int = 5
+    split: str = "loo"
+    ratio: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    max_history: int = 20
+    min_rating: float | None = None
+    dedupe: bool = False
+
+    def __post_init__(self):
+        if self.split not in SPLITS:
+            raise ConfigError(f"split: expected one of {', '.join(SPLITS)}, got {self.split!r}")
+        if len(self.ratio) != 3 or any(r < 0 for r in self.ratio) or not np.isclose(sum(self.ratio), 1):
+            raise ConfigError(f"ratio: expected three non-negative shares summing to 1, got {self.ratio}")
+        if self.max_history < 1:
+            raise ConfigError(f"max_history: expected >= 1, got {self.max_history}")
+        object.__setattr__(self, "ratio", tuple(float(r) for r in self.ratio))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _natural_order(raw_ids: np.ndarray) -> np.ndarray:
+    """Sort raw ids numerically when all are integers, else lexicographically."""
+    ids = np.asarray(raw_ids, dtype=object)
+    if all(re.fullmatch(r"-?\d+", str(x)) for x in ids):
+        return ids[np.argsort(np.array([int(x) for x in ids]), kind="stable")]
+    return np.array(sorted(ids, key=str), dtype=object)
+
+
+def k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Iterate until every user and item has >= k interactions (repeats count)."""
+    if k <= 1:
+        return df
+    while True:
+        ucount = df["user"].map(df["user"].value_counts())
+        icount = df["item"].map(df["item"].value_counts())
+        keep = (ucount >= k) & (icount >= k)
+        if keep.all():
+            return df
+        df = df[keep]
+        if df.empty:
+            return df
+
+
+@dataclass
+class _Built:
+    train: list = field(default_factory=list)
+    valid: list = field(default_factory=list)
+    test: list = field(default_factory=list)
+
+
+def _split_groups(df: pd.DataFrame, n_users: int, label: np.ndarray | None) -> _Built:
+    """Per-user chronological lists per split; ``label`` (0/1/2 per row) or leave-one-out."""
+    out = _Built()
+    users = df["uid"].to_numpy()
+    items = df["iid"].to_numpy()
+    order = np.argsort(users, kind="stable")  # df is already chronological: stable keeps it
+    users, items = users[order], items[order]
+    bounds = np.searchsorted(users, np.arange(n_users + 1))
+    lab = None if label is None else label[order]
+    empty = np.zeros(0, np.int64)
+    for u in range(n_users):
+        seq = items[bounds[u]:bounds[u + 1]].astype(np.int64)
+        if lab is None:
+            out.train.append(seq[:-2])
+            out.valid.append(seq[-2:-1])
+            out.test.append(seq[-1:])
+        else:
+            lu = lab[bounds[u]:bounds[u + 1]]
+            out.train.append(seq[lu == 0] if len(seq) else empty)
+            out.valid.append(seq[lu == 1] if len(seq) else empty)
+            out.test.append(seq[lu == 2] if len(seq) else empty)
+    return out
+
+
+def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None) -> Dataset:
+    """Filter, order and split ``raw`` into a :class:`Dataset` (see the module docstring)."""
+    opt = options or PreprocessOptions()
+    df = raw.interactions.copy()
+    for col in ("user", "item"):
+        df[col] = df[col].astype(str)
+    df["_order"] = np.arange(len(df))
+    if opt.min_rating is not None:
+        if "rating" not in df:
+            raise ConfigError(f"min_rating is set but dataset {name!r} has no ratings")
+        df = df[df["rating"] >= opt.min_rating]
+
+    split = "fixed" if raw.presplit else opt.split
+    if split == "fixed" and not raw.presplit:
+        raise ConfigError(f"split 'fixed' needs files that ship a split; {name!r} does not")
+    if split == "ratio" and not raw.has_timestamps:
+        raise ConfigError(f"the global chronological split needs timestamps; dataset {name!r} "
+                          "has none (its format gives only the order inside each user)")
+
+    # chronological order: by timestamp where the format has them, ties in file order
+    if raw.has_timestamps:
+        df = df.sort_values(["timestamp", "_order"], kind="stable")
+    if opt.dedupe:
+        df = df.drop_duplicates(["user", "item"], keep="first")
+    if split != "fixed":
+        df = k_core(df, opt.k_core)
+        if split == "loo":  # leave-one-out needs train >= 1, valid and test per user
+            df = df[df["user"].map(df["user"].value_counts()) >= 3]
+    if df.empty:
+        raise EmptyDatasetError(
+            f"dataset {name!r}: no interaction left after filtering "
+            f"(k_core={opt.k_core}, min_rating={opt.min_rating}, split={split}); "
+            f"the raw data had {len(raw.interactions)} interactions")
+
+    item_ids = _natural_order(df["item"].unique())
+    user_ids = _natural_order(df["user"].unique())
+    df["iid"] = df["item"].map(pd.Series(np.arange(1, len(item_ids) + 1), index=item_ids)).astype(np.int64)
+    df["uid"] = df["user"].map(pd.Series(np.arange(len(user_ids)), index=user_ids)).astype(np.int64)
+
+    label = None
+    if split == "fixed":
+        codes = {"train": 0, "valid": 1, "test": 2}
+        bad = ~df["split"].isin(list(codes))
+        if bad.any():
+            raise ConfigError(f"dataset {name!r}: split labels must be train/valid/test, "
+                              f"got {df.loc[bad, 'split'].iloc[0]!r}")
+        label = df["split"].map(codes).to_numpy()
+    elif split == "ratio":
+        n = len(df)
+        cut1 = int(round(n * opt.ratio[0]))
+        cut2 = int(round(n * (opt.ratio[0] + opt.ratio[1])))
+        label = np.zeros(n, np.int64)
+        label[cut1:cut2] = 1
+        label[cut2:] = 2
+    built = _split_groups(df, len(user_ids), label)
+
+    item_text: dict[str, list] = {}
+    if raw.items is not None and len(raw.items.columns):
+        items = raw.items.copy()
+        items.index = items.index.astype(str)
+        items = items[~items.index.duplicated(keep="first")].reindex(item_ids)
+        for col in items.columns:
+            vals = [None if (v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "")
+                    else str(v) for v in items[col].tolist()]
+            if any(v is not None for v in vals):
+                item_text[str(col)] = vals
+
+    info = {"source": raw.source, "options": opt.to_dict(), "split": split,
+            "raw_interactions": int(len(raw.interactions)),
+            "has_timestamps": raw.has_timestamps, "preprocess_version": PREPROCESS_VERSION}
+    if "warm_items" in raw.extras:  # published warm/cold lists: record how they compare
+        info["published_warm_items"] = len(raw.extras["warm_items"])
+        info["published_cold_items"] = len(raw.extras.get("cold_items", []))
+    return Dataset(name=name, n_items=len(item_ids), item_ids=[str(x) for x in item_ids],
+                   user_ids=[str(x) for x in user_ids], train=built.train, valid=built.valid,
+                   test=built.test, item_text=item_text, max_history=opt.max_history,
+                   split=split, info=info)

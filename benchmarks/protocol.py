@@ -1,0 +1,169 @@
+"""The one protocol every method follows, traditional baseline or generative scheme.
+
+A method is a :class:`Recommender` subclass registered by name (see :mod:`benchmarks.registry`):
+
+    @register_method("my-model")
+    class MyModel(Recommender):
+        family = "traditional"          # traditional | id | textual | codebook | set
+        Config = MyConfig               # a dataclass; its defaults are the paper's values
+
+        def fit(self, validator): ...   # train; early-stop on validator(self) (NDCG@10)
+        def score(self, batch): ...     # [B, n_items + 1] scores over ALL items, or
+        def rank(self, batch, k, candidates=None, exclude=None): ...  # top-k directly
+
+The harness calls ``fit`` once, then ``rank`` on batches of users for every split and subset
+(warm items only, cold items only ...). The default ``rank`` takes ``score`` and applies the
+candidate mask and the exclusions; generative methods that decode top-k lists (beam search)
+override ``rank`` instead and may leave ``score`` unimplemented.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import torch
+
+from benchmarks.errors import ConfigError
+
+if TYPE_CHECKING:  # imported for type hints only: the protocol must stay light
+    from benchmarks.data.dataset import Dataset
+    from benchmarks.features import FeatureStore
+
+FAMILIES = ("traditional", "id", "textual", "codebook", "set")
+
+
+@dataclass
+class UserBatch:
+    """Users to rank: ``users`` [B] (0-based user index) and ``history`` [B, H] (the last H
+    items before the split's targets, LEFT-padded with 0, most recent item last)."""
+
+    users: torch.Tensor
+    history: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "UserBatch":
+        return UserBatch(self.users.to(device), self.history.to(device))
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+
+@dataclass
+class Context:
+    """What a method gets besides its config: the data, lazily computed item features, the
+    device, the seed, a folder for artefacts (identifiers, logs) and whether to show progress."""
+
+    dataset: "Dataset"
+    features: "FeatureStore | None" = None
+    device: str = "cpu"
+    seed: int = 0
+    workdir: Path | None = None
+    progress: bool = True
+
+
+#: validator(model) -> validation NDCG@10 (higher is better), computed by the harness.
+Validator = Callable[["Recommender"], float]
+
+
+@dataclass
+class NoConfig:
+    """For methods without hyper-parameters."""
+
+
+def build_config(cls: type, overrides: dict[str, Any] | None) -> Any:
+    """Instantiate the dataclass ``cls`` from its defaults and ``overrides``; an unknown key is a
+    ConfigError naming the field and the known ones."""
+    overrides = dict(overrides or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"{cls.__qualname__}: unknown field(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    for name, value in overrides.items():  # YAML lists -> tuples where the default is a tuple
+        default = known[name].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            overrides[name] = tuple(value)
+    return cls(**overrides)
+
+
+class Recommender(abc.ABC):
+    """Base class of every method. See the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "traditional"
+    Config: ClassVar[type] = NoConfig
+    #: what the method reads from the FeatureStore: {"text", "cf"}; the harness builds only these
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: Any, ctx: Context):
+        self.config = config
+        self.ctx = ctx
+        self.dataset = ctx.dataset
+        self.n_items = ctx.dataset.n_items
+        self.device = torch.device(ctx.device)
+
+    # ------------------------------------------------------------------ training
+    @abc.abstractmethod
+    def fit(self, validator: Validator | None = None) -> dict:
+        """Train on ``self.dataset.train`` only; return a log (dict, JSON-serialisable)."""
+
+    # ------------------------------------------------------------------ inference
+    def score(self, batch: UserBatch) -> torch.Tensor:
+        """Scores over all items, [B, n_items + 1] (column 0 = padding, ignored)."""
+        raise NotImplementedError(f"{type(self).__name__} ranks directly and has no scores")
+
+    @torch.no_grad()
+    def rank(self, batch: UserBatch, k: int, candidates: torch.Tensor | None = None,
+             exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k item ids [B, k] (best first) and their scores [B, k].
+
+        ``candidates``: bool [n_items + 1], only these items may be returned (e.g. warm items).
+        ``exclude``: [B, M] item ids per user that must not be returned (0 = none).
+        Fewer than k valid items -> the tail is filled with item 0 and score -inf.
+        """
+        scores = self.score(batch).float().clone()
+        return topk_from_scores(scores, k, candidates, exclude)
+
+    @property
+    def has_scores(self) -> bool:
+        return type(self).score is not Recommender.score
+
+    def eval(self) -> "Recommender":
+        """Switch torch modules to evaluation mode (no-op for non-torch methods)."""
+        return self
+
+    def train(self) -> "Recommender":
+        return self
+
+
+def topk_from_scores(scores: torch.Tensor, k: int, candidates: torch.Tensor | None = None,
+                     exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask padding, non-candidates and exclusions with -inf, then top-k. Ties go to the lower
+    item id (a stable descending sort), so rankings are deterministic."""
+    scores[:, 0] = float("-inf")
+    if candidates is not None:
+        scores[:, ~candidates.to(scores.device)] = float("-inf")
+    if exclude is not None and exclude.numel():
+        exclude = exclude.to(scores.device)
+        rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(exclude)
+        keep = exclude > 0
+        scores[rows[keep], exclude[keep]] = float("-inf")
+    k = min(k, scores.shape[1] - 1)
+    vals, idx = torch.topk(scores, k, dim=1)
+    # ties at the cut: rows where the k-th score occurs beyond the top-k get a stable sort
+    kth = vals[:, -1:]
+    cut = (scores == kth).sum(1) > (vals == kth).sum(1)
+    if cut.any():
+        rows = cut.nonzero().squeeze(1)
+        v, i = torch.sort(scores[rows], dim=1, descending=True, stable=True)
+        vals[rows], idx[rows] = v[:, :k], i[:, :k]
+    # ties inside the top-k: lower id first
+    order = torch.argsort(idx, dim=1)
+    idx, vals = idx.gather(1, order), vals.gather(1, order)
+    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    idx, vals = idx.gather(1, order), vals.gather(1, order)
+    idx = torch.where(torch.isinf(vals) & (vals < 0), torch.zeros_like(idx), idx)
+    return idx, vals

@@ -1,0 +1,329 @@
+"""The matrix runner: datasets x methods x seeds, one directory per cell, resumable.
+
+A matrix is a YAML file (or a preset under ``benchmarks/presets/``)::
+
+    name: quick
+    datasets: [ml-100k]                 # catalog names or mappings (see benchmarks.data.catalog)
+    seeds: [0]
+    device: auto                        # auto | cpu | cuda | cuda:1 ...
+    evaluation: {ks: [5, 10]}           # EvalConfig fields
+    features: {text_template: "{title}. {categories}", text_encoder: all-MiniLM-L6-v2}
+    methods:
+      - mostpop
+      - name: sasrec                    # a registered method
+        label: sasrec                   # the row name in tables (default: name)
+        config: {hidden: 64}            # the method's Config fields
+        datasets: {beauty: {dropout: 0.5}}   # per-dataset config overrides
+
+Each cell's output directory is ``<out>/cells/<dataset>/<label>/seed<seed>-<hash>``, the hash
+taken over the cell's RESOLVED config (dataset options, method config with its defaults, seed,
+evaluation and feature settings, suite version). A cell is computed in a temporary sibling
+folder and renamed into place when complete, so a finished cell is never recomputed and a run
+killed at any moment resumes where it stopped, losing nothing finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+import benchmarks
+from benchmarks.data.catalog import DatasetSpec, load_dataset, spec_from_config
+from benchmarks.errors import ConfigError, GenrecError
+from benchmarks.evaluation import EvalConfig, Evaluator
+from benchmarks.protocol import Context, build_config
+from benchmarks.registry import METHODS
+from benchmarks.utils import (Timer, atomic_write_json, atomic_write_text, device_description,
+                              git_commit, package_versions, resolve_device, seed_everything,
+                              stable_hash)
+
+log = logging.getLogger(__name__)
+
+PRESETS = Path(__file__).resolve().parent / "presets"
+RESULT_COLUMNS = ["dataset", "method", "family", "seed", "split", "subset", "metric", "k",
+                  "value", "n_users", "config_hash"]
+MATRIX_KEYS = {"name", "description", "datasets", "seeds", "device", "evaluation", "features", "methods"}
+METHOD_KEYS = {"name", "label", "config", "datasets"}
+FEATURE_KEYS = {"text_template", "text_encoder"}
+
+
+@dataclass
+class MethodEntry:
+    name: str
+    label: str
+    config: dict = field(default_factory=dict)
+    per_dataset: dict = field(default_factory=dict)
+
+
+@dataclass
+class Matrix:
+    name: str
+    datasets: list
+    methods: list[MethodEntry]
+    seeds: list[int]
+    device: str = "auto"
+    evaluation: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)
+    description: str = ""
+    source: str = ""
+
+
+@dataclass
+class Cell:
+    dataset: DatasetSpec
+    method: MethodEntry
+    seed: int
+    resolved: dict
+    hash: str
+
+    @property
+    def relpath(self) -> Path:
+        return Path("cells") / self.dataset.name / self.method.label / f"seed{self.seed}-{self.hash}"
+
+
+# --------------------------------------------------------------------------- matrix files
+def _need(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{where}: {msg}")
+
+
+def parse_matrix(data: Any, source: str) -> Matrix:
+    """A matrix mapping (parsed YAML) -> Matrix; errors name the file and the field."""
+    _need(isinstance(data, dict), source, f"expected a mapping with keys {sorted(MATRIX_KEYS)}")
+    unknown = set(data) - MATRIX_KEYS
+    _need(not unknown, source, f"unknown key(s) {sorted(unknown)}; known: {sorted(MATRIX_KEYS)}")
+    for key in ("datasets", "methods"):
+        _need(isinstance(data.get(key), list) and data[key], f"{source}: {key}",
+              "expected a non-empty list")
+    methods = []
+    for i, m in enumerate(data["methods"]):
+        where = f"{source}: methods[{i}]"
+        if isinstance(m, str):
+            m = {"name": m}
+        _need(isinstance(m, dict) and isinstance(m.get("name"), str), where,
+              "expected a method name or a mapping with 'name'")
+        bad = set(m) - METHOD_KEYS
+        _need(not bad, where, f"unknown key(s) {sorted(bad)}; known: {sorted(METHOD_KEYS)}")
+        _need(isinstance(m.get("config", {}), dict), f"{where}.config", "expected a mapping")
+        _need(isinstance(m.get("datasets", {}), dict), f"{where}.datasets",
+              "expected a mapping dataset -> config overrides")
+        methods.append(MethodEntry(m["name"], m.get("label", m["name"]), dict(m.get("config", {})),
+                                   dict(m.get("datasets", {}))))
+    labels = [m.label for m in methods]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    _need(not dup, f"{source}: methods", f"labels must be unique, repeated: {dup} (give 'label')")
+    seeds = data.get("seeds", [0])
+    _need(isinstance(seeds, list) and all(isinstance(s, int) for s in seeds) and seeds,
+          f"{source}: seeds", "expected a non-empty list of integers")
+    feats = data.get("features", {}) or {}
+    _need(isinstance(feats, dict) and not set(feats) - FEATURE_KEYS, f"{source}: features",
+          f"expected a mapping with keys among {sorted(FEATURE_KEYS)}")
+    ev = data.get("evaluation", {}) or {}
+    _need(isinstance(ev, dict), f"{source}: evaluation", "expected a mapping of EvalConfig fields")
+    return Matrix(name=str(data.get("name", Path(source).stem)), datasets=list(data["datasets"]),
+                  methods=methods, seeds=seeds, device=str(data.get("device", "auto")),
+                  evaluation=ev, features=feats, description=str(data.get("description", "")),
+                  source=source)
+
+
+def load_matrix(path: str | Path | None = None, preset: str | None = None) -> Matrix:
+    if (path is None) == (preset is None):
+        raise ConfigError("give a matrix file or --preset NAME (one of them)")
+    if preset is not None:
+        path = PRESETS / f"{preset}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+            raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(known)}")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: matrix file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_matrix(data, str(path))
+
+
+def select(matrix: Matrix, datasets: list[str] | None = None, methods: list[str] | None = None,
+           seeds: list[int] | None = None) -> Matrix:
+    """The CLI's --datasets / --methods / --seeds filters (methods by label or name)."""
+    m = dataclasses.replace(matrix)
+    if datasets:
+        names = {(d if isinstance(d, str) else d.get("name")): d for d in matrix.datasets}
+        missing = [d for d in datasets if d not in names]
+        m.datasets = [names.get(d, d) for d in datasets]
+        if missing:
+            log.info("datasets %s are not in matrix %s: using catalog defaults", missing, matrix.name)
+    if methods:
+        by = {e.label: e for e in matrix.methods} | {e.name: e for e in matrix.methods}
+        m.methods = [by.get(x, MethodEntry(x, x)) for x in methods]
+    if seeds:
+        m.seeds = list(seeds)
+    return m
+
+
+# --------------------------------------------------------------------------- cells
+def expand(matrix: Matrix) -> list[Cell]:
+    eval_cfg = build_config(EvalConfig, matrix.evaluation)
+    cells = []
+    for d in matrix.datasets:
+        spec = spec_from_config(d)
+        for entry in matrix.methods:
+            cls = METHODS.get(entry.name)
+            overrides = {**entry.config, **entry.per_dataset.get(spec.name, {})}
+            try:
+                cfg = build_config(cls.Config, overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"{matrix.source}: method {entry.label!r}: {exc}") from None
+            for seed in matrix.seeds:
+                resolved = {
+                    "dataset": {"name": spec.name, "format": spec.format,
+                                "options": spec.options.to_dict(),
+                                "args": {k: str(v) for k, v in spec.reader_args.items()}},
+                    "method": entry.name, "label": entry.label, "family": cls.family,
+                    "config": dataclasses.asdict(cfg), "seed": seed,
+                    "evaluation": eval_cfg.to_dict(),
+                    "features": matrix.features if cls.needs else {},
+                    "suite_version": benchmarks.__version__,
+                }
+                cells.append(Cell(spec, entry, seed, resolved, stable_hash(resolved)))
+    return cells
+
+
+def cell_done(out: Path, cell: Cell) -> bool:
+    return (out / cell.relpath / "metrics.csv").is_file()
+
+
+class _DatasetMemo:
+    """Datasets loaded once per process and shared by its cells (each cell gets a fresh
+    Evaluator: its validation sample depends on the seed)."""
+
+    def __init__(self):
+        self._data: dict[str, Any] = {}
+
+    def get(self, spec: DatasetSpec, eval_cfg: EvalConfig, seed: int):
+        key = stable_hash([spec.name, spec.format, spec.reader_args, spec.options.to_dict()])
+        if key not in self._data:
+            self._data[key] = load_dataset(spec)
+        ds = self._data[key]
+        return ds, Evaluator(ds, eval_cfg, seed=seed)
+
+
+def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | None = None,
+             progress: bool = True, memo: _DatasetMemo | None = None) -> Path:
+    """Train and evaluate one cell; write its directory atomically; return its path."""
+    from benchmarks.data.fetch import cache_dir
+    from benchmarks.features import FeatureStore
+
+    final = out / cell.relpath
+    tmp = final.with_name(final.name + f".tmp-{int(time.time() * 1e6)}")
+    tmp.mkdir(parents=True)
+    started = datetime.now(timezone.utc)
+    try:
+        with Timer() as total:
+            seed_everything(cell.seed)
+            dev = resolve_device(device)
+            eval_cfg = build_config(EvalConfig, cell.resolved["evaluation"])
+            ds, evaluator = (memo or _DatasetMemo()).get(cell.dataset, eval_cfg, cell.seed)
+            cls = METHODS.get(cell.method.name)
+            cfg = build_config(cls.Config, cell.resolved["config"])
+            store = FeatureStore(ds, cache_dir(), device=dev, seed=cell.seed, progress=progress,
+                                 validator_factory=lambda: evaluator.validation_ndcg,
+                                 **(features or {}))
+            ctx = Context(dataset=ds, features=store, device=dev, seed=cell.seed,
+                          workdir=tmp / "artefacts", progress=progress)
+            model = cls(cfg, ctx)
+            with Timer() as t_fit:
+                fit_log = model.fit(evaluator.validation_ndcg)
+            with Timer() as t_eval:
+                result = evaluator.evaluate(model, progress=progress)
+        rows = [{"dataset": ds.name, "method": cell.method.label, "family": cls.family,
+                 "seed": cell.seed, **r, "config_hash": cell.hash} for r in result.rows]
+        for metric in ("users_per_s", "ms_per_user"):
+            if metric in result.throughput:
+                rows.append({"dataset": ds.name, "method": cell.method.label, "family": cls.family,
+                             "seed": cell.seed, "split": "test", "subset": "all", "metric": metric,
+                             "k": result.throughput["k"], "value": result.throughput[metric],
+                             "n_users": result.throughput["users"], "config_hash": cell.hash})
+        atomic_write_json(tmp / "config.json", cell.resolved)
+        atomic_write_json(tmp / "train_log.json", fit_log)
+        atomic_write_json(tmp / "throughput.json", result.throughput)
+        np.savez_compressed(tmp / "per_user.npz", **result.per_user)
+        atomic_write_json(tmp / "run.json", {
+            "config_hash": cell.hash, "seed": cell.seed, "git_commit": git_commit(),
+            "versions": package_versions(), "device": device_description(dev),
+            "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
+            "wall_seconds": {"total": round(total.seconds, 2), "fit": round(t_fit.seconds, 2),
+                             "evaluate": round(t_eval.seconds, 2)},
+            "dataset": {"info": ds.info, "stats": ds.stats()}})
+        # metrics.csv last: its presence marks the cell complete inside the folder too
+        atomic_write_text(tmp / "metrics.csv", pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def collect_results(out: Path) -> pd.DataFrame:
+    """All finished cells' metrics in one tidy table (also written to ``out/results.csv``)."""
+    frames = [pd.read_csv(p) for p in sorted((out / "cells").glob("*/*/*/metrics.csv"))
+              if ".tmp-" not in str(p.parent.name)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+    atomic_write_text(out / "results.csv", df.to_csv(index=False))
+    return df
+
+
+def clean_stale(out: Path) -> None:
+    for tmp in (out / "cells").glob("*/*/*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: bool = False) -> dict:
+    """Run every unfinished cell in-process; collect results; return a summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale(out)
+    cells = expand(matrix)
+    atomic_write_text(out / "matrix.yaml", yaml.safe_dump(
+        {"name": matrix.name, "description": matrix.description, "datasets": matrix.datasets,
+         "seeds": matrix.seeds, "device": matrix.device, "evaluation": matrix.evaluation,
+         "features": matrix.features,
+         "methods": [{"name": m.name, "label": m.label, "config": m.config, "datasets": m.per_dataset}
+                     for m in matrix.methods]}, sort_keys=False))
+    todo = [c for c in cells if not cell_done(out, c)]
+    summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
+    log.info("matrix %s: %d cells, %d finished already", matrix.name, len(cells), summary["skipped"])
+    memo = _DatasetMemo()
+    bar = tqdm(todo, desc=f"matrix {matrix.name}", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(f"{cell.dataset.name}/{cell.method.label}/seed{cell.seed}")
+        try:
+            run_cell(cell, out, device=matrix.device, features=matrix.features, progress=progress, memo=memo)
+            summary["ran"] += 1
+        except (GenrecError, RuntimeError, ValueError, FloatingPointError) as exc:
+            if fail_fast or isinstance(exc, GenrecError):
+                raise
+            log.error("cell %s failed: %s", cell.relpath, exc)
+            summary["failed"].append({"cell": str(cell.relpath), "error": f"{type(exc).__name__}: {exc}",
+                                      "traceback": traceback.format_exc()})
+        collect_results(out)
+    collect_results(out)
+    if summary["failed"]:
+        atomic_write_json(out / "failures.json", summary["failed"])
+    return summary
