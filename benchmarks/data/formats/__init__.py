@@ -29,8 +29,9 @@ FORMATS: dict[str, Callable[..., RawData]] = {
 }
 
 
-def read_format(name: str, **kwargs) -> RawData:
-    """Call the reader registered as ``name`` with ``kwargs`` (its own parameter names)."""
+def read_format(name: str, /, **kwargs) -> RawData:
+    """Call the reader registered as ``name`` with ``kwargs`` (its own parameter names; ``name``
+    is positional-only, so a reader's own ``name`` parameter can be passed as a keyword)."""
     try:
         reader = FORMATS[name]
     except KeyError:

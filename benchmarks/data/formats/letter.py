@@ -81,7 +81,7 @@ def read_letter_json(directory: str | Path, name: str) -> RawData:
         ids = [_raw_id(v) for v in seq] if isinstance(seq, list) else [None]
         if None in ids:
             raise DataFormatError(inter, expected, line=_line_of(inter, user),
-                                  got=f"user {user!r}: {json.dumps(seq)[:80]}")
+                                  got=f"{json.dumps(user)}: {json.dumps(seq)[:80]}")
         for item in ids:
             cols.add(user, item)
     item_path = directory / f"{name}.item.json"
@@ -92,7 +92,7 @@ def read_letter_json(directory: str | Path, name: str) -> RawData:
         for item, rec in _load(item_path, f"{name}.item.json", expected).items():
             if not isinstance(rec, dict):
                 raise DataFormatError(item_path, expected, line=_line_of(item_path, item),
-                                      got=f"item {item!r}: {json.dumps(rec)[:80]}")
+                                      got=f"{json.dumps(item)}: {json.dumps(rec)[:80]}")
             rows[item] = {k: _text(k, v) for k, v in rec.items()}
         items = items_frame(rows, ("title", "categories", "brand", "description"))
     source = f"letter-json: {inter}" + (f", {item_path}" if items is not None else "")
