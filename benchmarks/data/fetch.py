@@ -136,6 +136,14 @@ def _inside(path: str | Path, root: Path) -> bool:
     return real == str(root) or real.startswith(str(root) + os.sep)
 
 
+def _present(archive: Path, members: Sequence[str], names: Sequence[str]) -> Sequence[str]:
+    known = set(names)
+    for m in members:
+        if m not in known:
+            raise GenrecError(f"{archive}: no member {m!r}")
+    return members
+
+
 def _prepare(target: Path, root: Path, archive: Path, name: str) -> None:
     """Create ``target``'s parent and check that it really lies inside ``root`` (following
     any link already extracted); a link already at ``target`` is removed, not written through."""
@@ -152,10 +160,8 @@ def _extract_zip(archive: Path, dest: Path, root: Path, members: Sequence[str] |
     except (zipfile.BadZipFile, OSError) as e:
         raise GenrecError(f"{archive}: not a readable zip archive ({e})") from None
     with zf:
-        try:
-            infos = zf.infolist() if members is None else [zf.getinfo(m) for m in members]
-        except KeyError as e:
-            raise GenrecError(f"{archive}: no member {e.args[0]}") from None
+        infos = zf.infolist() if members is None else [
+            zf.getinfo(m) for m in _present(archive, members, zf.namelist())]
         checked = []
         for info in infos:  # check every member before writing anything
             path = _member_path(archive, info.filename)
@@ -181,10 +187,8 @@ def _extract_tar(archive: Path, dest: Path, root: Path, members: Sequence[str] |
     except (tarfile.TarError, OSError) as e:
         raise GenrecError(f"{archive}: not a readable tar archive ({e})") from None
     with tf:
-        try:
-            infos = tf.getmembers() if members is None else [tf.getmember(m) for m in members]
-        except KeyError as e:
-            raise GenrecError(f"{archive}: no member {e.args[0]}") from None
+        infos = tf.getmembers() if members is None else [
+            tf.getmember(m) for m in _present(archive, members, tf.getnames())]
         checked = []
         for m in infos:  # check every member before writing anything
             path = _member_path(archive, m.name)

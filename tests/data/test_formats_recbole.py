@@ -39,6 +39,7 @@ def test_reads_inter_and_item(tmp_path):
     assert read_recbole(d / "ml-100k.inter").interactions.equals(df)
     write(tmp_path / "other", name="ml")
     assert read_recbole(tmp_path / "other", name="ml").items.equals(raw.items)
+    assert read_recbole(tmp_path / "other").items.equals(raw.items)  # the only .inter file
 
 
 def test_without_timestamp_rating_or_item_file(tmp_path):
@@ -52,7 +53,7 @@ def test_without_timestamp_rating_or_item_file(tmp_path):
 
 def test_other_text_fields_map_to_canonical_names(tmp_path):
     item = ("item_id:token\tname:token_seq\tcategories:token_seq\tbrand:token\tprice:float\n"
-            "a\tRed &amp; Blue  Lipstick\tBeauty Makeup\tACME\t9.5\n")
+            "a\tRed &amp; Blue \r Lipstick\tBeauty Makeup\tACME\t9.5\r\n")
     raw = read_recbole(write(tmp_path / "x", item=item))
     assert raw.items.loc["a"].to_dict() == {"title": "Red & Blue Lipstick",
                                             "categories": "Beauty, Makeup", "brand": "ACME",

@@ -7,6 +7,7 @@ import html
 import io
 import json
 import re
+import zlib
 from array import array
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -31,13 +32,13 @@ def require_file(path: str | Path, what: str) -> Path:
 def open_text(path: str | Path, what: str, encoding: str = "utf-8") -> io.TextIOBase:
     """Open a text file for streaming, gunzipping it when it starts with the gzip magic bytes.
 
-    Newlines are not translated except ``\\r\\n`` -> ``\\n`` (``newline=None`` would also split
-    on a lone ``\\r`` inside a field)."""
+    Lines end at ``\\n`` only (``\\r\\n`` works too): a lone ``\\r`` inside a field does not
+    split the line, as it would in Python's default universal-newlines mode."""
     path = require_file(path, what)
     with open(path, "rb") as f:
         gz = f.read(2) == _GZIP_MAGIC
     raw = gzip.open(path, "rb") if gz else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding=encoding, newline="")
+    return io.TextIOWrapper(raw, encoding=encoding, newline="\n")
 
 
 def numbered_lines(path: str | Path, what: str, encoding: str = "utf-8",
@@ -54,7 +55,7 @@ def numbered_lines(path: str | Path, what: str, encoding: str = "utf-8",
             except UnicodeDecodeError as e:
                 raise DataFormatError(path, f"{encoding} text", line=lineno + 1,
                                       got=f"undecodable bytes {e.object[e.start:e.end]!r}") from None
-            except (OSError, EOFError) as e:  # a truncated or corrupt .gz
+            except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz
                 raise DataFormatError(path, "a readable (gzip) file", line=lineno + 1,
                                       got=str(e)) from None
             if not line:

@@ -83,14 +83,17 @@ def _locate(dir_or_inter_path: str | Path, name: str | None) -> tuple[Path, Path
     p = Path(dir_or_inter_path)
     if p.suffix == ".inter" or p.is_file():
         return p, p.with_suffix(".item")
-    name = name or p.name
+    if name is None:
+        found = sorted(p.glob("*.inter"))
+        name = found[0].stem if len(found) == 1 and not (p / f"{p.name}.inter").exists() else p.name
     return p / f"{name}.inter", p / f"{name}.item"
 
 
 def read_recbole(dir_or_inter_path: str | Path, name: str | None = None) -> RawData:
-    """Read ``<dir>/<name>.inter`` (and ``<name>.item`` if present); ``name`` defaults to the
-    folder's name, as RecBole lays datasets out (``ml-100k/ml-100k.inter``). A path to the
-    ``.inter`` file itself also works (the ``.item`` beside it is then used)."""
+    """Read ``<dir>/<name>.inter`` (and ``<name>.item`` if present). ``name`` defaults to the
+    folder's name, as RecBole lays datasets out (``ml-100k/ml-100k.inter``), or else to the
+    only ``.inter`` file in the folder. A path to the ``.inter`` file itself also works (the
+    ``.item`` beside it is then used)."""
     inter, item = _locate(dir_or_inter_path, name)
     rows = _rows(inter, "a RecBole interaction file <name>.inter", ("user_id", "item_id"),
                  ("rating", "timestamp"))
