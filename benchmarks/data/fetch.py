@@ -147,9 +147,10 @@ def _present(archive: Path, members: Sequence[str], names: Sequence[str]) -> Seq
 def _prepare(target: Path, root: Path, archive: Path, name: str) -> None:
     """Create ``target``'s parent and check that it really lies inside ``root`` (following
     any link already extracted); a link already at ``target`` is removed, not written through."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not _inside(target.parent, root):
-        raise UnsafeArchiveError(archive, name, "its folder resolves outside the destination")
+    for _ in range(2):  # before creating folders (a link may lead elsewhere), and after
+        if not _inside(target.parent, root):
+            raise UnsafeArchiveError(archive, name, "its folder resolves outside the destination")
+        target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink():
         target.unlink()
 
@@ -202,7 +203,7 @@ def _extract_tar(archive: Path, dest: Path, root: Path, members: Sequence[str] |
             elif not (m.isfile() or m.isdir()):
                 raise UnsafeArchiveError(archive, m.name, "a device, fifo or other special file")
             checked.append((m, path))
-        written = []
+        written, links = [], []
         for m, path in checked:
             target = dest.joinpath(*path.parts)
             if m.isdir():
@@ -214,6 +215,7 @@ def _extract_tar(archive: Path, dest: Path, root: Path, members: Sequence[str] |
                     raise UnsafeArchiveError(archive, m.name,
                                              f"a link to {m.linkname!r} outside the destination")
                 os.symlink(m.linkname, target)
+                links.append((m.name, target))
             else:  # regular file, or a hard link: written as a copy of the linked member
                 src = tf.extractfile(m)
                 if src is None:
@@ -221,6 +223,10 @@ def _extract_tar(archive: Path, dest: Path, root: Path, members: Sequence[str] |
                 with src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out)
             written.append(target)
+    for name, link in links:  # a chain of links, each fine when made, may lead out in the end
+        if not _inside(link, root):
+            link.unlink()
+            raise UnsafeArchiveError(archive, name, "a link that resolves outside the destination")
     return written
 
 
@@ -232,7 +238,8 @@ def safe_extract(archive_path: str | Path, dest: str | Path,
     Refused with :class:`UnsafeArchiveError`, before anything is written: absolute member
     names, ``..`` components, special files, zip symlinks and tar links pointing outside
     ``dest``; while writing, a member whose folder resolves outside ``dest`` through a link
-    extracted earlier. File modes and owners are not restored.
+    extracted earlier; at the end, a link that resolves outside ``dest`` through other links
+    (it is removed). File modes and owners are not restored.
     """
     archive, dest = Path(archive_path), Path(dest)
     if not archive.is_file():

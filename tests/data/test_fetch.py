@@ -90,16 +90,22 @@ def test_safe_extract_tar(tmp_path):
     t = make_tar(tmp_path / "a.tar.gz", [("d/a.txt", "A"), ("d/link", None, "a.txt")])
     safe_extract(t, tmp_path / "out")
     assert (tmp_path / "out" / "d" / "link").read_text() == "A"
-    for members, reason in [([("../evil.txt", "x")], "a '..' path component"),
+    for i, (members, reason) in enumerate([([("../evil.txt", "x")], "a '..' path component"),
                             ([("/abs.txt", "x")], "an absolute path"),
                             ([("up", None, "../../etc")], "a link to '../../etc' outside"),
                             ([("pw", None, "/etc/passwd")], "a link to '/etc/passwd' outside"),
                             # lexically inside, really outside: x -> ., then x/l -> x/.. = ..
-                            ([("x", None, "."), ("x/l", None, "..")], "outside the destination")]:
+                            ([("x", None, "."), ("x/l", None, "..")], "outside the destination"),
+                            # each link inside when made; a -> b/.. -> x/.. -> ./.. in the end
+                            ([("x", None, "."), ("a", None, "b/.."), ("b", None, "x")],
+                             "a link that resolves outside the destination"),
+                            # a folder reached through such a link is not even created
+                            ([("x", None, "."), ("a", None, "b/.."), ("b", None, "x"),
+                              ("a/newdir/evil.txt", "x")], "its folder resolves outside")]):
         t = make_tar(tmp_path / "bad.tar.gz", members)
         with pytest.raises(UnsafeArchiveError, match=reason):
-            safe_extract(t, tmp_path / "bad")
-    assert not (tmp_path / "evil.txt").exists()
+            safe_extract(t, tmp_path / f"bad{i}")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "newdir").exists()
 
 
 def test_safe_extract_refuses_special_files_and_non_archives(tmp_path):

@@ -11,7 +11,7 @@ Tab-separated, no quoting; the first line is a typed header ``field:type`` with 
 ``item_id:token``; its fields are mapped onto the canonical text fields (``movie_title`` /
 ``title`` / ``name`` -> ``title``; ``class`` / ``genre`` / ``genres`` / ``categories`` /
 ``category`` -> ``categories``, whose space-separated tokens are ", "-joined); every other
-field is kept under its own name, as the text written in the file.
+field is kept under its own name (as text). Text is HTML-unescaped and whitespace-collapsed.
 """
 
 from __future__ import annotations
