@@ -155,7 +155,8 @@ def _prepare(target: Path, root: Path, archive: Path, name: str) -> None:
         target.unlink()
 
 
-def _extract_zip(archive: Path, dest: Path, root: Path, members: Sequence[str] | None) -> list[Path]:
+def _extract_zip(archive: Path, dest: Path, root: Path,
+                 members: Sequence[str] | None) -> list[Path]:
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
@@ -182,7 +183,8 @@ def _extract_zip(archive: Path, dest: Path, root: Path, members: Sequence[str] |
     return written
 
 
-def _extract_tar(archive: Path, dest: Path, root: Path, members: Sequence[str] | None) -> list[Path]:
+def _extract_tar(archive: Path, dest: Path, root: Path,
+                 members: Sequence[str] | None) -> list[Path]:
     try:
         tf = tarfile.open(archive)
     except (tarfile.TarError, OSError) as e:

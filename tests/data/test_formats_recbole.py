@@ -93,3 +93,12 @@ def test_bad_number_and_bad_item_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataFormatError, match=r"nothing\.inter: expected an existing file"):
         read_recbole(tmp_path, name="nothing")
+
+
+def test_byte_order_mark_and_undecodable_line(tmp_path):
+    d = tmp_path / "x"
+    d.mkdir()
+    (d / "x.inter").write_bytes(b"\xef\xbb\xbfuser_id:token\titem_id:token\n1\t2\n3\t\xff\xfe\n")
+    with pytest.raises(DataFormatError) as e:
+        read_recbole(d)
+    assert str(e.value) == f"{d / 'x.inter'}:3: expected utf-8 text, got 'undecodable bytes (hex) ff'"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gzip
 import html
-import io
 import json
 import re
 import zlib
 from array import array
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,38 +28,41 @@ def require_file(path: str | Path, what: str) -> Path:
     return path
 
 
-def open_text(path: str | Path, what: str, encoding: str = "utf-8") -> io.TextIOBase:
-    """Open a text file for streaming, gunzipping it when it starts with the gzip magic bytes.
-
-    Lines end at ``\\n`` only (``\\r\\n`` works too): a lone ``\\r`` inside a field does not
-    split the line, as it would in Python's default universal-newlines mode."""
+def open_binary(path: str | Path, what: str) -> BinaryIO:
+    """Open a file for streaming, gunzipping it when it starts with the gzip magic bytes."""
     path = require_file(path, what)
     with open(path, "rb") as f:
         gz = f.read(2) == _GZIP_MAGIC
-    raw = gzip.open(path, "rb") if gz else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding=encoding, newline="\n")
+    return gzip.open(path, "rb") if gz else open(path, "rb")
 
 
 def numbered_lines(path: str | Path, what: str, encoding: str = "utf-8",
                    ) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line without its line ending), streaming the file.
 
-    A byte sequence that is not valid ``encoding`` becomes a DataFormatError naming the line.
+    Lines end at ``\\n`` only (``\\r\\n`` too): a lone ``\\r`` inside a field does not split
+    the line. Each line is decoded on its own, so a byte sequence that is not valid
+    ``encoding`` becomes a DataFormatError naming its own line.
     """
     lineno = 0
-    with open_text(path, what, encoding) as f:
+    with open_binary(path, what) as f:
         while True:
             try:
-                line = f.readline()
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, f"{encoding} text", line=lineno + 1,
-                                      got=f"undecodable bytes {e.object[e.start:e.end]!r}") from None
+                raw = f.readline()
             except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz
                 raise DataFormatError(path, "a readable (gzip) file", line=lineno + 1,
                                       got=str(e)) from None
-            if not line:
+            if not raw:
                 return
             lineno += 1
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                bad = e.object[e.start:e.end].hex(" ")
+                raise DataFormatError(path, f"{encoding} text", line=lineno,
+                                      got=f"undecodable bytes (hex) {bad}") from None
+            if lineno == 1 and line.startswith("\ufeff"):  # a byte-order mark
+                line = line[1:]
             yield lineno, line.rstrip("\r\n")
 
 
