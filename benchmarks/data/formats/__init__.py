@@ -1,6 +1,6 @@
 """Readers, one module per published format; each returns a :class:`benchmarks.data.raw.RawData`.
 
-    raw = read_format("movielens-100k", directory="~/.cache/genrec-bench/raw/ml-100k/grouplens")
+    raw = read_format("movielens-100k", path="~/.cache/genrec-bench/raw/ml-100k/grouplens")
     raw = FORMATS["letter-json"]("../shared/datasets/beauty", "Beauty")
 """
 
@@ -30,8 +30,9 @@ FORMATS: dict[str, Callable[..., RawData]] = {
 
 
 def read_format(name: str, /, **kwargs) -> RawData:
-    """Call the reader registered as ``name`` with ``kwargs`` (its own parameter names; ``name``
-    is positional-only, so a reader's own ``name`` parameter can be passed as a keyword)."""
+    """Call the reader registered as ``name`` with ``kwargs`` (its own parameter names: ``path``
+    for the folder-based readers, ``reviews`` / ``meta`` for Amazon, ``business`` / ``review``
+    for Yelp). ``name`` is positional-only, so a reader's own ``name`` can be a keyword."""
     try:
         reader = FORMATS[name]
     except KeyError:

@@ -70,9 +70,10 @@ def _text(name: str, value: object) -> str | None:
     return clean_text(value)
 
 
-def read_letter_json(directory: str | Path, name: str) -> RawData:
-    """Read ``<directory>/<name>.inter.json`` and, when present, ``<name>.item.json``."""
-    directory = Path(directory)
+def read_letter_json(path: str | Path, name: str) -> RawData:
+    """Read ``<path>/<name>.inter.json`` and, when present, ``<name>.item.json`` (``path``: the
+    folder)."""
+    directory = Path(path)
     inter = directory / f"{name}.inter.json"
     expected = "a JSON object user -> list of item ids (ints or strings)"
     data = _load(inter, f"the LETTER/LC-Rec interaction file {name}.inter.json", expected)

@@ -59,12 +59,12 @@ def _read_genres(path: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def read_movielens_100k(directory: str | Path) -> RawData:
-    """Read ML-100K from ``directory`` holding ``u.data``, ``u.item`` and (optional) ``u.genre``.
+def read_movielens_100k(path: str | Path) -> RawData:
+    """Read ML-100K from the folder ``path`` holding ``u.data``, ``u.item`` and (optional) ``u.genre``.
 
     Items get ``title`` and ``categories`` (the names of the genres flagged 1, ", "-joined).
     """
-    directory = Path(directory)
+    directory = Path(path)
     data_path, item_path = directory / "u.data", directory / "u.item"
     cols = _read_ratings(data_path, "the ML-100K ratings file u.data", "\t",
                          "4 tab-separated fields (user item rating timestamp)")
@@ -86,12 +86,12 @@ def read_movielens_100k(directory: str | Path) -> RawData:
                    source=f"movielens-100k: {directory}")
 
 
-def read_movielens_1m(directory: str | Path) -> RawData:
-    """Read ML-1M from ``directory`` holding ``ratings.dat`` and ``movies.dat``.
+def read_movielens_1m(path: str | Path) -> RawData:
+    """Read ML-1M from the folder ``path`` holding ``ratings.dat`` and ``movies.dat``.
 
     Items get ``title`` and ``categories`` (the ``|``-separated genres, ", "-joined).
     """
-    directory = Path(directory)
+    directory = Path(path)
     cols = _read_ratings(directory / "ratings.dat", "the ML-1M ratings file ratings.dat", "::",
                          "4 '::'-separated fields (UserID::MovieID::Rating::Timestamp)")
     movies = directory / "movies.dat"

@@ -79,8 +79,8 @@ def _float(path: Path, lineno: int, text: str, field: str, line: str) -> float:
         raise DataFormatError(path, "a number", line=lineno, got=line, field=field) from None
 
 
-def _locate(dir_or_inter_path: str | Path, name: str | None) -> tuple[Path, Path]:
-    p = Path(dir_or_inter_path)
+def _locate(path: str | Path, name: str | None) -> tuple[Path, Path]:
+    p = Path(path)
     if p.suffix == ".inter" or p.is_file():
         return p, p.with_suffix(".item")
     if name is None:
@@ -89,12 +89,12 @@ def _locate(dir_or_inter_path: str | Path, name: str | None) -> tuple[Path, Path
     return p / f"{name}.inter", p / f"{name}.item"
 
 
-def read_recbole(dir_or_inter_path: str | Path, name: str | None = None) -> RawData:
-    """Read ``<dir>/<name>.inter`` (and ``<name>.item`` if present). ``name`` defaults to the
+def read_recbole(path: str | Path, name: str | None = None) -> RawData:
+    """Read ``<path>/<name>.inter`` (and ``<name>.item`` if present). ``name`` defaults to the
     folder's name, as RecBole lays datasets out (``ml-100k/ml-100k.inter``), or else to the
     only ``.inter`` file in the folder. A path to the ``.inter`` file itself also works (the
     ``.item`` beside it is then used)."""
-    inter, item = _locate(dir_or_inter_path, name)
+    inter, item = _locate(path, name)
     rows = _rows(inter, "a RecBole interaction file <name>.inter", ("user_id", "item_id"),
                  ("rating", "timestamp"))
     fields = [f for f, _ in next(rows)]

@@ -57,25 +57,25 @@ def _sorted_ids(ids: list[str]) -> list[str]:
     return sorted(ids)
 
 
-def read_setrec(directory: str | Path) -> RawData:
+def read_setrec(path: str | Path) -> RawData:
     """Read the three split dicts (required) and the warm/cold item sets (when present)."""
-    directory = Path(directory)
+    directory = Path(path)
     cols = Columns(split=True)
     for split, fname in SPLIT_FILES:
-        path = directory / fname
-        data = load_npy_restricted(path)
+        fpath = directory / fname
+        data = load_npy_restricted(fpath)
         if not isinstance(data, dict):
-            raise DataFormatError(path, "a 0-d object array holding a dict user -> item list",
+            raise DataFormatError(fpath, "a 0-d object array holding a dict user -> item list",
                                   got=type(data).__name__)
         for user, seq in data.items():
             uid = _raw_id(user)
             if uid is None:
-                raise DataFormatError(path, "user ids (ints or strings)", got=repr(user))
-            for item in _ids(path, seq, f"user {uid}"):
+                raise DataFormatError(fpath, "user ids (ints or strings)", got=repr(user))
+            for item in _ids(fpath, seq, f"user {uid}"):
                 cols.add(uid, item, split=split)
     extras: dict[str, list[str]] = {}
     for key, fname in (("warm_items", "warm_item.npy"), ("cold_items", "cold_item.npy")):
-        path = directory / fname
-        if path.is_file():
-            extras[key] = _sorted_ids(_ids(path, load_npy_restricted(path), fname))
+        fpath = directory / fname
+        if fpath.is_file():
+            extras[key] = _sorted_ids(_ids(fpath, load_npy_restricted(fpath), fname))
     return RawData(cols.frame(), None, source=f"setrec-npy: {directory}", extras=extras)
