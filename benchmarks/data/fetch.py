@@ -1,0 +1,402 @@
+"""Downloading and unpacking published datasets into the cache, safely.
+
+    path, source = fetch_movielens_100k()   # cache hit, GroupLens, or the recbole wheel on PyPI
+    files = fetch_url_files({"Beauty.inter.json": "https://raw.githubusercontent.com/..."}, d)
+
+Downloads go to a temporary file beside the destination and are renamed into place only when
+complete; a dataset folder is assembled in a temporary folder and renamed into place last, with
+a ``SOURCE.txt`` naming where it came from, so a folder that exists is complete.
+:func:`safe_extract` refuses archive members that would land outside the destination.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import posixpath
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Mapping, Sequence
+
+from tqdm import tqdm
+
+from benchmarks.errors import GenrecError
+
+log = logging.getLogger(__name__)
+
+ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+RECBOLE_WHEEL = "recbole==1.2.1"
+RECBOLE_ML100K = "recbole/dataset_example/ml-100k"
+#: ``pip download`` without dependencies; the wheel spec, ``-d`` and a folder are appended.
+PIP_DOWNLOAD = (sys.executable, "-m", "pip", "download", "--no-deps")
+SOURCE_FILE = "SOURCE.txt"
+
+
+class DownloadError(GenrecError):
+    """A URL that could not be fetched (no network, HTTP error, truncated transfer)."""
+
+
+class UnsafeArchiveError(GenrecError):
+    """An archive member that would be written outside the destination folder."""
+
+    def __init__(self, archive: str | Path, member: str, reason: str):
+        self.archive, self.member, self.reason = str(archive), member, reason
+        super().__init__(f"{archive}: refusing to extract member {member!r}: {reason} "
+                         "(it could write outside the destination folder)")
+
+
+# --------------------------------------------------------------------------- cache and download
+def cache_dir() -> Path:
+    """$GENREC_BENCH_CACHE, else $XDG_CACHE_HOME/genrec-bench, else ~/.cache/genrec-bench."""
+    if os.environ.get("GENREC_BENCH_CACHE"):
+        return Path(os.environ["GENREC_BENCH_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "genrec-bench"
+    return Path.home() / ".cache" / "genrec-bench"
+
+
+def download(url: str, dest: str | Path, *, desc: str | None = None,
+             timeout: float = 60.0) -> Path:
+    """Fetch ``url`` into ``dest`` (a temporary file renamed into place when complete)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    length = resp.headers.get("Content-Length", "")
+                    total = int(length) if length.isdigit() else None
+                    done = 0
+                    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                              desc=desc or dest.name, disable=None, leave=False) as bar:
+                        while chunk := resp.read(1 << 16):
+                            out.write(chunk)
+                            done += len(chunk)
+                            bar.update(len(chunk))
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+                plain = isinstance(e, urllib.error.URLError) and not isinstance(
+                    e, urllib.error.HTTPError)
+                reason = e.reason if plain else e
+                raise DownloadError(f"could not download {url}: {reason}") from None
+        if total is not None and done != total:
+            raise DownloadError(f"could not download {url}: got {done} of {total} bytes")
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+def fetch_url_files(urls: Mapping[str, str], dest_dir: str | Path, *,
+                    timeout: float = 60.0) -> dict[str, Path]:
+    """Download loose files ``{file name: url}`` into ``dest_dir``, skipping files present."""
+    dest_dir = Path(dest_dir)
+    out: dict[str, Path] = {}
+    for name, url in urls.items():
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise GenrecError(f"file name {name!r} for {url}: expected a plain file name")
+        path = dest_dir / name
+        if path.is_file():
+            log.debug("%s already present, not downloading %s", path, url)
+        else:
+            log.info("downloading %s -> %s", url, path)
+            download(url, path, desc=name, timeout=timeout)
+        out[name] = path
+    return out
+
+
+# --------------------------------------------------------------------------- safe extraction
+def _member_path(archive: Path, name: str) -> PurePosixPath:
+    text = name.replace("\\", "/")
+    path = PurePosixPath(text)
+    if text.startswith("/") or re.match(r"[A-Za-z]:(/|$)", text):
+        raise UnsafeArchiveError(archive, name, "an absolute path")
+    if ".." in path.parts:
+        raise UnsafeArchiveError(archive, name, "a '..' path component")
+    if not path.parts:
+        raise UnsafeArchiveError(archive, name, "an empty name")
+    return path
+
+
+def _inside(path: str | Path, root: Path) -> bool:
+    real = os.path.realpath(path)
+    return real == str(root) or real.startswith(str(root) + os.sep)
+
+
+def _present(archive: Path, members: Sequence[str], names: Sequence[str]) -> Sequence[str]:
+    known = set(names)
+    for m in members:
+        if m not in known:
+            raise GenrecError(f"{archive}: no member {m!r}")
+    return members
+
+
+def _prepare(target: Path, root: Path, archive: Path, name: str) -> None:
+    """Create ``target``'s parent and check that it really lies inside ``root`` (following
+    any link already extracted); a link already at ``target`` is removed, not written through."""
+    for _ in range(2):  # before creating folders (a link may lead elsewhere), and after
+        if not _inside(target.parent, root):
+            raise UnsafeArchiveError(archive, name, "its folder resolves outside the destination")
+        target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink():
+        target.unlink()
+
+
+def _extract_zip(archive: Path, dest: Path, root: Path,
+                 members: Sequence[str] | None) -> list[Path]:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise GenrecError(f"{archive}: not a readable zip archive ({e})") from None
+    with zf:
+        infos = zf.infolist() if members is None else [
+            zf.getinfo(m) for m in _present(archive, members, zf.namelist())]
+        checked = []
+        for info in infos:  # check every member before writing anything
+            path = _member_path(archive, info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise UnsafeArchiveError(archive, info.filename, "a symbolic link")
+            checked.append((info, path))
+        written = []
+        for info, path in checked:
+            target = dest.joinpath(*path.parts)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            _prepare(target, root, archive, info.filename)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            written.append(target)
+    return written
+
+
+def _extract_tar(archive: Path, dest: Path, root: Path,
+                 members: Sequence[str] | None) -> list[Path]:
+    try:
+        tf = tarfile.open(archive)
+    except (tarfile.TarError, OSError) as e:
+        raise GenrecError(f"{archive}: not a readable tar archive ({e})") from None
+    with tf:
+        infos = tf.getmembers() if members is None else [
+            tf.getmember(m) for m in _present(archive, members, tf.getnames())]
+        checked = []
+        for m in infos:  # check every member before writing anything
+            path = _member_path(archive, m.name)
+            if m.issym():
+                if m.linkname.startswith("/") or posixpath.normpath(
+                        posixpath.join(str(path.parent), m.linkname)).split("/")[0] == "..":
+                    raise UnsafeArchiveError(archive, m.name,
+                                             f"a link to {m.linkname!r} outside the destination")
+            elif m.islnk():
+                _member_path(archive, m.linkname)
+            elif not (m.isfile() or m.isdir()):
+                raise UnsafeArchiveError(archive, m.name, "a device, fifo or other special file")
+            checked.append((m, path))
+        written, links = [], []
+        for m, path in checked:
+            target = dest.joinpath(*path.parts)
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            _prepare(target, root, archive, m.name)
+            if m.issym():
+                if not _inside(target.parent / m.linkname, root):
+                    raise UnsafeArchiveError(archive, m.name,
+                                             f"a link to {m.linkname!r} outside the destination")
+                os.symlink(m.linkname, target)
+                links.append((m.name, target))
+            else:  # regular file, or a hard link: written as a copy of the linked member
+                src = tf.extractfile(m)
+                if src is None:
+                    raise GenrecError(f"{archive}: member {m.name!r} has no data")
+                with src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+            written.append(target)
+    for name, link in links:  # a chain of links, each fine when made, may lead out in the end
+        if not _inside(link, root):
+            link.unlink()
+            raise UnsafeArchiveError(archive, name, "a link that resolves outside the destination")
+    return written
+
+
+def safe_extract(archive_path: str | Path, dest: str | Path,
+                 members: Sequence[str] | None = None) -> list[Path]:
+    """Extract a zip or tar(.gz/.bz2/.xz) archive (all of it, or the named ``members``) into
+    ``dest``; returns the files written.
+
+    Refused with :class:`UnsafeArchiveError`, before anything is written: absolute member
+    names, ``..`` components, special files, zip symlinks and tar links pointing outside
+    ``dest``; while writing, a member whose folder resolves outside ``dest`` through a link
+    extracted earlier; at the end, a link that resolves outside ``dest`` through other links
+    (it is removed). File modes and owners are not restored.
+    """
+    archive, dest = Path(archive_path), Path(dest)
+    if not archive.is_file():
+        raise GenrecError(f"{archive}: expected an existing archive file")
+    dest.mkdir(parents=True, exist_ok=True)
+    root = Path(os.path.realpath(dest))
+    if zipfile.is_zipfile(archive):
+        return _extract_zip(archive, dest, root, members)
+    if tarfile.is_tarfile(archive):
+        return _extract_tar(archive, dest, root, members)
+    raise GenrecError(f"{archive}: expected a zip or tar archive")
+
+
+# --------------------------------------------------------------------------- datasets
+def _complete(folder: Path, files: Sequence[str]) -> bool:
+    return all((folder / f).is_file() for f in (*files, SOURCE_FILE))
+
+
+def _install(staging: Path, final: Path, source: str) -> None:
+    """Write SOURCE.txt into ``staging`` and rename it to ``final`` (replacing a partial one)."""
+    (staging / SOURCE_FILE).write_text(source + "\n", encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if not final.is_dir():  # another process may have installed it meanwhile: keep theirs
+            raise
+
+
+def _cached(folder: Path, files: Sequence[str]) -> tuple[Path, str] | None:
+    if _complete(folder, files):
+        source = (folder / SOURCE_FILE).read_text(encoding="utf-8").strip()
+        log.info("using cached %s (%s)", folder, source)
+        return folder, source
+    return None
+
+
+def _from_zip_url(url: str, final: Path, files: Sequence[str], timeout: float) -> tuple[Path, str]:
+    """Download the zip at ``url`` and install the members named ``files`` (by base name,
+    e.g. ``ml-100k/u.data`` for ``u.data``) flat into ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=final.name + ".tmp-") as tmp:
+        zpath = Path(tmp) / "download.zip"
+        download(url, zpath, desc=Path(url).name, timeout=timeout)
+        try:
+            with zipfile.ZipFile(zpath) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+        except zipfile.BadZipFile as e:
+            raise DownloadError(f"{url}: not a zip archive ({e})") from None
+        wanted = {}
+        for f in files:
+            found = sorted((n for n in names if PurePosixPath(n).name == f), key=len)
+            if not found:
+                raise DownloadError(f"{url}: the archive has no file {f!r}")
+            wanted[f] = found[0]
+        safe_extract(zpath, Path(tmp) / "unpacked", list(wanted.values()))
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        for f, member in wanted.items():
+            os.replace(Path(tmp, "unpacked", *PurePosixPath(member).parts), staging / f)
+        source = f"grouplens: {url}"
+        _install(staging, final, source)
+    return final, source
+
+
+def _pip_download(spec: str, dest_dir: Path, command: Sequence[str], timeout: float) -> Path:
+    """Run ``command spec -d dest_dir`` and return the wheel it left in ``dest_dir``."""
+    cmd = [*command, spec, "-d", str(dest_dir)]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as e:
+        raise DownloadError(f"could not run {cmd[0]!r}: {e}") from None
+    except subprocess.TimeoutExpired:
+        raise DownloadError(f"{' '.join(cmd)} did not finish within {timeout:.0f} s") from None
+    except subprocess.CalledProcessError as e:
+        tail = (e.stderr or e.stdout or "").strip().splitlines()[-3:]
+        raise DownloadError(f"{' '.join(cmd)} failed (exit {e.returncode}): "
+                            + " | ".join(tail)) from None
+    wheels = sorted(dest_dir.glob("*.whl"))
+    if not wheels:
+        raise DownloadError(f"{' '.join(cmd)} left no wheel in {dest_dir}")
+    return wheels[0]
+
+
+def _from_wheel(spec: str, command: Sequence[str], final: Path, folder: str,
+                files: Sequence[str], timeout: float) -> tuple[Path, str]:
+    """Install ``folder/<file>`` for each of ``files`` from the wheel ``spec`` into ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=final.name + ".tmp-") as tmp:
+        wheel_dir = Path(tmp) / "wheel"
+        wheel_dir.mkdir()
+        wheel = _pip_download(spec, wheel_dir, command, timeout)
+        members = [f"{folder}/{f}" for f in files]
+        try:
+            safe_extract(wheel, Path(tmp) / "unpacked", members)
+        except GenrecError as e:
+            raise DownloadError(f"wheel {wheel.name} from {spec}: {e}") from None
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        for f, member in zip(files, members):
+            os.replace(Path(tmp, "unpacked", *member.split("/")), staging / f)
+        source = f"PyPI wheel {spec} ({folder})"
+        _install(staging, final, source)
+    return final, source
+
+
+def fetch_movielens_100k(url: str = ML100K_URL, wheel_spec: str = RECBOLE_WHEEL,
+                         pip_command: Sequence[str] = PIP_DOWNLOAD, *,
+                         cache: str | Path | None = None, timeout: float = 30.0,
+                         pip_timeout: float = 300.0) -> tuple[Path, str]:
+    """ML-100K into ``<cache>/raw/ml-100k/``; returns (folder, source).
+
+    First a complete cached copy; then GroupLens (``url``): ``u.data``, ``u.item``, ``u.genre``
+    into ``grouplens/`` (read with ``read_movielens_100k``); where that fails, the copy inside
+    the ``recbole`` wheel on PyPI (``pip_command wheel_spec -d <tmp>``): ``ml-100k.inter`` and
+    ``ml-100k.item`` into ``recbole-1.2.1/`` (read with ``read_recbole``). ``cache`` defaults
+    to :func:`cache_dir`.
+    """
+    base = Path(cache) if cache is not None else cache_dir()
+    base = base / "raw" / "ml-100k"
+    grouplens, gl_files = base / "grouplens", ("u.data", "u.item", "u.genre")
+    wheel_name = re.sub(r"[^A-Za-z0-9._-]+", "-", wheel_spec.replace("==", "-"))
+    wheel_final, wheel_files = base / wheel_name, ("ml-100k.inter", "ml-100k.item")
+    hit = _cached(grouplens, gl_files) or _cached(wheel_final, wheel_files)
+    if hit:
+        return hit
+    try:
+        folder, source = _from_zip_url(url, grouplens, gl_files, timeout)
+    except GenrecError as first:
+        log.warning("ML-100K from GroupLens failed (%s); trying the %s wheel on PyPI",
+                    first, wheel_spec)
+        try:
+            folder, source = _from_wheel(wheel_spec, pip_command, wheel_final, RECBOLE_ML100K,
+                                         wheel_files, pip_timeout)
+        except GenrecError as second:
+            raise DownloadError(f"could not fetch MovieLens 100K: {first}; fallback: {second}"
+                                ) from None
+    log.info("MovieLens 100K from %s -> %s", source, folder)
+    return folder, source
+
+
+def fetch_movielens_1m(url: str = ML1M_URL, *, cache: str | Path | None = None,
+                       timeout: float = 30.0) -> tuple[Path, str]:
+    """ML-1M (``ratings.dat``, ``movies.dat``, ``users.dat``) into
+    ``<cache>/raw/ml-1m/grouplens/``; returns (folder, source). No fallback."""
+    base = Path(cache) if cache is not None else cache_dir()
+    final, files = base / "raw" / "ml-1m" / "grouplens", ("ratings.dat", "movies.dat", "users.dat")
+    hit = _cached(final, files)
+    if hit:
+        return hit
+    try:
+        folder, source = _from_zip_url(url, final, files, timeout)
+    except GenrecError as e:
+        raise DownloadError(f"could not fetch MovieLens 1M from {url} "
+                            f"(no network, or the URL moved?): {e}") from None
+    log.info("MovieLens 1M from %s -> %s", source, folder)
+    return folder, source

@@ -1,0 +1,32 @@
+import inspect
+import json
+
+import pytest
+
+from benchmarks.data.formats import FORMATS, read_format
+from benchmarks.errors import UnknownNameError
+
+
+def test_registry_names():
+    assert sorted(FORMATS) == sorted(["movielens-100k", "movielens-1m", "recbole", "amazon2014",
+                                      "amazon2018", "yelp", "letter-json", "setrec-npy"])
+
+
+def test_read_format_dispatches_by_name(tmp_path):
+    (tmp_path / "X.inter.json").write_text(json.dumps({"u": [1, 2]}))
+    raw = read_format("letter-json", path=tmp_path, name="X")
+    assert raw.interactions.item.tolist() == ["1", "2"]
+
+
+def test_unknown_format():
+    with pytest.raises(UnknownNameError) as e:
+        read_format("csv", path="x")
+    assert str(e.value).startswith("unknown format 'csv'; known: amazon2014, amazon2018, letter-json")
+
+
+def test_keyword_names_the_catalog_passes():
+    params = {n: list(inspect.signature(f).parameters) for n, f in FORMATS.items()}
+    assert params == {"movielens-100k": ["path"], "movielens-1m": ["path"],
+                      "recbole": ["path", "name"], "letter-json": ["path", "name"],
+                      "setrec-npy": ["path"], "amazon2014": ["reviews", "meta"],
+                      "amazon2018": ["reviews", "meta"], "yelp": ["business", "review"]}
