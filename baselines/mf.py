@@ -36,8 +36,8 @@ class _MF(nn.Module):
         super().__init__()
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        nn.init.normal_(self.user.weight, std=0.1)
-        nn.init.normal_(self.item.weight, std=0.1)
+        nn.init.xavier_normal_(self.user.weight)
+        nn.init.xavier_normal_(self.item.weight)
         with torch.no_grad():
             self.item.weight[0].zero_()
 
@@ -63,6 +63,7 @@ class MF(TorchRecommender):
     """BPR matrix factorisation (see the module docstring)."""
 
     family = "traditional"
+    smoke_config = {"epochs": 3, "dim": 8, "batch_size": 256}
     Config = MFConfig
 
     def build(self) -> nn.Module:

@@ -120,6 +120,7 @@ class SASRec(TorchRecommender):
     """SASRec (see the module docstring for the architecture, loss and training windows)."""
 
     family = "traditional"
+    smoke_config = {"epochs": 3, "hidden": 16, "inner": 32, "n_layers": 1, "batch_size": 32}
     Config = SASRecConfig
 
     def build(self) -> nn.Module:

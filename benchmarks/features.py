@@ -1,10 +1,11 @@
 """Item features, computed on first use and cached: item text, text embeddings, CF embeddings.
 
 - Item text comes from a template over the dataset's text fields. Each ``{field}`` placeholder
-  owns the literal text that FOLLOWS it up to the next placeholder: when an item lacks the field
-  (missing or empty), the placeholder and that separator are dropped. With the default
+  owns the literal text BEFORE it (its label or separator): when an item lacks the field
+  (missing or empty), the placeholder and that text are dropped. With the default
   ``"{title}. {categories}. {brand}. {description}"`` an item with only a title and categories
-  reads ``"Toy Story. Animation, Children's, Comedy"``.
+  reads ``"Toy Story. Animation, Children's, Comedy"``; ``"Title: {title}; Brand: {brand}"``
+  without a brand reads ``"Title: Toy Story"``.
 - Items without any text: where the dataset has no text field at all, asking for text is an
   error (``MissingTextError``); where only some items lack text, those items fall back to the
   text ``"item <raw id>"`` (counted in ``text_report()``), so text-based methods still run.
@@ -42,16 +43,19 @@ class MissingTextError(GenrecError):
 
 
 def render_template(template: str, fields: dict[str, str | None]) -> str:
-    """Fill ``template``; a placeholder whose field is missing/empty drops with the literal
-    text after it (see the module docstring). Leading literal text is kept."""
-    parts = list(string.Formatter().parse(template))
-    out = []
-    for i, (literal, name, _spec, _conv) in enumerate(parts):
-        if i == 0 or (parts[i - 1][1] is None) or _present(fields, parts[i - 1][1]):
-            out.append(literal)
-        if name is not None and _present(fields, name):
-            out.append(" ".join(str(fields[name]).split()))
-    return "".join(out).strip().rstrip(".,;:| ").strip()
+    """Fill ``template``; a placeholder whose field is missing/empty drops together with the
+    literal text BEFORE it (its label or separator); separators left leading the result are
+    trimmed. Whitespace inside values is collapsed."""
+    out: list[str] = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        if name is None:            # trailing text after the last placeholder
+            if out:
+                out.append(literal)
+            continue
+        if _present(fields, name):
+            piece = literal + " ".join(str(fields[name]).split())
+            out.append(piece if out else piece.lstrip(" .,;:|-"))
+    return "".join(out).strip()
 
 
 def _present(fields: dict, name: str) -> bool:

@@ -97,6 +97,8 @@ class Recommender(abc.ABC):
     Config: ClassVar[type] = NoConfig
     #: what the method reads from the FeatureStore: {"text", "cf"}; the harness builds only these
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: config overrides for a seconds-long run on the toy dataset (contract tests, smoke runs)
+    smoke_config: ClassVar[dict] = {}
 
     def __init__(self, config: Any, ctx: Context):
         self.config = config

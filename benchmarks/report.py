@@ -31,11 +31,14 @@ def load_results(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _method_order(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(family, method) pairs: families in FAMILIES order, methods in order of appearance."""
+def _method_order(df: pd.DataFrame, order: list[str] | None = None) -> list[tuple[str, str]]:
+    """(family, method) pairs: families in FAMILIES order, then methods in ``order`` (the
+    matrix's order), then in order of appearance."""
     seen = list(dict.fromkeys(zip(df["family"], df["method"])))
     rank = {f: i for i, f in enumerate(FAMILIES)}
-    return sorted(seen, key=lambda fm: (rank.get(fm[0], len(FAMILIES)), seen.index(fm)))
+    pos = {m: i for i, m in enumerate(order or [])}
+    return sorted(seen, key=lambda fm: (rank.get(fm[0], len(FAMILIES)),
+                                        pos.get(fm[1], len(pos)), seen.index(fm)))
 
 
 def summary_table(df: pd.DataFrame, split: str = "test", subset: str = "all",
@@ -50,9 +53,9 @@ def summary_table(df: pd.DataFrame, split: str = "test", subset: str = "all",
     return out
 
 
-def _cells(summary: pd.DataFrame, metrics) -> tuple[list, list, dict, dict]:
+def _cells(summary: pd.DataFrame, metrics, order=None) -> tuple[list, list, dict, dict]:
     """Rows (family, method), columns (dataset, label), values and ranks (1 best, 2 second)."""
-    rows = _method_order(summary)
+    rows = _method_order(summary, order)
     datasets = list(dict.fromkeys(summary["dataset"]))
     cols = [(d, m, k, lab) for d in datasets for m, k, lab in metrics]
     vals, ranks = {}, {}
@@ -75,8 +78,9 @@ def _fmt(v: tuple | None, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-def table_markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "") -> str:
-    rows, cols, vals, ranks = _cells(summary, metrics)
+def table_markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "",
+                   order: list[str] | None = None) -> str:
+    rows, cols, vals, ranks = _cells(summary, metrics, order)
     head = ["Family", "Method"] + [f"{d} {lab}" for d, _, _, lab in cols]
     lines = ([f"**{title}**", ""] if title else []) + [
         "| " + " | ".join(head) + " |", "|" + "|".join(["---", "---"] + ["---:"] * len(cols)) + "|"]
@@ -91,8 +95,9 @@ def table_markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = ""
     return "\n".join(lines) + "\n"
 
 
-def table_latex(summary: pd.DataFrame, metrics=TABLE_METRICS, caption: str = "") -> str:
-    rows, cols, vals, ranks = _cells(summary, metrics)
+def table_latex(summary: pd.DataFrame, metrics=TABLE_METRICS, caption: str = "",
+                order: list[str] | None = None) -> str:
+    rows, cols, vals, ranks = _cells(summary, metrics, order)
     datasets = list(dict.fromkeys(d for d, *_ in cols))
     per = len(metrics)
     out = [r"\begin{table*}[t]", r"\centering", r"\small",
@@ -153,6 +158,16 @@ def throughput_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def matrix_method_order(run_dir: Path) -> list[str]:
+    """Method labels in the order of the run's matrix.yaml (empty if there is none)."""
+    path = Path(run_dir) / "matrix.yaml"
+    if not path.is_file():
+        return []
+    import yaml
+    data = yaml.safe_load(path.read_text()) or {}
+    return [m.get("label", m.get("name")) for m in data.get("methods", []) if isinstance(m, dict)]
+
+
 def write_report(run_dir: Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
     df = load_results(run_dir)
@@ -161,15 +176,16 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     seeds = sorted(df["seed"].unique().tolist()) if len(df) else []
     caption = (f"Test split, all users, full ranking; mean ± std over seeds {seeds}" if len(seeds) > 1
                else f"Test split, all users, full ranking; seed {seeds[0] if seeds else '-'}")
-    md = table_markdown(test, title=caption)
+    order = matrix_method_order(run_dir)
+    md = table_markdown(test, title=caption, order=order)
     paths = {"table.md": run_dir / "table.md", "table.tex": run_dir / "table.tex",
              "table.csv": run_dir / "table.csv", "report.md": run_dir / "report.md"}
     atomic_write_text(paths["table.md"], md)
-    atomic_write_text(paths["table.tex"], table_latex(test, caption=caption))
+    atomic_write_text(paths["table.tex"], table_latex(test, caption=caption, order=order))
     atomic_write_text(paths["table.csv"], test.to_csv(index=False))
     parts = [f"# Results: {run_dir.name}", "", "## Overall (LETTER Table 1 layout)", "", md]
     if not valid.empty:
-        parts += ["## Validation split", "", table_markdown(valid)]
+        parts += ["## Validation split", "", table_markdown(valid, order=order)]
     pop = popularity_markdown(df)
     if pop:
         parts += ["## Popularity groups (test; group 1 = most popular items)", "", pop]

@@ -10,6 +10,9 @@ mapping that points at files of a known format::
       k_core: 5                     # any PreprocessOptions field
       split: loo
 
+``stem`` names the files' common prefix where a format has one (``letter-json``: ``<stem>.inter.json``;
+``recbole``: ``<stem>.inter``).
+
 Local copies are searched in the folders of ``$GENREC_BENCH_DATA`` (``os.pathsep``-separated;
 e.g. ``../shared/datasets`` in this project's checkout) before anything is downloaded.
 Preprocessed datasets are cached under ``<cache>/datasets/<name>-<key>/``, the key a hash of
@@ -59,7 +62,9 @@ class DatasetSpec:
     format: str
     reader_args: dict = field(default_factory=dict)     # paths and names for the reader
     options: PreprocessOptions = field(default_factory=PreprocessOptions)
-    locate: Callable[[], tuple[dict, str]] | None = None  # -> (reader_args, source) when files must be found/fetched
+    #: -> (reader_args, source) when files must be found or fetched; reader_args may carry
+    #: "format" where the files found decide it (e.g. ML-100K's fallback copy is RecBole's)
+    locate: Callable[[], tuple[dict, str]] | None = None
     cf_embeddings: str | None = None   # file beside the data with published CF item embeddings
     description: str = ""
 
@@ -113,7 +118,20 @@ def _movielens_100k() -> tuple[dict, str]:
         return {"path": str(d)}, f"local copy {d}"
     from benchmarks.data.fetch import fetch_movielens_100k
     path, source = fetch_movielens_100k()
-    return {"path": str(path)}, source
+    # the publisher's zip has u.data; the fallback copy (recbole wheel) RecBole atomic files
+    fmt = "movielens-100k" if (Path(path) / "u.data").is_file() else "recbole"
+    return {"path": str(path), "format": fmt}, source
+
+
+def _sports() -> tuple[dict, str]:
+    d = _local_dir("sports", ["Sports.inter.json"])
+    if d is not None:
+        return {"path": str(d), "name": "Sports", "format": "letter-json"}, f"local copy {d}"
+    from benchmarks.data.fetch import fetch_url_files
+    dest = cache_root() / "raw" / "sports"
+    url = f"{P5_RAW}/sports/sequential_data.txt"
+    fetch_url_files({"sequential_data.txt": url}, dest)
+    return {"path": str(dest), "format": "p5-sequential"}, f"P5 sequential data ({url})"
 
 
 def _movielens_1m() -> tuple[dict, str]:
@@ -123,11 +141,6 @@ def _movielens_1m() -> tuple[dict, str]:
     from benchmarks.data.fetch import fetch_movielens_1m
     path, source = fetch_movielens_1m()
     return {"path": str(path)}, source
-
-
-def _ml100k_format(reader_args: dict) -> str:
-    """The fallback copy of ML-100K comes as RecBole atomic files, the publisher's as u.data."""
-    return "movielens-100k" if (Path(reader_args["path"]) / "u.data").is_file() else "recbole"
 
 
 CATALOG: dict[str, DatasetSpec] = {
@@ -143,8 +156,8 @@ CATALOG: dict[str, DatasetSpec] = {
     "instruments": DatasetSpec("instruments", "letter-json",
                                locate=_letter_locator("instruments", "Instruments", True),
                                description="Amazon 2018 Instruments, LETTER's files"),
-    "sports": DatasetSpec("sports", "letter-json", locate=_letter_locator("sports", "Sports", False),
-                          description="Amazon 2014 Sports 5-core (P5 ids - 1; no item text)"),
+    "sports": DatasetSpec("sports", "letter-json", locate=_sports,
+                          description="Amazon 2014 Sports 5-core (P5's sequences; no item text)"),
     "setrec-beauty": DatasetSpec("setrec-beauty", "setrec-npy",
                                  locate=_setrec_locator("setrec-beauty", "beauty"),
                                  options=PreprocessOptions(split="fixed", k_core=0),
@@ -171,6 +184,8 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
         opts["ratio"] = tuple(opts["ratio"])
     cf = entry.pop("cf_embeddings", None)
     fmt = entry.pop("format", None)
+    if "stem" in entry:   # the files' common prefix (letter-json, recbole): the reader's `name`
+        entry["name"] = entry.pop("stem")
     if fmt is None:
         if name not in CATALOG:
             raise ConfigError(f"dataset {name!r}: not in the catalog, so it needs a 'format' "
@@ -204,8 +219,8 @@ def _fingerprint(reader_args: dict) -> list:
 
 def _read(spec: DatasetSpec, reader_args: dict):
     from benchmarks.data.formats import read_format
-    fmt = _ml100k_format(reader_args) if spec.format == "movielens-100k" else spec.format
-    return read_format(fmt, **reader_args)
+    args = dict(reader_args)
+    return read_format(args.pop("format", spec.format), **args)
 
 
 def load_dataset(entry: str | dict | DatasetSpec, *, refresh: bool = False) -> Dataset:

@@ -9,7 +9,8 @@ from benchmarks.errors import UnknownNameError
 
 def test_registry_names():
     assert sorted(FORMATS) == sorted(["movielens-100k", "movielens-1m", "recbole", "amazon2014",
-                                      "amazon2018", "yelp", "letter-json", "setrec-npy"])
+                                      "amazon2018", "yelp", "letter-json", "setrec-npy",
+                                      "p5-sequential"])
 
 
 def test_read_format_dispatches_by_name(tmp_path):
@@ -28,5 +29,6 @@ def test_keyword_names_the_catalog_passes():
     params = {n: list(inspect.signature(f).parameters) for n, f in FORMATS.items()}
     assert params == {"movielens-100k": ["path"], "movielens-1m": ["path"],
                       "recbole": ["path", "name"], "letter-json": ["path", "name"],
+                      "p5-sequential": ["path", "name"],
                       "setrec-npy": ["path"], "amazon2014": ["reviews", "meta"],
                       "amazon2018": ["reviews", "meta"], "yelp": ["business", "review"]}

@@ -11,6 +11,7 @@ from typing import Callable
 from benchmarks.data.formats.amazon import read_amazon2014, read_amazon2018
 from benchmarks.data.formats.letter import read_letter_json
 from benchmarks.data.formats.movielens import read_movielens_1m, read_movielens_100k
+from benchmarks.data.formats.p5 import read_p5_sequential
 from benchmarks.data.formats.recbole import read_recbole
 from benchmarks.data.formats.setrec import read_setrec
 from benchmarks.data.formats.yelp import read_yelp
@@ -26,6 +27,7 @@ FORMATS: dict[str, Callable[..., RawData]] = {
     "yelp": read_yelp,
     "letter-json": read_letter_json,
     "setrec-npy": read_setrec,
+    "p5-sequential": read_p5_sequential,
 }
 
 
@@ -41,4 +43,4 @@ def read_format(name: str, /, **kwargs) -> RawData:
 
 
 __all__ = ["FORMATS", "read_format", "read_amazon2014", "read_amazon2018", "read_letter_json",
-           "read_movielens_100k", "read_movielens_1m", "read_recbole", "read_setrec", "read_yelp"]
+           "read_movielens_100k", "read_movielens_1m", "read_p5_sequential", "read_recbole", "read_setrec", "read_yelp"]

@@ -1,0 +1,18 @@
+# The two commands of the README. Both install what they need first (scripts/install.sh).
+PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(if $(CONDA_PREFIX),$(CONDA_PREFIX)/bin/python,.venv/bin/python))
+
+.PHONY: quick test install
+
+# Install, run the quick matrix on the embedded default dataset (MovieLens 100K), write the
+# tables to results/quick/.
+quick:
+	scripts/install.sh
+	$(PY) -m benchmarks.cli run --preset quick --output results/quick
+
+# Install with the test extra and run the whole test suite.
+test:
+	scripts/install.sh dev
+	$(PY) -m pytest -q
+
+install:
+	scripts/install.sh dev

@@ -1,0 +1,61 @@
+"""The command line: data stats, plugins, run + report, and one-line errors."""
+
+import json
+
+import yaml
+
+from benchmarks.cli import main
+from benchmarks.data.toy import toy_raw, write_toy_recbole
+
+
+def _ml100k_copy(folder):
+    """A local 'ml-100k' folder in the publisher's format, built from the toy data."""
+    folder.mkdir(parents=True)
+    raw = toy_raw()
+    users = {u: n + 1 for n, u in enumerate(dict.fromkeys(raw.interactions["user"]))}
+    (folder / "u.data").write_text("".join(f"{users[u]}\t{i}\t4\t{int(t)}\n"
+                                           for u, i, t in raw.interactions.itertuples(index=False)))
+    flags = "|".join(["0"] * 19)
+    (folder / "u.item").write_text("".join(f"{i}|{r.title} (1995)|01-Jan-1995||http://x|{flags}\n"
+                                           for i, r in raw.items.iterrows()))
+
+
+def test_data_stats_uses_a_local_copy(tmp_path, monkeypatch, capsys):
+    _ml100k_copy(tmp_path / "data" / "ml-100k")
+    monkeypatch.setenv("GENREC_BENCH_DATA", str(tmp_path / "data"))
+    assert main(["data", "stats", "ml-100k", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["users"] == 60 and stats["items"] == 30 and stats["split"] == "loo"
+    assert stats["source"].startswith("local copy")
+    for key in ("interactions", "mean_seq_len", "density", "valid_users", "test_users"):
+        assert key in stats
+
+
+def test_plugins_lists_the_baselines(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "sasrec" in out and "baselines.mf" in out
+
+
+def test_run_and_report(tmp_path, capsys):
+    entry = write_toy_recbole(tmp_path / "data")
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(yaml.safe_dump({"name": "cli", "datasets": [entry], "seeds": [0],
+                                      "methods": ["mostpop", "mf"]}))
+    out = tmp_path / "run"
+    assert main(["run", str(matrix), "--methods", "mostpop", "--seeds", "3", "--output", str(out), "--quiet"]) == 0
+    assert "mostpop" in capsys.readouterr().out
+    assert [p.name for p in (out / "cells" / "toy").iterdir()] == ["mostpop"]
+    assert next((out / "cells" / "toy" / "mostpop").iterdir()).name.startswith("seed3-")
+    assert main(["report", str(out)]) == 0
+    assert (out / "table.md").is_file() and (out / "table.tex").is_file() and (out / "report.md").is_file()
+
+
+def test_errors_are_one_line_with_status_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [ml-100k]\nmethods: [{name: mf, confg: {}}]\n")
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "bad.yaml: methods[0]" in err and "\n" not in err
+    assert main(["run", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err

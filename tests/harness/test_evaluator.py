@@ -1,0 +1,98 @@
+"""The evaluator's rows (splits, warm/cold, popularity groups, masking) on hand-made cases."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.data.dataset import Dataset
+from benchmarks.evaluation import EvalConfig, Evaluator
+from benchmarks.protocol import Context, Recommender
+
+
+def _ds() -> Dataset:
+    # 6 items; item 6 never in training (cold). 3 users.
+    a = lambda *x: np.array(x, dtype=np.int64)  # noqa: E731
+    return Dataset(name="hand", n_items=6, item_ids=[str(i) for i in range(1, 7)],
+                   user_ids=["u0", "u1", "u2"],
+                   train=[a(1, 2, 3), a(1, 2), a(1, 4, 5)],
+                   valid=[a(4), a(3), a(2)],
+                   test=[a(5), a(6, 1), a(3)], split="fixed")
+
+
+class Fixed(Recommender):
+    """Scores = a fixed per-user table."""
+
+    name = "fixed"
+
+    def __init__(self, table, ds):
+        super().__init__(None, Context(ds))
+        self.table = torch.tensor(table, dtype=torch.float32)
+
+    def fit(self, validator=None):
+        return {}
+
+    def score(self, batch):
+        return self.table[batch.users]
+
+
+TABLE = [[0, 1, 2, 3, 4, 5, 6],      # u0 prefers high ids: ranking 6 5 4 3 2 1
+         [0, 6, 5, 4, 3, 2, 1],      # u1 prefers low ids: ranking 1 2 3 4 5 6
+         [0, 1, 1, 9, 1, 1, 8]]      # u2: 3, 6, then ties 1 2 4 5
+
+
+def _rows(result):
+    return pd.DataFrame(result.rows).set_index(["split", "subset", "metric", "k"])["value"]
+
+
+def test_all_warm_cold_rows_are_hand_computed():
+    ds = _ds()
+    ev = Evaluator(ds, EvalConfig(ks=(1, 2), popularity_groups=2))
+    res = ev.evaluate(Fixed(TABLE, ds), progress=False)
+    r = _rows(res)
+    # test, all users: u0 target 5 at rank 2; u1 targets {6,1}: 1 at rank 1; u2 target 3 at rank 1
+    assert r["test", "all", "recall", 1] == pytest.approx((0 + 0.5 + 1) / 3)
+    assert r["test", "all", "ndcg", 2] == pytest.approx((1 / math.log2(3) + 1 / (1 + 1 / math.log2(3)) + 1) / 3)
+    # warm: ranked among warm items 1..5 (6 can no longer take u0's first place);
+    # u1's warm target is 1 only
+    assert r["test", "warm", "recall", 1] == pytest.approx((1 + 1 + 1) / 3)
+    assert r["test", "all", "recall", 1] < r["test", "warm", "recall", 1]
+    # cold: only u1 has a cold target (6), ranked among cold items only -> rank 1
+    assert r["test", "cold", "recall", 1] == pytest.approx(1.0)
+    assert res.per_user["test/cold/users"].tolist() == [1]
+    # validation rows exist for every user
+    assert r["valid", "all", "recall", 2] == pytest.approx((0 + 0 + 0) / 3)
+
+
+def test_popularity_rows_and_shares():
+    ds = _ds()
+    ev = Evaluator(ds, EvalConfig(ks=(1, 2), popularity_groups=2))
+    res = ev.evaluate(Fixed(TABLE, ds), progress=False)
+    r = _rows(res)
+    # train counts: 1:3, 2:2, 3:1, 4:1, 5:1, 6:0 -> group 1 = {1, 2, 3}, group 2 = {4, 5, 6}
+    assert ev.groups.tolist() == [0, 1, 1, 1, 2, 2, 2]
+    # group 2 test targets: u0 -> 5 (rank 2), u1 -> 6 (rank 6)
+    assert r["test", "pop2", "recall", 2] == pytest.approx(0.5)
+    # top-2 lists on test: u0 [6, 5], u1 [1, 2], u2 [3, 6] -> group 1 share 3/6
+    assert r["test", "pop1", "share_generated", 2] == pytest.approx(0.5)
+
+
+def test_mask_history_removes_history_items():
+    ds = _ds()
+    ev = Evaluator(ds, EvalConfig(ks=(1,), mask_history=True, subsets=("all",)))
+    topk, _ = ev.rank(Fixed(TABLE, ds), "test", np.array([1]))
+    # u1's test history = train 1 2 + valid 3 -> best remaining is 4
+    assert topk.tolist() == [[4]]
+
+
+def test_validation_ndcg_and_throughput_fields():
+    ds = _ds()
+    ev = Evaluator(ds, EvalConfig(ks=(1, 2)))
+    model = Fixed(TABLE, ds)
+    assert ev.validation_ndcg(model) == pytest.approx(0.0)
+    res = ev.evaluate(model, progress=False)
+    for key in ("users_per_s", "ms_per_user", "batch_size", "device", "peak_rss_mb"):
+        assert key in res.throughput
+    assert res.throughput["users"] == 3

@@ -1,0 +1,132 @@
+"""The matrix runner end to end on the toy data: cells, results, resume, report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmarks.data.toy import write_toy_recbole
+from benchmarks.errors import ConfigError
+from benchmarks.report import write_report
+from benchmarks.runner import RESULT_COLUMNS, expand, parse_matrix, run_matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _matrix(tmp_path, methods, seeds=(0,)):
+    entry = write_toy_recbole(tmp_path / "data")
+    return parse_matrix({"name": "t", "datasets": [entry], "seeds": list(seeds),
+                         "evaluation": {"ks": [5, 10]}, "methods": methods}, "test.yaml")
+
+
+SMALL_SASREC = {"name": "sasrec", "config": {"epochs": 3, "hidden": 16, "inner": 32, "n_layers": 1}}
+
+
+def test_run_writes_cells_results_and_report(tmp_path):
+    m = _matrix(tmp_path, ["mostpop", SMALL_SASREC], seeds=(0, 1))
+    out = tmp_path / "run"
+    summary = run_matrix(m, out, progress=False)
+    assert summary == {"cells": 4, "skipped": 0, "ran": 4, "failed": []}
+    df = pd.read_csv(out / "results.csv")
+    assert list(df.columns) == RESULT_COLUMNS
+    assert set(df["method"]) == {"mostpop", "sasrec"} and set(df["seed"]) == {0, 1}
+    assert {"valid", "test"} <= set(df["split"])
+    assert {"all", "warm", "pop1"} <= set(df["subset"])
+    cell = next((out / "cells" / "toy" / "sasrec").iterdir())
+    run = json.loads((cell / "run.json").read_text())
+    for key in ("git_commit", "versions", "device", "wall_seconds", "config_hash", "seed"):
+        assert key in run
+    cfg = json.loads((cell / "config.json").read_text())
+    assert cfg["config"]["hidden"] == 16 and cfg["seed"] in (0, 1)
+    assert (cell / "per_user.npz").is_file() and (cell / "train_log.json").is_file()
+    # a second run skips every finished cell
+    assert run_matrix(m, out, progress=False)["skipped"] == 4
+    paths = write_report(out)
+    md = paths["table.md"].read_text()
+    assert "toy R@10" in md and "±" in md and "**" in md
+    assert r"\textbf" in paths["table.tex"].read_text()
+
+
+def test_cell_hash_changes_with_config_and_seed(tmp_path):
+    a = expand(_matrix(tmp_path, [SMALL_SASREC]))[0]
+    b = expand(_matrix(tmp_path, [{**SMALL_SASREC, "config": {**SMALL_SASREC["config"], "hidden": 8}}]))[0]
+    c = expand(_matrix(tmp_path, [SMALL_SASREC], seeds=(1,)))[0]
+    assert len({a.hash, b.hash, c.hash}) == 3
+
+
+def test_interrupted_cell_leaves_nothing_and_resume_completes(tmp_path, monkeypatch):
+    from tests.harness import _sleepy_plugin  # noqa: F401  registers "sleepy"
+    m = _matrix(tmp_path, ["mostpop", "sleepy"])
+    out = tmp_path / "run"
+    from benchmarks import runner
+
+    real = runner.run_cell
+    def interrupt(cell, *a, **k):
+        if cell.method.name == "sleepy":
+            raise KeyboardInterrupt
+        return real(cell, *a, **k)
+    monkeypatch.setattr(runner, "run_cell", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(m, out, progress=False)
+    monkeypatch.setattr(runner, "run_cell", real)
+    done = list((out / "cells").glob("*/*/*"))
+    assert [p.parent.name for p in done] == ["mostpop"]
+    stamp = (done[0] / "metrics.csv").stat().st_mtime_ns
+    summary = run_matrix(m, out, progress=False)
+    assert summary["skipped"] == 1 and summary["ran"] == 1
+    assert (done[0] / "metrics.csv").stat().st_mtime_ns == stamp
+
+
+def test_killed_process_resumes_without_losing_finished_cells(tmp_path):
+    """SIGKILL the runner while a cell is in fit; the rerun removes the half-made cell
+    folder, keeps the finished cell untouched and completes the rest."""
+    entry = write_toy_recbole(tmp_path / "data")
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(yaml.safe_dump({"name": "k", "datasets": [entry], "seeds": [0],
+                                      "methods": ["mostpop", "sleepy"]}))
+    out = tmp_path / "run"
+    marker = tmp_path / "started"
+    code = ("import sys; from tests.harness import _sleepy_plugin; from benchmarks.cli import main; "
+            f"sys.exit(main(['run', r'{matrix}', '--output', r'{out}', '--quiet']))")
+    env = {**os.environ, "GENREC_TEST_SLEEP": "120", "GENREC_TEST_MARKER": str(marker),
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists():
+            assert proc.poll() is None, "the runner exited before the slow cell started"
+            assert time.time() < deadline, "the slow cell never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = out / "cells" / "toy" / "mostpop"
+    assert len(list(finished.iterdir())) == 1
+    assert list((out / "cells" / "toy" / "sleepy").glob("*.tmp-*")), "expected the killed cell's temp folder"
+    stamp = next(finished.iterdir()).joinpath("metrics.csv").stat().st_mtime_ns
+    from tests.harness import _sleepy_plugin  # noqa: F401
+    from benchmarks.runner import load_matrix
+    summary = run_matrix(load_matrix(matrix), out, progress=False)
+    assert summary["skipped"] == 1 and summary["ran"] == 1
+    assert not list(out.glob("cells/*/*/*.tmp-*"))
+    assert next(finished.iterdir()).joinpath("metrics.csv").stat().st_mtime_ns == stamp
+    assert set(pd.read_csv(out / "results.csv")["method"]) == {"mostpop", "sleepy"}
+
+
+def test_bad_matrix_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"m.yaml: methods\[1\]: unknown key"):
+        parse_matrix({"datasets": ["ml-100k"], "methods": ["mf", {"name": "sasrec", "confg": {}}]}, "m.yaml")
+    with pytest.raises(ConfigError, match="SASRecConfig: unknown field"):
+        expand(_matrix(tmp_path, [{"name": "sasrec", "config": {"hiden": 3}}]))
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        expand(_matrix(tmp_path, ["nope"]))
