@@ -89,13 +89,18 @@ def cmd_data(args) -> int:
 def cmd_plugins(args) -> int:
     from tabulate import tabulate
     from benchmarks.registry import METHODS
+    from identifiers.base import IDENTIFIERS
 
-    rows = []
-    for name in METHODS.names():
-        cls = METHODS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        rows.append((name, cls.family, METHODS.origin(name), doc[:70]))
+    def first_line(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0][:70] if cls.__doc__ else ""
+
+    rows = [(n, METHODS.get(n).family, METHODS.origin(n), first_line(METHODS.get(n))) for n in METHODS.names()]
     print(tabulate(rows, headers=["method", "family", "from", "description"], tablefmt="simple"))
+    rows = [(n, IDENTIFIERS.get(n).kind, IDENTIFIERS.origin(n), first_line(IDENTIFIERS.get(n)))
+            for n in IDENTIFIERS.names()]
+    if rows:
+        print()
+        print(tabulate(rows, headers=["identifier", "kind", "from", "description"], tablefmt="simple"))
     return 0
 
 
