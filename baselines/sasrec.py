@@ -77,7 +77,10 @@ class CausalBlock(nn.Module):
 
 
 class SASRecNet(nn.Module):
-    def __init__(self, n_items: int, max_len: int, cfg: SASRecConfig):
+    """``item_table`` (optional, [n_items + 1, d]): a FROZEN item table used instead of the
+    learned one, through a learned linear projection when d != hidden (LETTER Table 3)."""
+
+    def __init__(self, n_items: int, max_len: int, cfg: SASRecConfig, item_table=None):
         super().__init__()
         if cfg.hidden % cfg.n_heads:
             raise ValueError(f"hidden ({cfg.hidden}) must be divisible by n_heads ({cfg.n_heads})")
@@ -88,6 +91,18 @@ class SASRecNet(nn.Module):
                                                 cfg.attn_dropout) for _ in range(cfg.n_layers))
         self.ln = nn.LayerNorm(cfg.hidden)
         self.apply(self._init)
+        self.fixed = item_table is not None
+        if self.fixed:
+            table = torch.as_tensor(item_table, dtype=torch.float32).clone()
+            table[0] = 0.0
+            self.register_buffer("fixed_items", table)
+            self.proj = (nn.Identity() if table.shape[1] == cfg.hidden
+                         else nn.Linear(table.shape[1], cfg.hidden, bias=False))
+            self.item.weight.requires_grad_(False)
+
+    def item_weight(self) -> torch.Tensor:
+        """The item table used for inputs and scores, [n_items + 1, hidden]."""
+        return self.proj(self.fixed_items) if self.fixed else self.item.weight
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -103,7 +118,7 @@ class SASRecNet(nn.Module):
         """seq [B, L] left-padded -> hidden states [B, L, d] (causal; padding keys masked)."""
         b, n = seq.shape
         pad = seq == 0
-        x = self.item(seq) * (self.item.embedding_dim ** 0.5)
+        x = self.item_weight()[seq] * (self.ln.normalized_shape[0] ** 0.5)
         x = x + self.pos(torch.arange(n, device=seq.device)).unsqueeze(0)
         x = self.drop(x) * (~pad).unsqueeze(-1)
         causal = torch.ones(n, n, dtype=torch.bool, device=seq.device).tril()
@@ -123,6 +138,10 @@ class SASRec(TorchRecommender):
     smoke_config = {"epochs": 3, "hidden": 16, "inner": 32, "n_layers": 1, "batch_size": 32}
     Config = SASRecConfig
 
+    def __init__(self, config: SASRecConfig, ctx, item_table=None):
+        self._item_table = item_table   # read by build(); see SASRecNet
+        super().__init__(config, ctx)
+
     def build(self) -> nn.Module:
         if self.config.loss not in ("ce", "bce"):
             raise ValueError(f"SASRec loss must be 'ce' or 'bce', got {self.config.loss!r}")
@@ -130,7 +149,7 @@ class SASRec(TorchRecommender):
         if self.config.loss == "bce":
             pu = np.concatenate([np.full(len(s), u, np.int64) for u, s in enumerate(self.dataset.train)])
             self._pos_keys = np.unique(pu * (self.n_items + 1) + np.concatenate(self.dataset.train))
-        return SASRecNet(self.n_items, self.dataset.max_history, self.config)
+        return SASRecNet(self.n_items, self.dataset.max_history, self.config, self._item_table)
 
     def n_batches(self) -> int:
         return -(-len(self.windows) // self.config.batch_size)
@@ -153,7 +172,7 @@ class SASRec(TorchRecommender):
         inp, tgt = win[:, :-1], win[:, 1:]
         valid = (inp > 0) & (tgt > 0)
         h = self.module(inp)[valid]                       # [P, d]
-        emb = self.module.item.weight
+        emb = self.module.item_weight()
         if self.config.loss == "ce":
             logits = h @ emb.T
             logits[:, 0] = float("-inf")
@@ -166,8 +185,8 @@ class SASRec(TorchRecommender):
         return self.module(history)[:, -1]
 
     def score(self, batch: UserBatch) -> torch.Tensor:
-        return self.user_states(batch.history) @ self.module.item.weight.T
+        return self.user_states(batch.history) @ self.module.item_weight().T
 
     def item_embeddings(self) -> np.ndarray:
         """The trained item table [n_items + 1, hidden] (row 0 = padding): CF embeddings."""
-        return self.module.item.weight.detach().cpu().numpy().copy()
+        return self.module.item_weight().detach().cpu().numpy().copy()

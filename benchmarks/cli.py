@@ -5,6 +5,8 @@
     genrec-bench report DIR
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
     genrec-bench data fetch NAME
+    genrec-bench tokenize --dataset NAME --identifier SCHEME [--output DIR] [--seed N]
+                          [--set key=value ...] [--cf-overlap auto|yes|no] [--table3]
     genrec-bench plugins
 """
 
@@ -86,6 +88,33 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _overrides(pairs: list[str] | None) -> dict:
+    import yaml
+    from benchmarks.errors import ConfigError
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set: expected key=value, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_tokenize(args) -> int:
+    import pandas as pd
+    from benchmarks.tokenize import tokenize
+
+    out = tokenize(args.dataset, args.identifier, overrides=_overrides(args.set), seed=args.seed,
+                   output=Path(args.output) if args.output else None, cf_overlap=args.cf_overlap,
+                   table3=args.table3, device=args.device or "cpu", progress=not args.quiet)
+    stats = pd.read_csv(out / "stats.csv")
+    from tabulate import tabulate
+    print(tabulate(stats.values.tolist(), headers=list(stats.columns), tablefmt="simple", floatfmt=".4g"))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_plugins(args) -> int:
     from tabulate import tabulate
     from benchmarks.registry import METHODS
@@ -138,7 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("name")
     fe.set_defaults(func=cmd_data)
 
-    pl = sub.add_parser("plugins", help="list registered methods")
+    tk = sub.add_parser("tokenize", help="build a scheme's item identifiers, stats and figures")
+    tk.add_argument("--dataset", required=True, help="catalog name (ml-100k, beauty, ...)")
+    tk.add_argument("--identifier", required=True, help="scheme name (see `genrec-bench plugins`)")
+    tk.add_argument("--output", help="folder (default runs/tokenize/<dataset>/<scheme>-<hash>)")
+    tk.add_argument("--seed", type=int, default=0)
+    tk.add_argument("--set", action="append", metavar="KEY=VALUE", help="scheme config override (repeatable)")
+    tk.add_argument("--cf-overlap", choices=["auto", "yes", "no"], default="auto",
+                    help="LETTER Table 4 overlap: auto = when CF embeddings are at hand; yes = train them")
+    tk.add_argument("--table3", action="store_true", help="LETTER Table 3: SASRec on the quantised embeddings")
+    tk.add_argument("--device", help="cpu, cuda ...")
+    tk.add_argument("--quiet", action="store_true")
+    tk.set_defaults(func=cmd_tokenize)
+
+    pl = sub.add_parser("plugins", help="list registered methods and identifier schemes")
     pl.set_defaults(func=cmd_plugins)
     return p
 

@@ -1,0 +1,76 @@
+"""``genrec-bench tokenize``: build one scheme's identifiers for a dataset, with its analyses.
+
+Writes into the output folder:
+- ``index.json`` (raw item id -> tokens, LETTER's format), ``meta.json``, ``arrays.npz``;
+- ``stats.csv``: tidy rows ``scheme, level, metric, value`` (code usage per level, collisions,
+  the scheme's own stats; ``cf_overlap`` (LETTER Table 4) where CF embeddings are available;
+  ``table3.R@10`` ... (LETTER Table 3) with ``--table3``);
+- ``code_frequency.png`` / ``.pdf`` (LETTER Fig. 6, level 0) for level-structured schemes;
+- ``config.json``: the scheme config, seed, dataset, suite version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+import benchmarks
+from benchmarks.analysis import (code_frequency_groups, code_usage, cf_neighbour_overlap,
+                                 plot_code_frequency, quantized_sasrec)
+from benchmarks.data.catalog import load_dataset
+from benchmarks.evaluation import Evaluator
+from benchmarks.features import FeatureStore
+from benchmarks.protocol import build_config
+from benchmarks.utils import atomic_write_json, atomic_write_text, seed_everything, stable_hash
+from identifiers.base import IDENTIFIERS, load_or_build
+
+log = logging.getLogger(__name__)
+
+
+def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None, seed: int = 0,
+             output: Path | None = None, cf_overlap: str = "auto", table3: bool = False,
+             device: str = "cpu", progress: bool = True) -> Path:
+    """Build, analyse and write one scheme's identifiers; return the output folder.
+
+    ``cf_overlap``: "auto" computes LETTER Table 4 when CF embeddings are cheap (published with
+    the dataset, or already needed by the scheme); "yes" trains a SASRec for them if needed;
+    "no" skips it.
+    """
+    from benchmarks.data.fetch import cache_dir
+
+    ds = load_dataset(dataset)
+    cls = IDENTIFIERS.get(scheme)
+    cfg = build_config(cls.Config, overrides)
+    seed_everything(seed)
+    ev = Evaluator(ds)
+    store = FeatureStore(ds, cache_dir(), device=device, seed=seed, progress=progress,
+                         validator_factory=lambda: ev.validation_ndcg)
+    out = Path(output or Path("runs") / "tokenize" / ds.name /
+               f"{scheme}-{stable_hash([dataclasses.asdict(cfg), seed])}")
+    out.mkdir(parents=True, exist_ok=True)
+    ids = load_or_build(scheme, cfg, ds, store, seed, cache_dir(), progress=progress)
+    ids.save(out, ds.item_ids)
+    stats = code_usage(ids)
+    extra = []
+    has_cf = "cf" in cls.needs or ds.info.get("cf_embeddings_file")
+    if ids.kind == "codes" and (cf_overlap == "yes" or (cf_overlap == "auto" and has_cf)):
+        overlap = cf_neighbour_overlap(ids, store.cf_embeddings(32))
+        extra.append({"scheme": scheme, "level": "all", "metric": "cf_overlap", "value": overlap})
+    if table3:
+        if "quantized" not in ids.arrays:
+            raise ValueError(f"--table3 needs quantised embeddings; scheme {scheme!r} has none")
+        for metric, value in quantized_sasrec(ds, ids.arrays["quantized"], seed=seed, device=device,
+                                              progress=progress).items():
+            extra.append({"scheme": scheme, "level": "all", "metric": f"table3.{metric}", "value": value})
+    if extra:
+        stats = pd.concat([stats, pd.DataFrame(extra)], ignore_index=True)
+    atomic_write_text(out / "stats.csv", stats.to_csv(index=False))
+    if ids.kind == "codes" and ids.levels:
+        plot_code_frequency({scheme: code_frequency_groups(ids, 0)}, out / "code_frequency")
+    atomic_write_json(out / "config.json", {"scheme": scheme, "config": dataclasses.asdict(cfg),
+                                           "seed": seed, "dataset": ds.name, "dataset_info": ds.info,
+                                           "suite_version": benchmarks.__version__})
+    return out
