@@ -10,7 +10,7 @@ log of per-epoch loss, validation score, seconds and peak memory.
 from __future__ import annotations
 
 import abc
-import copy
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from benchmarks.protocol import Recommender, Validator
 from benchmarks.utils import PeakMemory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +74,10 @@ class TorchRecommender(Recommender):
         return torch.optim.Adam(self.module.parameters(), lr=self.config.lr,
                                 weight_decay=self.config.weight_decay)
 
+    def scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int):
+        """A learning-rate scheduler stepped after every optimiser step, or None (default)."""
+        return None
+
     def fit(self, validator: Validator | None = None) -> dict:
         return train_loop(self, validator)
 
@@ -93,6 +99,8 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     cfg = model.config
     rng = np.random.default_rng(model.ctx.seed)
     opt = model.optimizer()
+    n_batches = model.n_batches()
+    sched = model.scheduler(opt, cfg.epochs * n_batches) if n_batches else None
     best, best_epoch, best_state, bad = -math.inf, 0, None, 0
     epochs: list[dict] = []
     stopped = "max epochs"
@@ -113,6 +121,8 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(model.module.parameters(), cfg.grad_clip)
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 total += float(loss.detach())
                 steps += 1
         entry = {"epoch": epoch, "loss": total / max(steps, 1), "steps": steps,
@@ -130,6 +140,9 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
             else:
                 bad += 1
         epochs.append(entry)
+        log.info("%s epoch %d: loss %.4f%s (%.1f s)", model.name, epoch, entry["loss"],
+                 f", valid NDCG@10 {entry['valid_ndcg10']:.4f}" if "valid_ndcg10" in entry else "",
+                 entry["seconds"])
         bar.set_postfix(loss=f"{entry['loss']:.4f}",
                         val=f"{entry.get('valid_ndcg10', float('nan')):.4f}", best=best_epoch)
         if validator is not None and bad >= cfg.patience:
