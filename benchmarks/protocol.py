@@ -107,6 +107,11 @@ class Recommender(abc.ABC):
         self.n_items = ctx.dataset.n_items
         self.device = torch.device(ctx.device)
 
+    @classmethod
+    def family_of(cls, config: Any) -> str:
+        """The report's row group for this config (generative methods: their identifier's)."""
+        return cls.family
+
     # ------------------------------------------------------------------ training
     @abc.abstractmethod
     def fit(self, validator: Validator | None = None) -> dict:

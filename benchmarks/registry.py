@@ -93,5 +93,5 @@ class Registry:
 
 
 #: recommenders the matrix runs: traditional baselines and generative methods
-METHODS = Registry("method", "genrec_bench.methods", ("baselines",))
+METHODS = Registry("method", "genrec_bench.methods", ("baselines", "benchmarks.methods"))
 register_method = METHODS.register

@@ -193,7 +193,7 @@ def expand(matrix: Matrix) -> list[Cell]:
                     "dataset": {"name": spec.name, "format": spec.format,
                                 "options": spec.options.to_dict(),
                                 "args": {k: str(v) for k, v in spec.reader_args.items()}},
-                    "method": entry.name, "label": entry.label, "family": cls.family,
+                    "method": entry.name, "label": entry.label, "family": cls.family_of(cfg),
                     "config": dataclasses.asdict(cfg), "seed": seed,
                     "evaluation": eval_cfg.to_dict(),
                     "features": matrix.features if cls.needs else {},
@@ -250,11 +250,12 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
                 fit_log = model.fit(evaluator.validation_ndcg)
             with Timer() as t_eval:
                 result = evaluator.evaluate(model, progress=progress)
-        rows = [{"dataset": ds.name, "method": cell.method.label, "family": cls.family,
+        family = cell.resolved["family"]
+        rows = [{"dataset": ds.name, "method": cell.method.label, "family": family,
                  "seed": cell.seed, **r, "config_hash": cell.hash} for r in result.rows]
         for metric in ("users_per_s", "ms_per_user"):
             if metric in result.throughput:
-                rows.append({"dataset": ds.name, "method": cell.method.label, "family": cls.family,
+                rows.append({"dataset": ds.name, "method": cell.method.label, "family": family,
                              "seed": cell.seed, "split": "test", "subset": "all", "metric": metric,
                              "k": result.throughput["k"], "value": result.throughput[metric],
                              "n_users": result.throughput["users"], "config_hash": cell.hash})

@@ -141,6 +141,8 @@ class IdentifierScheme(abc.ABC):
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "codes"
+    #: the row group in the report: "id", "textual", "codebook" (or "set")
+    family: ClassVar[str] = "codebook"
     Config: ClassVar[type]
     needs: ClassVar[frozenset[str]] = frozenset()
     #: config overrides for a seconds-long build on the toy dataset (tests)

@@ -58,6 +58,7 @@ class NumericID(IdentifierScheme):
     """P5 ID identifiers: item numbers as digit tokens (sequential or random indexing)."""
 
     kind = "codes"
+    family = "id"
     Config = IDConfig
 
     def build(self) -> ItemIdentifiers:
@@ -73,6 +74,7 @@ class SingleTokenID(IdentifierScheme):
     """One new vocabulary token per item (sequential or random numbering)."""
 
     kind = "codes"
+    family = "id"
     Config = IDConfig
 
     def build(self) -> ItemIdentifiers:

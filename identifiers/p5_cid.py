@@ -81,6 +81,7 @@ class CollaborativeID(IdentifierScheme):
     """P5-CID: recursive spectral clustering of the training co-occurrence graph."""
 
     kind = "codes"
+    family = "id"
     Config = CIDConfig
     smoke_config = {"n_clusters": 3, "max_leaf": 8}
 

@@ -32,6 +32,7 @@ class SemanticID(IdentifierScheme):
     """P5-SemID: category path + index inside the leaf category."""
 
     kind = "codes"
+    family = "id"
     Config = SemIDConfig
 
     def build(self) -> ItemIdentifiers:

@@ -33,6 +33,7 @@ class TextualID(IdentifierScheme):
     """Item titles as identifiers; shared titles get a numbered suffix."""
 
     kind = "text"
+    family = "textual"
     Config = TextualConfig
     needs = frozenset({"text"})
 

@@ -1,0 +1,165 @@
+"""Decoder-only causal LM backbone (Qwen2 / LLaMA families through transformers), optional LoRA.
+
+LC-Rec (Zheng et al., ICDE 2024) fine-tunes LLaMA-7B with LoRA on its task mix, the item code
+tokens added to the vocabulary; SETRec and LETTER-LC-Rec likewise (Qwen2.5 / LLaMA). Here:
+
+- ``checkpoint``: a local path to any causal LM of those families; its embedding matrix is
+  resized to the harness's vocabulary (its tokenizer + the identifier tokens). Without a
+  checkpoint, a TINY model is built from a config (``family``: qwen2 or llama; the sizes
+  below) for CPU runs and tests.
+- ``lora``: "auto" (LoRA on a checkpoint, full training of a from-config model, whose random
+  weights LoRA could not adapt), True or False. LoRA: rank ``lora_r``, ``lora_alpha``,
+  ``lora_dropout`` on ``lora_targets`` (default q_proj, v_proj as LC-Rec and SETRec), and the
+  NEW token rows trainable: peft's ``trainable_token_indices`` on the input embedding (which
+  also trains the output rows where the head is tied, as in Qwen2.5); an untied output head
+  (LLaMA) is trained whole (``modules_to_save``).
+- Sequences: the prompt is LEFT-padded, the target appended right after it; positions come
+  from the attention mask, so padding does not shift them. Loss on target tokens only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from backbones.base import GenerativeBackbone, tempered_cross_entropy
+from backbones.t5 import cache_kw, out_cache
+
+
+@dataclass
+class CausalBackboneConfig:
+    family: str = "qwen2"          # qwen2 | llama (from-config builds)
+    hidden: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    intermediate: int = 512
+    max_positions: int = 2048
+    checkpoint: str | None = None
+    lora: Any = "auto"             # "auto" | True | False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    dtype: str = "float32"         # float32 | bfloat16 | float16 (checkpoints on GPUs)
+
+
+@dataclass
+class _CausalState:
+    mask: torch.Tensor
+    positions: torch.Tensor
+    cache: Any = None
+    first_logits: torch.Tensor | None = None
+
+
+class CausalBackbone(GenerativeBackbone):
+    input_side = "left"
+
+    def __init__(self, vocab_size: int, pad_id: int, eos_id: int, cfg: CausalBackboneConfig,
+                 new_token_ids: list[int] | None = None):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        dtype = getattr(torch, cfg.dtype)
+        if cfg.checkpoint:
+            model = AutoModelForCausalLM.from_pretrained(cfg.checkpoint, dtype=dtype)
+            model.resize_token_embeddings(vocab_size)
+        else:
+            model = AutoModelForCausalLM.from_config(self._config(vocab_size, pad_id, eos_id, cfg))
+        model.config.pad_token_id = pad_id
+        model.config.eos_token_id = eos_id
+        self._kw = cache_kw(model)
+        use_lora = bool(cfg.checkpoint) if cfg.lora == "auto" else bool(cfg.lora)
+        self.lora = use_lora
+        if use_lora:
+            from peft import LoraConfig, get_peft_model
+
+            tied = bool(getattr(model.config, "tie_word_embeddings", False))
+            lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM",
+                              trainable_token_indices=list(new_token_ids or []) or None,
+                              modules_to_save=None if tied else ["lm_head"])
+            model = get_peft_model(model, lcfg)
+        self.model = model
+        self.pad_id = pad_id
+        self.vocab_size = vocab_size
+
+    @staticmethod
+    def _config(vocab_size: int, pad_id: int, eos_id: int, cfg: CausalBackboneConfig):
+        from transformers import LlamaConfig, Qwen2Config
+
+        common = dict(vocab_size=vocab_size, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+                      num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                      num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.max_positions,
+                      pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id,
+                      tie_word_embeddings=True)
+        if cfg.family == "qwen2":
+            return Qwen2Config(**common)
+        if cfg.family == "llama":
+            return LlamaConfig(**common)
+        raise ValueError(f"causal family must be qwen2 or llama, got {cfg.family!r}")
+
+    def _forward(self, ids, mask, positions, cache=None, use_cache=False, keep: int = 0):
+        """``keep``: compute logits for the last ``keep`` positions only (0 = all)."""
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                          use_cache=use_cache, logits_to_keep=keep, **{self._kw: cache})
+
+    @staticmethod
+    def _positions(mask: torch.Tensor) -> torch.Tensor:
+        return (mask.cumsum(1) - 1).clamp(min=0)
+
+    def loss(self, inputs, input_mask, targets, temperature=1.0):
+        tmask = (targets != self.pad_id).long()
+        ids = torch.cat([inputs, targets], 1)
+        mask = torch.cat([input_mask, tmask], 1)
+        # position j predicts token j + 1: the targets come from the last prompt position on,
+        # so the vocabulary projection is computed for those positions only
+        logits = self._forward(ids, mask, self._positions(mask), keep=targets.shape[1] + 1).logits
+        pred = logits[:, :-1]
+        return tempered_cross_entropy(pred, targets, self.pad_id, temperature)
+
+    def begin(self, inputs, input_mask, beams):
+        positions = self._positions(input_mask)
+        out = self._forward(inputs, input_mask, positions, use_cache=True, keep=1)
+        cache = out_cache(out)
+        cache.batch_repeat_interleave(beams)
+        return _CausalState(mask=input_mask.repeat_interleave(beams, 0),
+                            positions=positions[:, -1:].repeat_interleave(beams, 0),
+                            cache=cache, first_logits=out.logits[:, -1].repeat_interleave(beams, 0))
+
+    def step(self, state: _CausalState, tokens):
+        if tokens is None:
+            return state.first_logits
+        state.mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], 1)
+        state.positions = state.positions + 1
+        out = self._forward(tokens.unsqueeze(1), state.mask, state.positions, state.cache, use_cache=True)
+        state.cache = out_cache(out)
+        return out.logits[:, -1]
+
+    def reorder(self, state: _CausalState, index):
+        state.cache.reorder_cache(index)
+        state.mask = state.mask[index]
+        state.positions = state.positions[index]
+
+    def candidate_logprobs(self, inputs, input_mask, candidates):
+        """[B, C] log p(candidate | prompt), the prompt encoded once and its cache shared."""
+        b, c = inputs.shape[0], candidates.shape[0]
+        positions = self._positions(input_mask)
+        out = self._forward(inputs, input_mask, positions, use_cache=True, keep=1)
+        cache = out_cache(out)
+        cache.batch_repeat_interleave(c)
+        first = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(c, 0)   # [B*C, V]
+        targets = candidates.repeat(b, 1)                                                     # [B*C, L]
+        tmask = (targets != self.pad_id).long()
+        mask = torch.cat([input_mask.repeat_interleave(c, 0), tmask[:, :-1]], 1)
+        pos = positions[:, -1:].repeat_interleave(c, 0) + torch.arange(1, targets.shape[1], device=inputs.device)
+        logp0 = first.gather(1, targets[:, :1]).squeeze(1)
+        if targets.shape[1] > 1:
+            rest = self._forward(targets[:, :-1], mask, pos, cache, use_cache=True).logits
+            logp = torch.log_softmax(rest.float(), -1).gather(2, targets[:, 1:].unsqueeze(2)).squeeze(2)
+            total = logp0 + (logp * tmask[:, 1:]).sum(1)
+        else:
+            total = logp0
+        return total.view(b, c)

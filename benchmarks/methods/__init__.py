@@ -1,0 +1,1 @@
+"""Methods the harness wires from parts: generative recommenders (identifier + backbone)."""
