@@ -99,6 +99,9 @@ class Recommender(abc.ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     #: config overrides for a seconds-long run on the toy dataset (contract tests, smoke runs)
     smoke_config: ClassVar[dict] = {}
+    #: True for methods whose ``rank`` DECODES (beam search) while ``score`` gives exact scores
+    #: of every item: the evaluator can then compare the two (beam vs global ranking)
+    decodes: ClassVar[bool] = False
 
     def __init__(self, config: Any, ctx: Context):
         self.config = config

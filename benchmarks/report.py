@@ -147,6 +147,22 @@ def popularity_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def beam_global_markdown(df: pd.DataFrame) -> str:
+    """LETTER Fig. 3 / SETRec: beam search vs exact global ranking on the same test users."""
+    sel = df[(df["split"] == "test") & df["subset"].isin(["beam", "global"]) & (df["k"] == 10)
+             & df["metric"].isin(["recall", "ndcg"])]
+    if sel.empty:
+        return ""
+    piv = sel.groupby(["dataset", "method", "subset", "metric"])["value"].mean().unstack(["subset", "metric"])
+    lines = ["| Dataset | Method | beam R@10 | global R@10 | beam N@10 | global N@10 | users |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    users = sel[sel["subset"] == "global"].groupby(["dataset", "method"])["n_users"].max()
+    for (d, m), row in piv.iterrows():
+        lines.append(f"| {d} | {m} | {row[('beam', 'recall')]:.4f} | {row[('global', 'recall')]:.4f} | "
+                     f"{row[('beam', 'ndcg')]:.4f} | {row[('global', 'ndcg')]:.4f} | {int(users.get((d, m), 0))} |")
+    return "\n".join(lines) + "\n"
+
+
 def throughput_markdown(df: pd.DataFrame) -> str:
     sel = df[df["metric"].isin(["users_per_s", "ms_per_user"])]
     if sel.empty:
@@ -189,6 +205,9 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     pop = popularity_markdown(df)
     if pop:
         parts += ["## Popularity groups (test; group 1 = most popular items)", "", pop]
+    bg = beam_global_markdown(df)
+    if bg:
+        parts += ["## Beam search vs global ranking (test; exact log-probability of every item)", "", bg]
     thr = throughput_markdown(df)
     if thr:
         parts += ["## Throughput (producing the top-K on the test split)", "", thr]

@@ -9,6 +9,11 @@ Subsets (SETRec's evaluation; see the design notes "Cold-start and popularity gr
 - ``pop1`` .. ``popG``: the ``all`` ranking, scored against the users' targets that fall in
   popularity group g (1 = most popular); plus ``share`` rows: the share of group g among the
   generated top-K items and among the targets (item generation bias, LETTER Fig. 3).
+- ``global`` (with ``global_ranking``, for methods that decode, e.g. beam search): the same
+  test users ranked by the EXACT score of every item instead (teacher-forced sequence
+  log-probabilities); ``beam`` holds the decoded ranking of the same users, so the two rows
+  compare beam search with global search (LETTER Fig. 3, SETRec's local-optima argument).
+  ``global_users`` caps how many test users this costly ranking covers (a fixed sample).
 History items stay rankable unless ``mask_history`` is set (the papers do not remove them).
 """
 
@@ -23,7 +28,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.data.dataset import Dataset, left_pad
 from benchmarks.evaluation.metrics import pad_targets, recall_ndcg
-from benchmarks.protocol import Recommender, UserBatch
+from benchmarks.protocol import Recommender, UserBatch, topk_from_scores
 from benchmarks.utils import PeakMemory
 
 SUBSETS = ("all", "warm", "cold", "popularity")
@@ -40,6 +45,7 @@ class EvalConfig:
     - ``subsets``: which of all / warm / cold / popularity to report;
     - ``valid_sample``: early stopping validates on this many randomly chosen validation
       users (fixed per seed) instead of all; the reported validation rows always use all.
+    - ``global_ranking`` / ``global_users``: the beam-vs-global rows (see the module doc).
     """
 
     ks: tuple[int, ...] = (5, 10)
@@ -49,6 +55,8 @@ class EvalConfig:
     popularity_edges: tuple[float, ...] | None = None
     subsets: tuple[str, ...] = SUBSETS
     valid_sample: int | None = None
+    global_ranking: bool = False
+    global_users: int | None = None
 
     def __post_init__(self):
         self.ks = tuple(int(k) for k in self.ks)
@@ -105,8 +113,9 @@ class Evaluator:
     @torch.no_grad()
     def rank(self, model: Recommender, split: str, users: np.ndarray,
              candidates: torch.Tensor | None = None, *, desc: str = "",
-             progress: bool = False) -> tuple[torch.Tensor, dict]:
-        """Top-K ids for ``users`` [n, K] and timing {seconds, users, batches}."""
+             progress: bool = False, exact: bool = False) -> tuple[torch.Tensor, dict]:
+        """Top-K ids for ``users`` [n, K] and timing {seconds, users, batches}; ``exact``
+        ranks by ``model.score`` (global ranking) instead of ``model.rank``."""
         model.eval()
         out, seconds = [], 0.0
         n_batches = (len(users) + self.cfg.batch_size - 1) // self.cfg.batch_size
@@ -114,7 +123,10 @@ class Evaluator:
                                 leave=False, disable=not progress):
             batch = batch.to(model.device)
             start = time.perf_counter()
-            items, _ = model.rank(batch, self.k, candidates=candidates, exclude=excl)
+            if exact:
+                items, _ = topk_from_scores(model.score(batch).float(), self.k, candidates, excl)
+            else:
+                items, _ = model.rank(batch, self.k, candidates=candidates, exclude=excl)
             if items.is_cuda:
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - start
@@ -182,7 +194,18 @@ class Evaluator:
                 self._rows(split, name, sub_topk, [t for t, h in zip(sub, has) if h], users[has], res)
             if "popularity" in subsets:
                 self._popularity_rows(split, topk, targets, users, res)
+            if split == "test" and self.cfg.global_ranking and getattr(model, "decodes", False):
+                self._global_rows(model, users, topk, targets, res, progress)
         return res
+
+    def _global_rows(self, model, users, topk, targets, res, progress) -> None:
+        pick = np.arange(len(users))
+        if self.cfg.global_users and len(users) > self.cfg.global_users:
+            pick = np.sort(np.random.default_rng(0).choice(len(users), self.cfg.global_users, replace=False))
+        exact, _ = self.rank(model, "test", users[pick], desc="rank test/global", progress=progress, exact=True)
+        sub = [targets[i] for i in pick]
+        self._rows("test", "beam", topk[torch.from_numpy(pick)], sub, users[pick], res)
+        self._rows("test", "global", exact, sub, users[pick], res)
 
     def _popularity_rows(self, split: str, topk: torch.Tensor, targets: list[np.ndarray],
                          users: np.ndarray, res: EvalResult) -> None:

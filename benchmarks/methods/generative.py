@@ -172,6 +172,7 @@ class GenerativeRecommender(TorchRecommender):
     family = "codebook"
     Config = GenerativeConfig
     needs = frozenset({"text", "cf"})
+    decodes = True
 
     @classmethod
     def family_of(cls, config: GenerativeConfig) -> str:
@@ -208,6 +209,7 @@ class GenerativeRecommender(TorchRecommender):
             raise ValueError(f"unknown task(s) {sorted(unknown)}; known: {sorted(TASKS)}")
         if config.decoding not in ("beam", "free-grounded"):
             raise ValueError(f"decoding must be 'beam' or 'free-grounded', got {config.decoding!r}")
+        self.decodes = config.decoding == "beam"   # free generation + grounding scores every item
         self._prompts = {t: self._prompt_parts(t) for t in config.tasks} if config.prompt else {}
         users, hist, targets = ds.training_samples(self.max_history, config.train_last_n)
         self.samples = {"users": users, "hist": hist, "targets": targets}

@@ -96,3 +96,25 @@ def test_validation_ndcg_and_throughput_fields():
     for key in ("users_per_s", "ms_per_user", "batch_size", "device", "peak_rss_mb"):
         assert key in res.throughput
     assert res.throughput["users"] == 3
+
+
+class Decoder(Fixed):
+    """Decodes a worse list than its exact scores say (beam search's local optima, staged)."""
+
+    decodes = True
+
+    def rank(self, batch, k, candidates=None, exclude=None):
+        items, scores = super().rank(batch, k + 1, candidates, exclude)
+        return items[:, 1:], scores[:, 1:]          # drops the best item
+
+
+def test_beam_vs_global_rows():
+    ds = _ds()
+    ev = Evaluator(ds, EvalConfig(ks=(1,), subsets=("all",), global_ranking=True))
+    r = _rows(ev.evaluate(Decoder(TABLE, ds), progress=False))
+    assert r["test", "global", "recall", 1] == pytest.approx((0 + 0.5 + 1) / 3)
+    assert r["test", "beam", "recall", 1] == pytest.approx(r["test", "all", "recall", 1])
+    assert r["test", "beam", "recall", 1] < r["test", "global", "recall", 1]
+    # methods that do not decode get no such rows
+    r = _rows(Evaluator(ds, EvalConfig(ks=(1,), subsets=("all",), global_ranking=True)).evaluate(Fixed(TABLE, ds), progress=False))
+    assert "global" not in r.index.get_level_values("subset")
