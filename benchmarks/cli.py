@@ -42,6 +42,9 @@ def cmd_run(args) -> int:
         matrix.device = args.device
     out = Path(args.output or Path("runs") / matrix.name)
     summary = run_matrix(matrix, out, progress=not args.quiet, fail_fast=args.fail_fast)
+    from benchmarks import distributed
+    if not distributed.is_main():
+        return 0
     paths = write_report(out)
     print(f"{summary['cells']} cells: {summary['ran']} ran, {summary['skipped']} already done, "
           f"{len(summary['failed'])} failed -> {out}")

@@ -15,7 +15,8 @@
 - CF embeddings: the item table of a SASRec trained on the dataset (``hidden`` = the requested
   dimension, 32 for LETTER), early-stopped on validation NDCG@10 like every method; or the
   published embeddings shipped beside a dataset (``cf_source="published"``, e.g. LETTER's
-  Beauty-32d-sasrec.npy). Cached per dataset, dimension, seed and SASRec config.
+  Beauty-32d-sasrec.npy). Cached per dataset, dimension, seed and SASRec config. Under a
+  multi-process launch every process takes part in that SASRec's (data-parallel) training.
 Arrays are indexed by item id: row 0 is padding (zeros).
 """
 
@@ -132,17 +133,19 @@ class FeatureStore:
         path = self.dir / f"text-{stable_hash([template, encoder])}.npy"
         if str(path) in self._memo:
             return self._memo[str(path)]
-        if path.is_file():
-            emb = np.load(path, allow_pickle=False)
-        else:
-            texts = self.item_texts(template)
-            log.info("encoding %d item texts with %s", len(texts), encoder)
-            model = load_text_encoder(encoder, self.device)
-            vecs = model.encode(texts, batch_size=batch_size, show_progress_bar=self.progress,
-                                convert_to_numpy=True)
-            emb = np.zeros((len(texts) + 1, vecs.shape[1]), np.float32)
-            emb[1:] = vecs
-            _save_npy(path, emb)
+        from benchmarks.distributed import main_first
+        with main_first():   # under a multi-process launch: encoded once, by the main process
+            if path.is_file():
+                emb = np.load(path, allow_pickle=False)
+            else:
+                texts = self.item_texts(template)
+                log.info("encoding %d item texts with %s", len(texts), encoder)
+                model = load_text_encoder(encoder, self.device)
+                vecs = model.encode(texts, batch_size=batch_size, show_progress_bar=self.progress,
+                                    convert_to_numpy=True)
+                emb = np.zeros((len(texts) + 1, vecs.shape[1]), np.float32)
+                emb[1:] = vecs
+                _save_npy(path, emb)
         self._memo[str(path)] = emb
         return emb
 

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -228,9 +229,15 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
     from benchmarks.data.fetch import cache_dir
     from benchmarks.features import FeatureStore
 
+    from benchmarks import distributed
+
+    main = distributed.is_main()
     final = out / cell.relpath
     tmp = final.with_name(final.name + f".tmp-{int(time.time() * 1e6)}")
-    tmp.mkdir(parents=True)
+    if main:
+        tmp.mkdir(parents=True)
+    else:   # a data-parallel helper process: it trains, the main process writes
+        tmp = Path(tempfile.mkdtemp(prefix=f"genrec-rank{distributed.current().rank}-"))
     started = datetime.now(timezone.utc)
     try:
         with Timer() as total:
@@ -248,6 +255,9 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
             model = cls(cfg, ctx)
             with Timer() as t_fit:
                 fit_log = model.fit(evaluator.validation_ndcg)
+            if not main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
             with Timer() as t_eval:
                 result = evaluator.evaluate(model, progress=progress)
         family = cell.resolved["family"]
@@ -295,36 +305,51 @@ def clean_stale(out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _matrix_record(matrix: Matrix) -> dict:
+    return {"name": matrix.name, "description": matrix.description, "datasets": matrix.datasets,
+            "seeds": matrix.seeds, "device": matrix.device, "evaluation": matrix.evaluation,
+            "features": matrix.features,
+            "methods": [{"name": m.name, "label": m.label, "config": m.config, "datasets": m.per_dataset}
+                        for m in matrix.methods]}
+
+
 def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: bool = False) -> dict:
-    """Run every unfinished cell in-process; collect results; return a summary."""
+    """Run every unfinished cell in-process; collect results; return a summary.
+
+    Under a multi-process launch every process runs every cell's training (data-parallel);
+    only the main process cleans, evaluates and writes."""
+    from benchmarks import distributed
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale(out)
+    main = distributed.is_main()
+    if main:
+        clean_stale(out)
+        atomic_write_text(out / "matrix.yaml", yaml.safe_dump(_matrix_record(matrix), sort_keys=False))
     cells = expand(matrix)
-    atomic_write_text(out / "matrix.yaml", yaml.safe_dump(
-        {"name": matrix.name, "description": matrix.description, "datasets": matrix.datasets,
-         "seeds": matrix.seeds, "device": matrix.device, "evaluation": matrix.evaluation,
-         "features": matrix.features,
-         "methods": [{"name": m.name, "label": m.label, "config": m.config, "datasets": m.per_dataset}
-                     for m in matrix.methods]}, sort_keys=False))
     todo = [c for c in cells if not cell_done(out, c)]
+    if distributed.current() is not None:   # decided before anyone writes: the same list everywhere
+        distributed.current().barrier()
     summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
     log.info("matrix %s: %d cells, %d finished already", matrix.name, len(cells), summary["skipped"])
     memo = _DatasetMemo()
-    bar = tqdm(todo, desc=f"matrix {matrix.name}", disable=not progress)
+    bar = tqdm(todo, desc=f"matrix {matrix.name}", disable=not progress or not main)
     for cell in bar:
         bar.set_postfix_str(f"{cell.dataset.name}/{cell.method.label}/seed{cell.seed}")
         try:
-            run_cell(cell, out, device=matrix.device, features=matrix.features, progress=progress, memo=memo)
+            run_cell(cell, out, device=matrix.device, features=matrix.features, progress=progress and main,
+                     memo=memo)
             summary["ran"] += 1
         except (GenrecError, RuntimeError, ValueError, FloatingPointError) as exc:
-            if fail_fast or isinstance(exc, GenrecError):
+            if fail_fast or isinstance(exc, GenrecError) or not main:
                 raise
             log.error("cell %s failed: %s", cell.relpath, exc)
             summary["failed"].append({"cell": str(cell.relpath), "error": f"{type(exc).__name__}: {exc}",
                                       "traceback": traceback.format_exc()})
+        if main:
+            collect_results(out)
+    if main:
         collect_results(out)
-    collect_results(out)
-    if summary["failed"]:
-        atomic_write_json(out / "failures.json", summary["failed"])
+        if summary["failed"]:
+            atomic_write_json(out / "failures.json", summary["failed"])
     return summary

@@ -4,7 +4,8 @@ A :class:`TorchRecommender` says how to build its module, how to cut one epoch i
 and what the loss of a batch is; :func:`train_loop` does the rest: optimiser steps, gradient
 clipping, validation every ``eval_every`` epochs on the harness's NDCG@10, early stopping after
 ``patience`` validations without improvement, restoring the best state, a progress bar, and a
-log of per-epoch loss, validation score, seconds and peak memory.
+log of per-epoch loss, validation score, seconds and peak memory. Under ``accelerate launch``
+the same loop trains data-parallel (see :mod:`benchmarks.distributed`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmarks import distributed
 from benchmarks.protocol import Recommender, Validator
 from benchmarks.utils import PeakMemory
 
@@ -98,9 +100,16 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     """Train ``model`` with early stopping on ``validator`` (higher is better); see module doc."""
     cfg = model.config
     rng = np.random.default_rng(model.ctx.seed)
+    dist = distributed.current()
+    if dist is not None:
+        dist.broadcast_module(model.module)
     opt = model.optimizer()
     n_batches = model.n_batches()
-    sched = model.scheduler(opt, cfg.epochs * n_batches) if n_batches else None
+    world = dist.world if dist is not None else 1
+    per_rank = n_batches // world if n_batches else None   # the same step count everywhere
+    if dist is not None and not per_rank:
+        raise ValueError(f"{model.name}: data-parallel training needs n_batches() >= {world}")
+    sched = model.scheduler(opt, cfg.epochs * (per_rank or 0)) if per_rank else None
     best, best_epoch, best_state, bad = -math.inf, 0, None, 0
     epochs: list[dict] = []
     stopped = "max epochs"
@@ -111,13 +120,20 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
         total, steps = 0.0, 0
         t0 = time.perf_counter()
         with PeakMemory() as mem:
-            for batch in tqdm(model.batches(rng), total=model.n_batches(), leave=False,
-                              desc=f"epoch {epoch}", disable=not model.ctx.progress):
+            for i, batch in enumerate(tqdm(model.batches(rng), total=n_batches, leave=False,
+                                           desc=f"epoch {epoch}", disable=not model.ctx.progress)):
+                if dist is not None:
+                    if i >= per_rank * world:
+                        break
+                    if i % world != dist.rank:
+                        continue
                 loss = model.loss(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{model.name}: loss became {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if dist is not None:
+                    dist.average_gradients(model.module)
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(model.module.parameters(), cfg.grad_clip)
                 opt.step()
@@ -133,7 +149,10 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                        and time.perf_counter() - started > 60 * cfg.max_train_minutes)
         if validator is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
             model.eval()
-            score = float(validator(model))
+            if dist is None:
+                score = float(validator(model))
+            else:   # the main process validates; everyone takes its score
+                score = dist.broadcast_float(float(validator(model)) if dist.is_main else 0.0)
             entry["valid_ndcg10"] = score
             if score > best:
                 best, best_epoch, best_state, bad = score, epoch, _state_copy(model.module), 0
@@ -156,7 +175,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
         model.module.load_state_dict(best_state)
     model.eval()
     secs = [e["seconds"] for e in epochs]
-    return {"epochs": epochs, "best_epoch": best_epoch or len(epochs),
+    return {"epochs": epochs, "best_epoch": best_epoch or len(epochs), "world_size": world,
             "best_valid_ndcg10": None if best == -math.inf else best, "stopped": stopped,
             "train_seconds": round(time.perf_counter() - started, 2),
             "mean_epoch_seconds": round(float(np.mean(secs)), 3) if secs else 0.0,

@@ -149,7 +149,10 @@ def device_description(device: str) -> str:
 
 
 def resolve_device(device: str | None) -> str:
+    """auto -> cuda if available else cpu; under a multi-process launch cuda -> cuda:LOCAL_RANK."""
     import torch
+
+    from benchmarks.distributed import local_device
     if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return local_device(device)

@@ -170,9 +170,17 @@ def identifier_cache_dir(scheme: str, config: Any, dataset: "Dataset", seed: int
 
 def load_or_build(name: str, config: Any, dataset: "Dataset", features: "FeatureStore | None",
                   seed: int, cache_root: Path | None, progress: bool = True) -> ItemIdentifiers:
-    """Build scheme ``name`` (or reuse the cached result for the same dataset, config, seed)."""
+    """Build scheme ``name`` (or reuse the cached result for the same dataset, config, seed).
+    Under a multi-process launch the main process builds first, the others read its cache."""
+    from benchmarks.distributed import main_first
+
     cls = IDENTIFIERS.get(name)
     target = identifier_cache_dir(name, config, dataset, seed, cache_root) if cache_root else None
+    with main_first():
+        return _load_or_build(cls, name, config, dataset, features, seed, target, progress)
+
+
+def _load_or_build(cls, name, config, dataset, features, seed, target, progress) -> ItemIdentifiers:
     if target is not None and (target / "meta.json").is_file():
         log.info("identifiers %s: cached %s", name, target)
         return ItemIdentifiers.load(target, dataset.item_ids)
