@@ -2,6 +2,7 @@
 
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
                      [--seeds 0,1] [--output DIR] [--device DEV] [--fail-fast] [--quiet]
+                     [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
     genrec-bench report DIR
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
     genrec-bench data fetch NAME
@@ -41,7 +42,13 @@ def cmd_run(args) -> int:
     if args.device:
         matrix.device = args.device
     out = Path(args.output or Path("runs") / matrix.name)
-    summary = run_matrix(matrix, out, progress=not args.quiet, fail_fast=args.fail_fast)
+    if args.executor == "ray":
+        from benchmarks.runner import run_matrix_ray
+        summary = run_matrix_ray(matrix, out, address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
+                                 gpus_per_cell=args.gpus_per_cell, progress=not args.quiet,
+                                 fail_fast=args.fail_fast)
+    else:
+        summary = run_matrix(matrix, out, progress=not args.quiet, fail_fast=args.fail_fast)
     from benchmarks import distributed
     if not distributed.is_main():
         return 0
@@ -151,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="run directory (default runs/<matrix name>)")
     r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the matrix)")
     r.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: cells one after another in this process; ray: one Ray task per cell")
+    r.add_argument("--ray-address", help="Ray cluster address (default: start a local cluster)")
+    r.add_argument("--cpus-per-cell", type=float, default=1, help="Ray resources per cell (CPUs)")
+    r.add_argument("--gpus-per-cell", type=float, default=0, help="Ray resources per cell (GPUs)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
 
