@@ -120,33 +120,3 @@ def quantized_sasrec(dataset, quantized: np.ndarray, *, seed: int = 0, config: d
     model.fit(ev.validation_ndcg)
     rows = ev.evaluate(model, splits=("test",), progress=progress, throughput=False).rows
     return {f"{'R' if r['metric'] == 'recall' else 'N'}@{r['k']}": r["value"] for r in rows}
-
-
-# --------------------------------------------------------------------------- figures
-def plot_code_frequency(curves: dict[str, np.ndarray], path: Path, level: int = 0) -> list[Path]:
-    """LETTER Fig. 6: grouped bars of the share of items per code group, one series per scheme.
-    Writes ``path`` with .png and .pdf suffixes; returns both paths."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n_groups = len(next(iter(curves.values())))
-    x = np.arange(n_groups)
-    width = 0.8 / len(curves)
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for k, (name, freq) in enumerate(curves.items()):
-        ax.bar(x + (k - (len(curves) - 1) / 2) * width, freq, width, label=name)
-    ax.axhline(1 / n_groups, color="grey", lw=0.8, ls="--", label="uniform")
-    step = 100 // n_groups
-    ax.set_xticks(x, [f"{i * step}-{(i + 1) * step}%" for i in range(n_groups)], rotation=45, ha="right")
-    ax.set_xlabel(f"level-{level} codes, grouped by assignment frequency (most assigned first)")
-    ax.set_ylabel("share of items assigned")
-    ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for p in out:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return out

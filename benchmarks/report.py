@@ -1,22 +1,31 @@
-"""Paper-style tables from a run directory's results.csv.
+"""Paper-style tables and figures from a run directory.
 
 ``write_report(DIR)`` writes
 - ``DIR/table.md``, ``DIR/table.tex``, ``DIR/table.csv``: LETTER Table 1's layout — rows are
   methods grouped by identifier family (traditional, ID, textual, codebook, set), columns are
   dataset x R@5 R@10 N@5 N@10 on the TEST split over all users; the best value of a column is
-  bold and the second underlined; with several seeds a cell reads mean ± std;
-- ``DIR/report.md``: that table plus the validation table, the popularity-group table and the
-  throughput table.
+  bold and the second underlined; with several seeds a cell reads mean ± std. A dagger marks a
+  best value that is significantly better than the runner-up: a paired t-test over users
+  (per-user values of the two methods, the pairs of all seeds pooled), p < 0.05;
+- ``DIR/report.md``: that table, the warm / cold table (SETRec's layout), the popularity-group
+  table and figure, the code-usage table and figure of the identifier schemes in the run, the
+  beam-vs-global table, the throughput table and the NDCG@10-vs-throughput figure, and the
+  validation table;
+- ``DIR/figures/*.png`` and ``*.pdf``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.protocol import FAMILIES
 from benchmarks.utils import atomic_write_text
+
+SIGNIFICANCE = 0.05
 
 FAMILY_TITLES = {"traditional": "Traditional", "id": "ID identifiers", "textual": "Textual identifiers",
                  "codebook": "Codebook identifiers", "set": "Set identifiers"}
@@ -79,8 +88,9 @@ def _fmt(v: tuple | None, digits: int = 4) -> str:
 
 
 def table_markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = "",
-                   order: list[str] | None = None) -> str:
+                   order: list[str] | None = None, marks: dict | None = None) -> str:
     rows, cols, vals, ranks = _cells(summary, metrics, order)
+    marks = marks or {}
     head = ["Family", "Method"] + [f"{d} {lab}" for d, _, _, lab in cols]
     lines = ([f"**{title}**", ""] if title else []) + [
         "| " + " | ".join(head) + " |", "|" + "|".join(["---", "---"] + ["---:"] * len(cols)) + "|"]
@@ -88,7 +98,7 @@ def table_markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = ""
         cells = [FAMILY_TITLES.get(fam, fam), meth]
         for d, m, k, _ in cols:
             key = (fam, meth, d, m, k)
-            txt = _fmt(vals.get(key))
+            txt = _fmt(vals.get(key)) + marks.get(key, "")
             rank = ranks.get(key)
             cells.append(f"**{txt}**" if rank == 1 else f"<u>{txt}</u>" if rank == 2 else txt)
         lines.append("| " + " | ".join(cells) + " |")
@@ -96,8 +106,9 @@ def table_markdown(summary: pd.DataFrame, metrics=TABLE_METRICS, title: str = ""
 
 
 def table_latex(summary: pd.DataFrame, metrics=TABLE_METRICS, caption: str = "",
-                order: list[str] | None = None) -> str:
+                order: list[str] | None = None, marks: dict | None = None) -> str:
     rows, cols, vals, ranks = _cells(summary, metrics, order)
+    marks = marks or {}
     datasets = list(dict.fromkeys(d for d, *_ in cols))
     per = len(metrics)
     out = [r"\begin{table*}[t]", r"\centering", r"\small",
@@ -114,6 +125,7 @@ def table_latex(summary: pd.DataFrame, metrics=TABLE_METRICS, caption: str = "",
         for d, m, k, _ in cols:
             key = (fam, meth, d, m, k)
             txt = _fmt(vals.get(key)).replace("±", r"$\pm$").replace("–", "--")
+            txt += r"$^\dagger$" if marks.get(key) else ""
             rank = ranks.get(key)
             cells.append(rf"\textbf{{{txt}}}" if rank == 1 else rf"\underline{{{txt}}}" if rank == 2 else txt)
         out.append(" & ".join(cells) + r" \\")
@@ -128,6 +140,133 @@ def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
         s = s.replace(a, b)
     return s
+
+
+# --------------------------------------------------------------------------- per-user data
+def cell_paths(run_dir: Path, df: pd.DataFrame) -> dict[tuple, Path]:
+    """(dataset, method, seed) -> the cell folder of that result (via its config hash)."""
+    out = {}
+    for d, m, seed, h in df[["dataset", "method", "seed", "config_hash"]].drop_duplicates().itertuples(index=False):
+        p = Path(run_dir) / "cells" / d / m / f"seed{seed}-{h}"
+        if p.is_dir():
+            out[(d, m, int(seed))] = p
+    return out
+
+
+def _per_user(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    f = path / "per_user.npz"
+    if not f.is_file():
+        return None
+    with np.load(f, allow_pickle=False) as z:
+        if key not in z.files or "test/all/users" not in z.files:
+            return None
+        return z["test/all/users"], z[key]
+
+
+def paired_pvalue(cells: dict[tuple, Path], dataset: str, a: str, b: str, metric: str, k: int) -> float | None:
+    """Paired t-test of method a vs b on per-user test values, pairs of every shared seed
+    pooled (users matched by id). None where per-user data are missing."""
+    from scipy import stats
+
+    diffs = []
+    seeds = sorted({s for d, m, s in cells if d == dataset and m == a} & {s for d, m, s in cells if d == dataset and m == b})
+    for seed in seeds:
+        ua = _per_user(cells[(dataset, a, seed)], f"test/all/{metric}@{k}")
+        ub = _per_user(cells[(dataset, b, seed)], f"test/all/{metric}@{k}")
+        if ua is None or ub is None:
+            return None
+        common, ia, ib = np.intersect1d(ua[0], ub[0], return_indices=True)
+        diffs.append(ua[1][ia].astype(np.float64) - ub[1][ib].astype(np.float64))
+    if not diffs:
+        return None
+    d = np.concatenate(diffs)
+    if len(d) < 2 or not d.any():
+        return 1.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def significance_marks(cells: dict[tuple, Path], summary: pd.DataFrame, metrics=TABLE_METRICS) -> tuple[dict, dict]:
+    """Dagger marks for best values significantly above the runner-up; and the p-values."""
+    marks, pvalues = {}, {}
+    for d in dict.fromkeys(summary["dataset"]):
+        for m, k, _ in metrics:
+            sub = summary[(summary["dataset"] == d) & (summary["metric"] == m) & (summary["k"] == k)]
+            if len(sub) < 2:
+                continue
+            top = sub.sort_values("mean", ascending=False).head(2)
+            (f1, a), (f2, b) = zip(top["family"], top["method"])
+            p = paired_pvalue(cells, d, a, b, m, k)
+            pvalues[(d, m, k)] = (a, b, p)
+            if p is not None and p < SIGNIFICANCE:
+                marks[(f1, a, d, m, k)] = "†"
+    return marks, pvalues
+
+
+def warm_cold_markdown(df: pd.DataFrame, order: list[str]) -> str:
+    """SETRec's layout: overall / warm / cold R@10 and N@10, for datasets with cold targets."""
+    sel = df[(df["split"] == "test") & df["subset"].isin(["all", "warm", "cold"]) & (df["k"] == 10)
+             & df["metric"].isin(["recall", "ndcg"])]
+    with_cold = set(sel.loc[sel["subset"] == "cold", "dataset"])
+    sel = sel[sel["dataset"].isin(with_cold)]
+    if sel.empty:
+        return ""
+    piv = sel.groupby(["dataset", "family", "method", "subset", "metric"])["value"].mean()
+    users = sel.groupby(["dataset", "subset"])["n_users"].max()
+    lines = ["| Dataset | Method | overall R@10 | overall N@10 | warm R@10 | warm N@10 | cold R@10 | cold N@10 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for d in sorted(with_cold):
+        for fam, meth in _method_order(sel[sel["dataset"] == d], order):
+            vals = [piv.get((d, fam, meth, sub, met)) for sub in ("all", "warm", "cold") for met in ("recall", "ndcg")]
+            lines.append(f"| {d} | {meth} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in vals) + " |")
+    counts = "; ".join(f"{d}: {int(users.get((d, 'all'), 0))} users overall, "
+                       f"{int(users.get((d, 'warm'), 0))} with warm targets, {int(users.get((d, 'cold'), 0))} with cold"
+                       for d in sorted(with_cold))
+    return "\n".join(lines) + f"\n\nWarm users are ranked among warm items only, cold among cold items only ({counts}).\n"
+
+
+def identifier_artefacts(cells: dict[tuple, Path]) -> dict[tuple[str, str], Path]:
+    """(dataset, method) -> the identifier folder saved by a generative cell (first seed)."""
+    out = {}
+    for (d, m, seed), path in sorted(cells.items()):
+        f = path / "artefacts" / "identifiers"
+        if (f / "meta.json").is_file() and (d, m) not in out:
+            out[(d, m)] = f
+    return out
+
+
+def code_usage_section(run_dir: Path, cells: dict[tuple, Path], families: dict[str, str]) -> str:
+    """Per identifier scheme in the run: utilisation, entropy, perplexity per level, collision
+    rate; and the LETTER Fig. 6 figure of first-level code frequency."""
+    from benchmarks import figures
+    from benchmarks.analysis import code_frequency_groups
+    from identifiers.base import ItemIdentifiers
+
+    arts = identifier_artefacts(cells)
+    if not arts:
+        return ""
+    lines = ["| Dataset | Method | scheme | level | codes used / size | entropy (bits) | perplexity | collision rate |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    for (d, m), folder in arts.items():
+        stats = pd.read_csv(folder / "stats.csv")
+        st = stats.set_index(["level", "metric"])["value"]
+        scheme = stats["scheme"].iloc[0]
+        coll = st.get(("all", "collision_rate"), float("nan"))
+        levels = sorted({lv for lv in stats["level"] if lv != "all"}, key=int)
+        for lv in levels:
+            lines.append(f"| {d} | {m} | {scheme} | {lv} | {int(st[(lv, 'used_codes')])} / {int(st[(lv, 'codebook_size')])} | "
+                         f"{st[(lv, 'entropy_bits')]:.2f} | {st[(lv, 'perplexity')]:.1f} | {coll:.4f} |")
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("levels") and meta.get("kind") == "codes":
+            index = json.loads((folder / "index.json").read_text())
+            ids = ItemIdentifiers.load(folder, list(index))
+            curves.setdefault(d, {})[m] = code_frequency_groups(ids, 0)
+    out = "\n".join(lines) + "\n"
+    for d, c in curves.items():
+        paths = figures.code_frequency_lines(c, Path(run_dir) / "figures" / f"code_frequency_{d}", families,
+                                             title=f"{d}: first-level code assignment (LETTER Fig. 6)")
+        out += f"\n![first-level code frequency, {d}](figures/{paths[0].name})\n"
+    return out
 
 
 def popularity_markdown(df: pd.DataFrame) -> str:
@@ -184,6 +323,36 @@ def matrix_method_order(run_dir: Path) -> list[str]:
     return [m.get("label", m.get("name")) for m in data.get("methods", []) if isinstance(m, dict)]
 
 
+def _figures_popularity(run_dir: Path, df: pd.DataFrame, order: list[str]) -> str:
+    from benchmarks import figures
+
+    sel = df[(df["split"] == "test") & df["subset"].astype(str).str.startswith("pop")
+             & (df["metric"] == "ndcg") & (df["k"] == 10)]
+    out = ""
+    for d in dict.fromkeys(sel["dataset"]):
+        sub = sel[sel["dataset"] == d]
+        table = sub.groupby(["method", "subset"])["value"].mean().unstack("subset")
+        table = table.reindex(sorted(table.columns, key=lambda c: int(c[3:])), axis=1)
+        methods = _method_order(sub, order)
+        paths = figures.popularity_bars(table, methods, run_dir / "figures" / f"popularity_{d}", d)
+        out += f"\n![NDCG@10 per popularity group, {d}](figures/{paths[0].name})\n"
+    return out
+
+
+def _figure_efficiency(run_dir: Path, df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    from benchmarks import figures
+
+    thr = df[df["metric"] == "users_per_s"].groupby(["dataset", "family", "method"])["value"].mean()
+    nd = df[(df["split"] == "test") & (df["subset"] == "all") & (df["metric"] == "ndcg") & (df["k"] == 10)]
+    nd = nd.groupby(["dataset", "family", "method"])["value"].mean()
+    points = pd.DataFrame({"users_per_s": thr, "ndcg": nd}).dropna().reset_index()
+    if points.empty:
+        return "", points
+    paths = figures.efficiency_scatter(points, run_dir / "figures" / "ndcg_vs_throughput",
+                                       title="quality against speed of producing the top-10 (test users)")
+    return f"\n![NDCG@10 against users per second](figures/{paths[0].name})\n", points
+
+
 def write_report(run_dir: Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
     df = load_results(run_dir)
@@ -193,23 +362,39 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     caption = (f"Test split, all users, full ranking; mean ± std over seeds {seeds}" if len(seeds) > 1
                else f"Test split, all users, full ranking; seed {seeds[0] if seeds else '-'}")
     order = matrix_method_order(run_dir)
-    md = table_markdown(test, title=caption, order=order)
+    cells = cell_paths(run_dir, df)
+    marks, pvalues = significance_marks(cells, test)
+    md = table_markdown(test, title=caption, order=order, marks=marks)
     paths = {"table.md": run_dir / "table.md", "table.tex": run_dir / "table.tex",
              "table.csv": run_dir / "table.csv", "report.md": run_dir / "report.md"}
     atomic_write_text(paths["table.md"], md)
-    atomic_write_text(paths["table.tex"], table_latex(test, caption=caption, order=order))
+    atomic_write_text(paths["table.tex"], table_latex(test, caption=caption, order=order, marks=marks))
     atomic_write_text(paths["table.csv"], test.to_csv(index=False))
-    parts = [f"# Results: {run_dir.name}", "", "## Overall (LETTER Table 1 layout)", "", md]
-    if not valid.empty:
-        parts += ["## Validation split", "", table_markdown(valid, order=order)]
+    families = dict(zip(df["method"], df["family"]))
+    sig = "; ".join(f"{d} {'R' if m == 'recall' else 'N'}@{k}: {a} vs {b} p={p:.3g}"
+                    for (d, m, k), (a, b, p) in pvalues.items() if p is not None)
+    parts = [f"# Results: {run_dir.name}", "",
+             "## Overall (LETTER Table 1 layout)", "", md,
+             f"Best in bold, second underlined; † = best significantly better than the runner-up "
+             f"(paired t-test over users, seeds pooled, p < {SIGNIFICANCE}). Tests: {sig or 'none'}.", ""]
+    wc = warm_cold_markdown(df, order)
+    if wc:
+        parts += ["## Warm and cold items (SETRec's layout; test)", "", wc]
     pop = popularity_markdown(df)
     if pop:
-        parts += ["## Popularity groups (test; group 1 = most popular items)", "", pop]
+        parts += ["## Popularity groups (test; group 1 = most popular items)", "", pop,
+                  _figures_popularity(run_dir, df, order)]
+    cu = code_usage_section(run_dir, cells, families)
+    if cu:
+        parts += ["## Code usage of the identifier schemes", "", cu]
     bg = beam_global_markdown(df)
     if bg:
         parts += ["## Beam search vs global ranking (test; exact log-probability of every item)", "", bg]
     thr = throughput_markdown(df)
     if thr:
-        parts += ["## Throughput (producing the top-K on the test split)", "", thr]
+        fig, _ = _figure_efficiency(run_dir, df)
+        parts += ["## Throughput (producing the top-K on the test split)", "", thr, fig]
+    if not valid.empty:
+        parts += ["## Validation split", "", table_markdown(valid, order=order)]
     atomic_write_text(paths["report.md"], "\n".join(parts))
     return paths

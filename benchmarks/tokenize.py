@@ -18,8 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 import benchmarks
-from benchmarks.analysis import (code_frequency_groups, code_usage, cf_neighbour_overlap,
-                                 plot_code_frequency, quantized_sasrec)
+from benchmarks.analysis import code_frequency_groups, code_usage, cf_neighbour_overlap, quantized_sasrec
 from benchmarks.data.catalog import load_dataset
 from benchmarks.evaluation import Evaluator
 from benchmarks.features import FeatureStore
@@ -69,7 +68,9 @@ def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None,
         stats = pd.concat([stats, pd.DataFrame(extra)], ignore_index=True)
     atomic_write_text(out / "stats.csv", stats.to_csv(index=False))
     if ids.kind == "codes" and ids.levels:
-        plot_code_frequency({scheme: code_frequency_groups(ids, 0)}, out / "code_frequency")
+        from benchmarks.figures import code_frequency_lines
+        code_frequency_lines({scheme: code_frequency_groups(ids, 0)}, out / "code_frequency", {scheme: cls.family},
+                             title=f"{ds.name}: first-level code assignment (LETTER Fig. 6)")
     atomic_write_json(out / "config.json", {"scheme": scheme, "config": dataclasses.asdict(cfg),
                                            "seed": seed, "dataset": ds.name, "dataset_info": ds.info,
                                            "suite_version": benchmarks.__version__})

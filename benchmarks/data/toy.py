@@ -21,7 +21,10 @@ from benchmarks.data.raw import RawData
 WORDS = ["red", "blue", "green", "amber", "violet", "silver", "golden", "black"]
 
 
-def toy_raw(n_users: int = 60, n_items: int = 30, n_blocks: int = 5, seed: int = 0) -> RawData:
+def toy_raw(n_users: int = 60, n_items: int = 30, n_blocks: int = 5, seed: int = 0,
+            n_late: int = 0) -> RawData:
+    """``n_late`` extra items (ids n_items+1 ..) are each taken by 6 users AFTER every other
+    interaction: under the global chronological split they are cold (never in training)."""
     rng = np.random.default_rng(seed)
     block = n_items // n_blocks
     rows = []
@@ -33,11 +36,15 @@ def toy_raw(n_users: int = 60, n_items: int = 30, n_blocks: int = 5, seed: int =
         for step in range(length):
             item = b * block + (start + step) % block + 1
             rows.append((f"u{u}", str(item), float(t0 + 100 * step)))
+    for j in range(n_late):
+        for k in range(6):
+            rows.append((f"u{(7 * j + k) % n_users}", str(n_items + j + 1), float(10 ** 6 + 10 * j + k)))
     inter = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
+    total = n_items + n_late
     items = pd.DataFrame({
-        "title": [f"{WORDS[(i - 1) % len(WORDS)]} thing {i}" for i in range(1, n_items + 1)],
-        "categories": [f"block {(i - 1) // block}" for i in range(1, n_items + 1)],
-    }, index=[str(i) for i in range(1, n_items + 1)], dtype=object)
+        "title": [f"{WORDS[(i - 1) % len(WORDS)]} thing {i}" for i in range(1, total + 1)],
+        "categories": [f"block {(i - 1) // block}" if i <= n_items else "late" for i in range(1, total + 1)],
+    }, index=[str(i) for i in range(1, total + 1)], dtype=object)
     return RawData(inter, items, source="toy (benchmarks.data.toy)")
 
 
