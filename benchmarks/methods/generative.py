@@ -399,6 +399,14 @@ class GenerativeRecommender(TorchRecommender):
 
 
 # --------------------------------------------------------------------------- registered methods
+@register_method("generative")
+class Generative(GenerativeRecommender):
+    """Any identifier scheme on either backbone, chosen by config (identifier, backbone)."""
+
+    smoke_config = {"identifier": "id", "epochs": 2, "beams": 10,
+                    "backbone_config": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}}
+
+
 _SMOKE_T5 = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}
 _SMOKE_CAUSAL = {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64}
 _LCREC_TASKS = ("seq", "item2index", "index2item", "seq2title")
