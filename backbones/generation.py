@@ -30,7 +30,11 @@ NEG_INF = float("-inf")
 @torch.no_grad()
 def beam_search(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask: torch.Tensor,
                 trie: Trie, beams: int, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k items [B, k] (0 where fewer exist) and their log-probabilities [B, k]."""
+    """Top-k items [B, k] (0 where fewer exist) and their log-probabilities [B, k].
+
+    Each step scores only the trie's children of the live beams (gathered from the
+    log-softmax; never a dense [B x beams, V] mask), keeps finished beams as candidates with
+    their score unchanged, and takes each input's top ``beams`` candidates."""
     k = beams if k is None else k
     if k > beams:
         raise ValueError(f"top-{k} needs at least {k} beams, got {beams}")
@@ -38,35 +42,44 @@ def beam_search(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask: 
     dev = inputs.device
     state = backbone.begin(inputs, input_mask, beams)
     nodes = torch.zeros(b * beams, dtype=torch.long, device=dev)           # all at the root
-    scores = torch.full((b, beams), NEG_INF, device=dev)
-    scores[:, 0] = 0.0                                                     # one live beam at start
+    scores = torch.full((b * beams,), NEG_INF, device=dev)
+    scores[::beams] = 0.0                                                  # one live beam per input
     tokens = None
-    base = (torch.arange(b, device=dev) * beams).unsqueeze(1)
+    pad = backbone.pad_id
     for _ in range(trie.max_len):
-        live = scores.view(-1) > NEG_INF
+        live = scores > NEG_INF
         done = live & trie.is_leaf(nodes.clamp(min=0))
-        if bool((done | ~live).all()):
+        grow = (live & ~done).nonzero().squeeze(1)
+        if not len(grow):
             break
-        logits = backbone.step(state, tokens)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        allowed = trie.allowed(torch.where(live & ~done, nodes, torch.zeros_like(nodes)))
-        allowed &= (live & ~done).unsqueeze(1)
-        logp = logp.masked_fill(~allowed, NEG_INF)
-        # a finished beam continues only by padding, at no cost: its score stays as it is
-        logp[done] = NEG_INF
-        logp[done, backbone.pad_id] = 0.0
-        cand = (scores.view(-1, 1) + logp).view(b, -1)                    # [B, beams * V]
-        top, idx = cand.topk(beams, dim=1)
-        src = (base + idx // logp.shape[1]).view(-1)
-        tok = (idx % logp.shape[1]).view(-1)
+        logp = torch.log_softmax(backbone.step(state, tokens).float(), dim=-1)
+        rows, tok, child = trie.children(nodes[grow])
+        rows = grow[rows]
+        fin = done.nonzero().squeeze(1)        # a finished beam continues only by padding, at no cost
+        c_rows = torch.cat([rows, fin])
+        c_tok = torch.cat([tok, torch.full_like(fin, pad)])
+        c_node = torch.cat([child, nodes[fin]])
+        c_score = torch.cat([scores[rows] + logp[rows, tok], scores[fin]])
+        # each input's candidates into one row of a padded [B, width] matrix, then top-beams
+        user = c_rows // beams
+        order = torch.argsort(user, stable=True)
+        c_rows, c_tok, c_node, c_score, user = c_rows[order], c_tok[order], c_node[order], c_score[order], user[order]
+        count = torch.bincount(user, minlength=b)
+        pos = torch.arange(len(user), device=dev) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        width = max(int(count.max()), beams)
+        table = torch.full((b, width), NEG_INF, device=dev)
+        table[user, pos] = c_score
+        top, idx = table.topk(beams, dim=1)
+        flat = torch.repeat_interleave(torch.cumsum(count, 0) - count, beams).view(b, beams) + idx
+        ok = top > NEG_INF
+        flat = torch.where(ok, flat, torch.zeros_like(flat)).view(-1)
+        src = torch.where(ok.view(-1), c_rows[flat], torch.arange(b * beams, device=dev))
         backbone.reorder(state, src)
-        prev_nodes, prev_done = nodes[src], done[src]
-        alive = top.view(-1) > NEG_INF
-        step_nodes = trie.advance(prev_nodes.clamp(min=0), tok)
-        nodes = torch.where(prev_done, prev_nodes, torch.where(alive, step_nodes, torch.full_like(nodes, -1)))
-        tokens = torch.where(prev_done | ~alive, torch.full_like(tok, backbone.pad_id), tok)
-        scores = top
+        nodes = torch.where(ok.view(-1), c_node[flat], torch.full_like(nodes, -1))
+        tokens = torch.where(ok.view(-1), c_tok[flat], torch.full_like(nodes, pad))
+        scores = top.reshape(-1)
     items = trie.leaf_item[nodes.clamp(min=0)].view(b, beams)
+    scores = scores.view(b, beams)
     items = torch.where(scores > NEG_INF, items, torch.zeros_like(items))
     scores = torch.where(items > 0, scores, torch.full_like(scores, NEG_INF))
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices

@@ -85,17 +85,22 @@ class Trie:
     def is_leaf(self, nodes: torch.Tensor) -> torch.Tensor:
         return self.leaf_item[nodes] > 0
 
-    def allowed(self, nodes: torch.Tensor) -> torch.Tensor:
-        """bool [M, V]: tokens that extend each node's prefix towards some item."""
+    def children(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every child edge of M nodes as flat tensors (row in ``nodes``, token, child node)."""
         start = self.child_ptr[nodes]
         count = self.child_ptr[nodes + 1] - start
-        mask = torch.zeros(len(nodes), self.vocab_size, dtype=torch.bool, device=nodes.device)
         total = int(count.sum())
-        if total:
-            rows = torch.repeat_interleave(torch.arange(len(nodes), device=nodes.device), count)
-            offset = torch.arange(total, device=nodes.device) - torch.repeat_interleave(
-                torch.cumsum(count, 0) - count, count)
-            mask[rows, self.child_tok[start[rows] + offset]] = True
+        rows = torch.repeat_interleave(torch.arange(len(nodes), device=nodes.device), count)
+        offset = torch.arange(total, device=nodes.device) - torch.repeat_interleave(
+            torch.cumsum(count, 0) - count, count)
+        edge = start[rows] + offset
+        return rows, self.child_tok[edge], self.child_node[edge]
+
+    def allowed(self, nodes: torch.Tensor) -> torch.Tensor:
+        """bool [M, V]: tokens that extend each node's prefix towards some item."""
+        mask = torch.zeros(len(nodes), self.vocab_size, dtype=torch.bool, device=nodes.device)
+        rows, tokens, _ = self.children(nodes)
+        mask[rows, tokens] = True
         return mask
 
     def advance(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -403,7 +403,7 @@ class GenerativeRecommender(TorchRecommender):
 class Generative(GenerativeRecommender):
     """Any identifier scheme on either backbone, chosen by config (identifier, backbone)."""
 
-    smoke_config = {"identifier": "id", "epochs": 2, "beams": 10,
+    smoke_config = {"identifier": "id", "epochs": 2, "beams": 10, "train_last_n": 3, "train_last_n": 3,
                     "backbone_config": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}}
 
 
@@ -423,7 +423,7 @@ class TIGER(GenerativeRecommender):
     """TIGER (Rajput et al., NeurIPS 2023): RQ-VAE semantic ids on a T5 from scratch."""
 
     Config = TIGERConfig
-    smoke_config = {"epochs": 2, "beams": 10, "user_tokens": 8, "backbone_config": _SMOKE_T5}
+    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "user_tokens": 8, "backbone_config": _SMOKE_T5}
 
 
 @dataclass
@@ -454,7 +454,7 @@ class LCRec(GenerativeRecommender):
     """LC-Rec (Zheng et al., ICDE 2024): Sinkhorn RQ-VAE ids on a causal LM, task mix."""
 
     Config = LCRecConfig
-    smoke_config = {"epochs": 2, "beams": 10, "lr": 1e-3, "backbone_config": _SMOKE_CAUSAL}
+    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "lr": 1e-3, "backbone_config": _SMOKE_CAUSAL}
 
 
 @dataclass
@@ -481,7 +481,7 @@ class P5ID(GenerativeRecommender):
     """P5 ID identifiers (Hua et al., SIGIR-AP 2023): item numbers as digit tokens, on T5."""
 
     Config = P5IDConfig
-    smoke_config = {"epochs": 2, "beams": 10, "backbone_config": _SMOKE_T5}
+    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "backbone_config": _SMOKE_T5}
 
 
 @dataclass
@@ -494,7 +494,7 @@ class P5CID(GenerativeRecommender):
     """P5-CID (Hua et al., SIGIR-AP 2023): spectral co-occurrence clustering ids, on T5."""
 
     Config = P5CIDConfig
-    smoke_config = {"epochs": 2, "beams": 10, "identifier_config": {"n_clusters": 3, "max_leaf": 8},
+    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "identifier_config": {"n_clusters": 3, "max_leaf": 8},
                     "backbone_config": _SMOKE_T5}
 
 
@@ -508,7 +508,7 @@ class P5TID(GenerativeRecommender):
     """P5-TID (Hua et al., SIGIR-AP 2023): titles as ids, trie beam search over title tokens."""
 
     Config = P5TIDConfig
-    smoke_config = {"epochs": 2, "beams": 10, "max_title_tokens": 8, "backbone_config": _SMOKE_T5}
+    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "max_title_tokens": 8, "backbone_config": _SMOKE_T5}
 
 
 @dataclass
@@ -524,4 +524,5 @@ class BIGRec(GenerativeRecommender):
     """BIGRec (Bao et al., 2023): generate a title freely, ground it to items by L2 distance."""
 
     Config = BIGRecConfig
-    smoke_config = {"epochs": 2, "lr": 1e-3, "max_title_tokens": 8, "backbone_config": _SMOKE_CAUSAL}
+    smoke_config = {"epochs": 2, "lr": 1e-3, "max_title_tokens": 8, "train_last_n": 3,
+                    "backbone_config": _SMOKE_CAUSAL}
