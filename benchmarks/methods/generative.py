@@ -403,7 +403,7 @@ class GenerativeRecommender(TorchRecommender):
 class Generative(GenerativeRecommender):
     """Any identifier scheme on either backbone, chosen by config (identifier, backbone)."""
 
-    smoke_config = {"identifier": "id", "epochs": 2, "beams": 10, "train_last_n": 3, "train_last_n": 3,
+    smoke_config = {"identifier": "id", "epochs": 2, "beams": 10, "train_last_n": 3,
                     "backbone_config": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}}
 
 
