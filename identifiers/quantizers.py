@@ -106,6 +106,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmarks.errors import ConfigError
+
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -144,25 +146,26 @@ class RQVAEConfig:
     collision: str = "token"                # "token" (TIGER) or "reassign" (LC-Rec, LETTER)
 
     def validate(self) -> None:
+        """Raise ConfigError on a setting the quantiser cannot run with."""
         if self.n_levels < 1 or self.codebook_size < 2:
-            raise ValueError("n_levels must be >= 1 and codebook_size >= 2")
+            raise ConfigError("n_levels must be >= 1 and codebook_size >= 2")
         if self.level_reduction not in ("sum", "mean"):
-            raise ValueError(f"level_reduction must be 'sum' or 'mean', got {self.level_reduction!r}")
+            raise ConfigError(f"level_reduction must be 'sum' or 'mean', got {self.level_reduction!r}")
         if self.collision not in ("token", "reassign"):
-            raise ValueError(f"collision must be 'token' or 'reassign', got {self.collision!r}")
+            raise ConfigError(f"collision must be 'token' or 'reassign', got {self.collision!r}")
         if self.optimizer not in ("adamw", "adagrad"):
-            raise ValueError(f"optimizer must be 'adamw' or 'adagrad', got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be 'adamw' or 'adagrad', got {self.optimizer!r}")
         if self.beta > 0 and not 2 <= self.diversity_clusters <= self.codebook_size // 2:
-            raise ValueError(f"diversity_clusters must be in [2, codebook_size/2] so that every "
+            raise ConfigError(f"diversity_clusters must be in [2, codebook_size/2] so that every "
                              f"cluster has another member; got {self.diversity_clusters} for "
                              f"{self.codebook_size} codes")
         if self.cluster_size_bounds and len(self.cluster_size_bounds) != 2:
-            raise ValueError("cluster_size_bounds: () or (min, max)")
+            raise ConfigError("cluster_size_bounds: () or (min, max)")
         for lvl in self.sinkhorn_levels:
             if not -self.n_levels <= lvl < self.n_levels:
-                raise ValueError(f"sinkhorn level {lvl} out of range for {self.n_levels} levels")
+                raise ConfigError(f"sinkhorn level {lvl} out of range for {self.n_levels} levels")
         if self.n_levels > len(LEVEL_LETTERS) - (self.collision == "token"):
-            raise ValueError("too many levels to name")
+            raise ConfigError("too many levels to name")
 
     def sinkhorn_set(self) -> frozenset[int]:
         return frozenset(lvl % self.n_levels for lvl in self.sinkhorn_levels)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.errors import ConfigError
 from identifiers.quantizers import (RQVAE, ClusterTable, RQVAEConfig, balanced_kmeans, code_usage,
                                     collision_report, disambiguation_token, diversity_loss, info_nce,
                                     kmeans, quantisation_losses, resolve_collisions, rqvae_loss,
@@ -178,3 +179,14 @@ def test_resolve_collisions_moves_the_farther_item_to_the_nearest_free_code():
     assert resolve_collisions(new, resid, book)[1] == 0
     with pytest.raises(ValueError, match="share their first 1 codes"):
         resolve_collisions(np.zeros((5, 2), np.int64), np.zeros((5, 2)), book)
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"beta": 1e-4, "codebook_size": 8, "diversity_clusters": 10}, "diversity_clusters"),
+    ({"sinkhorn_levels": (3,)}, "sinkhorn level 3"),
+    ({"collision": "append"}, "collision"),
+])
+def test_config_validation(over, match):
+    with pytest.raises(ConfigError, match=match):
+        RQVAEConfig(**over).validate()
+    RQVAEConfig(sinkhorn_levels=(-1,)).validate()
