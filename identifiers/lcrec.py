@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from identifiers.base import register_identifier
-from identifiers.quantizers import RQVAEConfig
-from identifiers.tiger import SMOKE, CodebookScheme
+from identifiers.quantizers import SMOKE, CodebookScheme, RQVAEConfig
 
 
 @dataclass

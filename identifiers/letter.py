@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from identifiers.base import register_identifier
 from identifiers.lcrec import LCRecConfig
-from identifiers.tiger import SMOKE, CodebookScheme
+from identifiers.quantizers import SMOKE, CodebookScheme
 
 
 @dataclass

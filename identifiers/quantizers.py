@@ -4,7 +4,8 @@ Papers: Rajput et al., "Recommender Systems with Generative Retrieval" (TIGER, N
 Zheng et al., "Adapting Large Language Models by Integrating Collaborative Semantics for
 Recommendation" (LC-Rec, ICDE 2024); Wang et al., "Learnable Item Tokenization for Generative
 Recommendation" (LETTER, CIKM 2024). The three schemes are configurations of :class:`RQVAEConfig`
-(``identifiers/tiger.py``, ``lcrec.py``, ``letter.py``); nothing here is scheme-specific.
+(``identifiers/tiger.py``, ``lcrec.py``, ``letter.py``: a Config subclass with the paper's defaults
+and a :class:`CodebookScheme` subclass each); nothing here is scheme-specific.
 
 Model (LETTER Sec. 4.2.1; TIGER Sec. 3.1)
     s (item text embedding) -> MLP encoder -> z (d = 32) -> L levels of residual quantisation
@@ -96,6 +97,7 @@ Training: AdamW (lr 1e-3, weight decay 1e-4 as the LETTER code), batch 1024, ``e
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -107,6 +109,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.errors import ConfigError
+from identifiers.base import IdentifierScheme, ItemIdentifiers
+
+log = logging.getLogger(__name__)
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -591,8 +596,6 @@ def build_codebook_identifiers(scheme: str, embeddings: np.ndarray, cfg: RQVAECo
     """Train the quantiser on ``embeddings`` [n_items, in_dim] and turn it into ItemIdentifiers
     (tokens, levels, n_semantic_levels, stats, arrays["quantized"], arrays["codebook_0"],
     arrays["codebooks"])."""
-    from identifiers.base import ItemIdentifiers
-
     model, stats = train_rqvae(embeddings, cfg, seed, cf=cf, progress=progress, desc=scheme)
     enc = encode_items(model, embeddings)
     codes = enc["codes"]
@@ -622,3 +625,29 @@ def build_codebook_identifiers(scheme: str, embeddings: np.ndarray, cfg: RQVAECo
                            levels=levels, n_semantic_levels=cfg.n_levels, stats=stats,
                            arrays={"quantized": quantized, "codebook_0": books[0].astype(np.float32),
                                    "codebooks": books.astype(np.float32)})
+
+
+# ============================================================================ the schemes' base
+#: the shared smoke run on the toy dataset (30 items): tiny network and codebooks, seconds long
+SMOKE = {"hidden": (64,), "codebook_size": 8, "epochs": 30, "kmeans_iters": 10}
+
+
+class CodebookScheme(IdentifierScheme):
+    """Common build of the codebook schemes: text embeddings (+ CF embeddings where the config
+    asks for them) -> the shared RQ-VAE -> ItemIdentifiers."""
+
+    kind = "codes"
+    needs = frozenset({"text"})
+    #: overrides for the papers' training length
+    paper_config: dict = {"epochs": 20000}
+
+    def cf_embeddings(self):
+        return None
+
+    def build(self) -> ItemIdentifiers:
+        if self.features is None:
+            raise ValueError(f"{self.name} needs a FeatureStore (item text embeddings)")
+        text = self.features.text_embeddings()[1:]
+        cf = self.cf_embeddings()
+        return build_codebook_identifiers(self.name, text, self.config, self.seed, cf=cf,
+                                          progress=self.progress, log=log.info)

@@ -16,43 +16,16 @@ identifier design (``optimizer="adagrad", lr=0.4`` gives TIGER's). Epochs: the p
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-from identifiers.base import IdentifierScheme, ItemIdentifiers, register_identifier
-from identifiers.quantizers import RQVAEConfig, build_codebook_identifiers
-
-log = logging.getLogger(__name__)
-
-#: the shared smoke run on the toy dataset (30 items): tiny network and codebooks, seconds long
-SMOKE = {"hidden": (64,), "codebook_size": 8, "epochs": 30, "kmeans_iters": 10}
+from identifiers.base import register_identifier
+from identifiers.quantizers import SMOKE, CodebookScheme, RQVAEConfig
 
 
 @dataclass
 class TigerConfig(RQVAEConfig):
     n_levels: int = 3
     collision: str = "token"
-
-
-class CodebookScheme(IdentifierScheme):
-    """Common build of the codebook schemes: text embeddings (+ CF embeddings where the config
-    asks for them) -> the shared RQ-VAE -> ItemIdentifiers."""
-
-    kind = "codes"
-    needs = frozenset({"text"})
-    #: overrides for the papers' training length
-    paper_config: dict = {"epochs": 20000}
-
-    def cf_embeddings(self):
-        return None
-
-    def build(self) -> ItemIdentifiers:
-        if self.features is None:
-            raise ValueError(f"{self.name} needs a FeatureStore (item text embeddings)")
-        text = self.features.text_embeddings()[1:]
-        cf = self.cf_embeddings()
-        return build_codebook_identifiers(self.name, text, self.config, self.seed, cf=cf,
-                                          progress=self.progress, log=log.info)
 
 
 @register_identifier("tiger")
