@@ -95,3 +95,10 @@ def test_lcrec_collisions_are_resolved_by_reassignment(toy):
     ids, _ = _build("lcrec", toy, codebook_size=4, epochs=2)
     before = ids.stats["collisions_before"]
     assert before["collided_items"] > 0 and ids.stats["reassigned_items"] == 30 - before["distinct"]
+
+
+def test_final_sinkhorn_and_tiger_with_diversity_run(toy):
+    ids, _ = _build("lcrec", toy, final_sinkhorn=True, epochs=3)
+    assert ids.stats["collisions_after"]["collided_items"] == 0
+    ids, _ = _build("tiger", toy, beta=1e-4, diversity_clusters=2, epochs=3)   # LETTER Table 2 "TIGER w/ d.r."
+    assert "div" in ids.stats["final_losses"]
