@@ -54,6 +54,10 @@ class TorchRecommender(Recommender):
 
     def __init__(self, config: TrainConfig, ctx):
         super().__init__(config, ctx)
+        # parameters start from the seed alone, whatever consumed random numbers before (a
+        # tokenizer trained now or read from the cache must not change the initialisation)
+        from benchmarks.utils import seed_everything
+        seed_everything(ctx.seed)
         self.module: nn.Module = self.build().to(self.device)
 
     @abc.abstractmethod

@@ -399,16 +399,24 @@ class GenerativeRecommender(TorchRecommender):
 
 
 # --------------------------------------------------------------------------- registered methods
+_SMOKE_T5 = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}
+_SMOKE_CAUSAL = {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64}
+
+
+def _smoke(identifier: str, backbone: dict, **extra) -> dict:
+    """A seconds-long configuration: tiny backbone, the identifier scheme's own smoke config."""
+    return {"epochs": 2, "beams": 10, "train_last_n": 3, "backbone_config": backbone,
+            "identifier_config": dict(IDENTIFIERS.get(identifier).smoke_config), **extra}
+
+
 @register_method("generative")
 class Generative(GenerativeRecommender):
     """Any identifier scheme on either backbone, chosen by config (identifier, backbone)."""
 
-    smoke_config = {"identifier": "id", "epochs": 2, "beams": 10, "train_last_n": 3,
-                    "backbone_config": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}}
+    smoke_config = {"identifier": "id", **_smoke("id", {"d_model": 32, "n_layers": 1, "n_heads": 2,
+                                                         "d_kv": 16, "d_ff": 64})}
 
 
-_SMOKE_T5 = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}
-_SMOKE_CAUSAL = {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64}
 _LCREC_TASKS = ("seq", "item2index", "index2item", "seq2title")
 
 
@@ -423,7 +431,7 @@ class TIGER(GenerativeRecommender):
     """TIGER (Rajput et al., NeurIPS 2023): RQ-VAE semantic ids on a T5 from scratch."""
 
     Config = TIGERConfig
-    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "user_tokens": 8, "backbone_config": _SMOKE_T5}
+    smoke_config = _smoke("tiger", _SMOKE_T5, user_tokens=8)
 
 
 @dataclass
@@ -437,7 +445,7 @@ class LetterTIGER(GenerativeRecommender):
     """LETTER-TIGER (Wang et al., CIKM 2024): LETTER's ids on TIGER, ranking-guided loss τ=0.7."""
 
     Config = LetterTIGERConfig
-    smoke_config = TIGER.smoke_config
+    smoke_config = _smoke("letter", _SMOKE_T5, user_tokens=8)
 
 
 @dataclass
@@ -454,7 +462,7 @@ class LCRec(GenerativeRecommender):
     """LC-Rec (Zheng et al., ICDE 2024): Sinkhorn RQ-VAE ids on a causal LM, task mix."""
 
     Config = LCRecConfig
-    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "lr": 1e-3, "backbone_config": _SMOKE_CAUSAL}
+    smoke_config = _smoke("lcrec", _SMOKE_CAUSAL, lr=1e-3)
 
 
 @dataclass
@@ -468,7 +476,7 @@ class LetterLCRec(GenerativeRecommender):
     """LETTER-LC-Rec (Wang et al., CIKM 2024): LETTER's ids on LC-Rec, τ=0.7."""
 
     Config = LetterLCRecConfig
-    smoke_config = LCRec.smoke_config
+    smoke_config = _smoke("letter", _SMOKE_CAUSAL, lr=1e-3)
 
 
 @dataclass
@@ -481,7 +489,7 @@ class P5ID(GenerativeRecommender):
     """P5 ID identifiers (Hua et al., SIGIR-AP 2023): item numbers as digit tokens, on T5."""
 
     Config = P5IDConfig
-    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "backbone_config": _SMOKE_T5}
+    smoke_config = _smoke("id", _SMOKE_T5)
 
 
 @dataclass
@@ -494,8 +502,7 @@ class P5CID(GenerativeRecommender):
     """P5-CID (Hua et al., SIGIR-AP 2023): spectral co-occurrence clustering ids, on T5."""
 
     Config = P5CIDConfig
-    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "identifier_config": {"n_clusters": 3, "max_leaf": 8},
-                    "backbone_config": _SMOKE_T5}
+    smoke_config = _smoke("p5-cid", _SMOKE_T5)
 
 
 @dataclass
@@ -508,7 +515,7 @@ class P5TID(GenerativeRecommender):
     """P5-TID (Hua et al., SIGIR-AP 2023): titles as ids, trie beam search over title tokens."""
 
     Config = P5TIDConfig
-    smoke_config = {"epochs": 2, "beams": 10, "train_last_n": 3, "max_title_tokens": 8, "backbone_config": _SMOKE_T5}
+    smoke_config = _smoke("textual", _SMOKE_T5, max_title_tokens=8)
 
 
 @dataclass
@@ -524,5 +531,4 @@ class BIGRec(GenerativeRecommender):
     """BIGRec (Bao et al., 2023): generate a title freely, ground it to items by L2 distance."""
 
     Config = BIGRecConfig
-    smoke_config = {"epochs": 2, "lr": 1e-3, "max_title_tokens": 8, "train_last_n": 3,
-                    "backbone_config": _SMOKE_CAUSAL}
+    smoke_config = _smoke("textual", _SMOKE_CAUSAL, lr=1e-3, max_title_tokens=8)
