@@ -156,6 +156,10 @@ class IdentifierScheme(abc.ABC):
         self.seed = seed
         self.progress = progress
 
+    def prepare(self) -> None:
+        """Work that every process of a data-parallel launch does together before ``build``
+        (features trained through the shared training loop, e.g. CF embeddings); default none."""
+
     @abc.abstractmethod
     def build(self) -> ItemIdentifiers:
         """Compute (train, if the scheme learns) every item's identifier."""
@@ -176,15 +180,18 @@ def load_or_build(name: str, config: Any, dataset: "Dataset", features: "Feature
 
     cls = IDENTIFIERS.get(name)
     target = identifier_cache_dir(name, config, dataset, seed, cache_root) if cache_root else None
+    scheme = cls(config, dataset, features, seed, progress)
+    if target is None or not (target / "meta.json").is_file():
+        scheme.prepare()
     with main_first():
-        return _load_or_build(cls, name, config, dataset, features, seed, target, progress)
+        return _load_or_build(scheme, name, dataset, target)
 
 
-def _load_or_build(cls, name, config, dataset, features, seed, target, progress) -> ItemIdentifiers:
+def _load_or_build(scheme: IdentifierScheme, name: str, dataset, target) -> ItemIdentifiers:
     if target is not None and (target / "meta.json").is_file():
         log.info("identifiers %s: cached %s", name, target)
         return ItemIdentifiers.load(target, dataset.item_ids)
-    ids = cls(config, dataset, features, seed, progress).build()
+    ids = scheme.build()
     if len(ids.tokens) != dataset.n_items:
         raise ValueError(f"{name}: built {len(ids.tokens)} identifiers for {dataset.n_items} items")
     ids.check_unique()

@@ -44,6 +44,9 @@ class Letter(CodebookScheme):
     smoke_config = {**SMOKE, "diversity_clusters": 2, "recluster_every": 5,
                     "cf_sasrec": {"epochs": 2, "n_heads": 1, "inner": 16}}
 
+    def prepare(self) -> None:
+        self.cf_embeddings()   # trained through the shared loop: every process takes part
+
     def cf_embeddings(self):
         if self.config.alpha <= 0:
             return None
