@@ -86,8 +86,13 @@ class CaserNet(nn.Module):
         self.L = L
         self.user = nn.Embedding(n_users, d)
         self.item = nn.Embedding(n_items + 1, d, padding_idx=0)
-        self.conv_v = nn.Conv2d(1, cfg.n_v, (L, 1))
-        self.conv_h = nn.ModuleList(nn.Conv2d(1, cfg.n_h, (h, d)) for h in range(1, L + 1))
+        # the convolutions written as matrix products (same maps as Conv2d, far faster on CPU):
+        # vertical filter v: Σ_l w_v[v, l] E_l + b_v[v]; horizontal filter of height h: a linear
+        # map of h consecutive rows (flattened) at every position, then max over positions
+        self.w_v = nn.Parameter(torch.empty(cfg.n_v, L))
+        self.b_v = nn.Parameter(torch.zeros(cfg.n_v))
+        self.conv_h = nn.ModuleList(nn.Linear(h * d, cfg.n_h) for h in range(1, L + 1))
+        nn.init.kaiming_uniform_(self.w_v, a=5 ** 0.5)   # Conv2d's default initialisation
         self.fc = nn.Linear(cfg.n_v * d + cfg.n_h * L, d)
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Embedding(n_items + 1, 2 * d)   # W2
@@ -100,9 +105,12 @@ class CaserNet(nn.Module):
 
     def user_vector(self, users: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
         """[B] users, [B, L] left-padded items -> x = [z, P_u], [B, 2d]."""
-        e = self.item(seq).unsqueeze(1)                     # [B, 1, L, d]
-        o_v = self.conv_v(e).flatten(1)                     # [B, n_v * d]
-        o_h = [F.relu(conv(e).squeeze(3)).amax(dim=2) for conv in self.conv_h]  # L x [B, n_h]
+        e = self.item(seq)                                  # [B, L, d]
+        o_v = (torch.einsum("bld,vl->bvd", e, self.w_v) + self.b_v[:, None]).flatten(1)  # [B, n_v d]
+        o_h = []
+        for h, conv in enumerate(self.conv_h, start=1):     # rows p .. p+h-1 -> [B, L-h+1, h d]
+            rows = e.unfold(1, h, 1).transpose(2, 3).flatten(2)
+            o_h.append(F.relu(conv(rows)).amax(dim=1))      # max-pool over positions: [B, n_h]
         z = F.relu(self.fc(self.drop(torch.cat([o_v, *o_h], dim=1))))
         return torch.cat([z, self.user(users)], dim=1)
 

@@ -69,3 +69,22 @@ def test_scoring_cache_follows_the_weights():
     # resuming training drops the cache
     model.train()
     assert model._cache is None
+
+
+def test_sparse_product_gradient_matches_dense():
+    _, model = _model()
+    net = model.module
+    users, items = net.propagate()
+    (users.pow(2).sum() + items.pow(3).sum()).backward()
+    sparse_grads = [net.user.weight.grad.clone(), net.item.weight.grad.clone()]
+    net.zero_grad()
+    a = net.adj.to_dense()
+    e = torch.cat([net.user.weight, net.item.weight[1:]])
+    total, layer = e, e
+    for _ in range(net.n_layers):
+        layer = a @ layer
+        total = total + layer
+    total = total / (net.n_layers + 1)
+    (total[:net.n_users].pow(2).sum() + total[net.n_users:].pow(3).sum()).backward()
+    torch.testing.assert_close(sparse_grads[0], net.user.weight.grad)
+    torch.testing.assert_close(sparse_grads[1], net.item.weight.grad)
