@@ -25,3 +25,16 @@ def shared_datasets() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} not present (the suite never needs it at run time)")
     return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests train tiny models on toy data: intra-op threads buy nothing there, and on a
+    machine whose cores are busy (CI runners, shared boxes) they oversubscribe and make a
+    seconds-long training run take minutes (measured here: 5 s -> 93 s on 2 busy cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

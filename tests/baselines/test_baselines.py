@@ -55,3 +55,40 @@ def test_sasrec_exports_item_embeddings():
     model = cls(build_config(cls.Config, {"hidden": 12, "n_heads": 2}), Context(ds))
     emb = model.item_embeddings()
     assert emb.shape == (ds.n_items + 1, 12) and not emb[0].any()
+
+
+@pytest.mark.parametrize("overrides,metric,floor", [
+    ({"T": 1}, ("recall", 1), 0.5),   # one target: the exact successor
+    ({}, ("recall", 5), 0.6),          # the paper's T = 3: the next three items score alike
+])
+def test_caser_learns_the_next_item_cycle(overrides, metric, floor):
+    # chance: Recall@1 = 1/30, Recall@5 = 1/6. Negatives exclude the user's training items,
+    # i.e. its whole block, so within-block order is learned from the positives alone.
+    m = _test_recall("caser", {"dim": 16, "lr": 0.01, "batch_size": 64, "dropout": 0.1,
+                               "epochs": 30, "patience": 30, "eval_every": 5, **overrides})
+    assert m[metric] > floor
+
+
+@pytest.mark.parametrize("overrides,metric,floor", [
+    ({"L": 1, "T": 1}, ("recall", 1), 0.7),   # item-item term alone = a first-order chain
+    ({}, ("recall", 5), 0.6),                  # paper's L = 5, T = 3: the user's block
+])
+def test_hgn_learns_the_next_item_cycle(overrides, metric, floor):
+    m = _test_recall("hgn", {"dim": 16, "lr": 0.01, "batch_size": 64, "epochs": 20,
+                             "patience": 20, "eval_every": 5, **overrides})
+    assert m[metric] > floor
+
+
+def test_bert4rec_learns_the_next_item_cycle():
+    # the [mask] appended to the history must be filled with the successor: chance R@1 = 1/30
+    m = _test_recall("bert4rec", {"hidden": 32, "inner": 64, "n_layers": 1, "dropout": 0.1,
+                                  "attn_dropout": 0.1, "lr": 5e-3, "batch_size": 32,
+                                  "epochs": 100, "patience": 100, "eval_every": 20})
+    assert m[("recall", 1)] > 0.7
+
+
+def test_lightgcn_learns_the_user_blocks():
+    # a user's items all come from one block of 6 of the 30 items: chance Recall@5 = 1/6
+    m = _test_recall("lightgcn", {"dim": 16, "lr": 0.01, "batch_size": 128, "epochs": 30,
+                                  "patience": 30, "eval_every": 5})
+    assert m[("recall", 5)] > 0.6
