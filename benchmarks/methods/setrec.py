@@ -133,7 +133,7 @@ class SETRecModule(nn.Module):
         self.backbone = backbone
         self.register_buffer("prefix_ids", torch.tensor(prefix_ids, dtype=torch.long), persistent=False)
         self.register_buffer("suffix_ids", torch.tensor(suffix_ids, dtype=torch.long), persistent=False)
-        self.register_buffer("beta", torch.tensor(float(beta)))
+        self.register_buffer("beta", torch.tensor(float(beta), dtype=torch.float64))
 
     def query_outputs(self, tokens: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
         """``tokens`` [N + 1, n_tokens, d] (the item table), ``hist`` [B, H] -> [B, n_tokens, d]
