@@ -161,11 +161,15 @@ class _SharedPositionBias(T5Attention):
         pos = self.set_positions
         if pos is None:
             return super().compute_bias(query_length, key_length, device, past_seen_tokens)
-        relative = pos[:, None, :] - pos[:, :, None]                # memory - context: [B, Lq, Lk]
+        # rows with the same positions (the same number of real items) share one bias: computed
+        # once per distinct row, then gathered (far cheaper to back-propagate than B lookups)
+        uniq, inverse = torch.unique(pos, dim=0, return_inverse=True)
+        relative = uniq[:, None, :] - uniq[:, :, None]              # memory - context: [U, Lq, Lk]
         bucket = self._relative_position_bucket(relative, bidirectional=not self.is_decoder,
                                                 num_buckets=self.relative_attention_num_buckets,
                                                 max_distance=self.relative_attention_max_distance)
-        return self.relative_attention_bias(bucket).permute(0, 3, 1, 2)   # [B, heads, Lq, Lk]
+        bias = self.relative_attention_bias(bucket).permute(0, 3, 1, 2)   # [U, heads, Lq, Lk]
+        return bias if uniq.shape[0] == pos.shape[0] == 1 else bias[inverse]
 
 
 @contextlib.contextmanager

@@ -113,8 +113,11 @@ class SetTokenizer(nn.Module):
             if recon_items is None:
                 loss = F.mse_loss(self.ae.decoder(z), x)
             elif recon_items.numel():
-                idx = recon_items.reshape(-1) - 1
-                loss = F.mse_loss(self.ae.decoder(z[idx]), x[idx])
+                # the MSE over the given items, repeats counted: each distinct item decoded once
+                # and weighted by its count (the same value and gradient, far fewer rows)
+                idx, counts = torch.unique(recon_items.reshape(-1) - 1, return_counts=True)
+                err = (self.ae.decoder(z[idx]) - x[idx]).pow(2).mean(1)
+                loss = (err * counts).sum() / counts.sum()
         tokens = torch.cat(parts, 1)
         pad = torch.zeros((1, *tokens.shape[1:]), dtype=tokens.dtype, device=tokens.device)
         return torch.cat([pad, tokens], 0), loss
