@@ -143,3 +143,17 @@ def test_ground_is_one_batched_product():
     assert scores.shape == (3, 4, 6)
     for q in range(3):
         assert torch.allclose(scores[q], out[:, q] @ table[q].T, atol=1e-5)
+
+
+def test_lora_trains_only_adapters_and_queries():
+    torch.manual_seed(0)
+    cfg = CausalBackboneConfig(family="llama", hidden=D, n_layers=1, n_heads=2, n_kv_heads=1, intermediate=32,
+                               lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.02)
+    model = SetCausalLM(cfg, N_TOK, 6)
+    items, mask = _history()
+    model(items, mask, PREFIX, SUFFIX).sum().backward()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert "queries" in trainable
+    assert all(n == "queries" or "lora_" in n for n in trainable)
+    assert {n.split(".")[-4] for n in trainable if "lora_" in n} == {"q_proj", "v_proj"}
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
