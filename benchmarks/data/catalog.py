@@ -161,6 +161,7 @@ CATALOG: dict[str, DatasetSpec] = {
     "setrec-beauty": DatasetSpec("setrec-beauty", "setrec-npy",
                                  locate=_setrec_locator("setrec-beauty", "beauty"),
                                  options=PreprocessOptions(split="fixed", k_core=0),
+                                 cf_embeddings="SASRec_item_embed.npy",
                                  description="SETRec's Beauty: global temporal split, warm/cold items, no text"),
 }
 
@@ -223,6 +224,15 @@ def _read(spec: DatasetSpec, reader_args: dict):
     return read_format(args.pop("format", spec.format), **args)
 
 
+def _attach_cf_file(ds: Dataset, spec: DatasetSpec, reader_args: dict) -> None:
+    """Point ``ds.info["cf_embeddings_file"]`` at the spec's published CF embeddings when the
+    file is beside the data (SASRec item tables shipped by LETTER and SETRec)."""
+    if spec.cf_embeddings:
+        folder = Path(reader_args.get("path", ""))
+        if (folder / spec.cf_embeddings).is_file():
+            ds.info["cf_embeddings_file"] = str(folder / spec.cf_embeddings)
+
+
 def load_dataset(entry: str | dict | DatasetSpec, *, refresh: bool = False) -> Dataset:
     """Locate, read, preprocess and cache a dataset; a cached copy is reused when the files
     and options are unchanged."""
@@ -236,15 +246,13 @@ def load_dataset(entry: str | dict | DatasetSpec, *, refresh: bool = False) -> D
     if target.is_dir() and (target / "dataset.json").is_file() and not refresh:
         ds = Dataset.load(target)
         log.info("dataset %s: cached copy %s", spec.name, target)
+        _attach_cf_file(ds, spec, reader_args)   # the cache may predate the spec's file
         return ds
     log.info("dataset %s: reading %s", spec.name, source)
     raw = _read(spec, reader_args)
     ds = preprocess(raw, spec.name, spec.options)
     ds.info.update({"source": source, "cache_key": key, "format": spec.format})
-    if spec.cf_embeddings:
-        folder = Path(reader_args.get("path", ""))
-        if (folder / spec.cf_embeddings).is_file():
-            ds.info["cf_embeddings_file"] = str(folder / spec.cf_embeddings)
+    _attach_cf_file(ds, spec, reader_args)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
     try:
