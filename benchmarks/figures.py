@@ -87,7 +87,7 @@ def popularity_bars(table: pd.DataFrame, methods: list[tuple[str, str]], path: P
     groups = list(table.columns)
     x = np.arange(len(groups))
     width = 0.85 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) * len(groups) / 2 + 3), 3.8))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.12 * len(names) * len(groups) + 3)), 4.8))
     for i, m in enumerate(names):
         ax.bar(x + (i - (len(names) - 1) / 2) * width, table.loc[m].values, width, label=m, color=colors[m],
                edgecolor="black", linewidth=0.3)

@@ -269,21 +269,32 @@ def code_usage_section(run_dir: Path, cells: dict[tuple, Path], families: dict[s
     return out
 
 
-def popularity_markdown(df: pd.DataFrame) -> str:
+def popularity_markdown(df: pd.DataFrame, order: list[str] | None = None) -> str:
+    """Two tables per dataset: NDCG@10 of the users whose target lies in each popularity
+    group, and the share of the top-10 slots each method gives to each group (with the
+    targets' own shares as the reference row)."""
     sel = df[(df["split"] == "test") & df["subset"].astype(str).str.startswith("pop")
              & (df["metric"].isin(["ndcg", "share_generated", "share_targets"]))]
     sel = sel[(sel["metric"] != "ndcg") | (sel["k"] == 10)]
     if sel.empty:
         return ""
     piv = sel.groupby(["dataset", "method", "subset", "metric"])["value"].mean().unstack(["subset"])
-    piv = piv.reindex(sorted(piv.columns, key=lambda s: int(s[3:])), axis=1)
-    lines = ["| Dataset | Method | Metric | " + " | ".join(piv.columns) + " |",
-             "|---|---|---|" + "---:|" * len(piv.columns)]
-    for (d, m, met), row in piv.iterrows():
-        name = {"ndcg": "NDCG@10", "share_generated": "share of top-K",
-                "share_targets": "share of targets"}[met]
-        lines.append(f"| {d} | {m} | {name} | " + " | ".join(f"{v:.4f}" for v in row.values) + " |")
-    return "\n".join(lines) + "\n"
+    groups = sorted(piv.columns, key=lambda s: int(s[3:]))
+    piv = piv.reindex(groups, axis=1)
+    head = " | ".join(f"group {g[3:]}" for g in groups)
+    out = []
+    for d in dict.fromkeys(piv.index.get_level_values(0)):
+        methods = [m for _, m in _method_order(sel[sel["dataset"] == d], order)]
+        for metric, title in (("ndcg", "NDCG@10 per group"), ("share_generated", "share of the top-10 slots per group")):
+            lines = [f"**{d}: {title}**", "", f"| Method | {head} |", "|---|" + "---:|" * len(groups)]
+            for m in methods:
+                if (d, m, metric) in piv.index:
+                    lines.append(f"| {m} | " + " | ".join(f"{v:.4f}" for v in piv.loc[(d, m, metric)].values) + " |")
+            if metric == "share_generated":
+                targets = piv.xs((d, "share_targets"), level=("dataset", "metric")).iloc[0]
+                lines.append("| *(targets)* | " + " | ".join(f"*{v:.4f}*" for v in targets.values) + " |")
+            out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
 
 
 def beam_global_markdown(df: pd.DataFrame) -> str:
@@ -397,7 +408,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     wc = warm_cold_markdown(df, order)
     if wc:
         parts += ["## Warm and cold items (SETRec's layout; test)", "", wc]
-    pop = popularity_markdown(df)
+    pop = popularity_markdown(df, order)
     if pop:
         parts += ["## Popularity groups (test; group 1 = most popular items)", "", pop,
                   _figures_popularity(run_dir, df, order)]

@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -177,6 +179,28 @@ def select(matrix: Matrix, datasets: list[str] | None = None, methods: list[str]
 
 
 # --------------------------------------------------------------------------- cells
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: Any, where: str, field: str = "") -> Any:
+    """``${VAR}`` in a method config's strings -> the environment variable's value (e.g. a
+    local checkpoint path in the paper preset). Only the cells that run are expanded, so a
+    filtered run needs only its own variables; an unset variable stops with one error naming
+    the field."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, where, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(expand_env(v, where, f"{field}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in os.environ:
+                raise ConfigError(f"{where}: config field {field!r} uses ${{{m.group(1)}}}, which is not set "
+                                  f"in the environment (export it, e.g. a local checkpoint path)")
+            return os.environ[m.group(1)]
+        return _ENV_VAR.sub(sub, value)
+    return value
+
+
 def expand(matrix: Matrix) -> list[Cell]:
     eval_cfg = build_config(EvalConfig, matrix.evaluation)
     cells = []
@@ -184,7 +208,8 @@ def expand(matrix: Matrix) -> list[Cell]:
         spec = spec_from_config(d)
         for entry in matrix.methods:
             cls = METHODS.get(entry.name)
-            overrides = {**entry.config, **entry.per_dataset.get(spec.name, {})}
+            overrides = expand_env({**entry.config, **entry.per_dataset.get(spec.name, {})},
+                                   f"{matrix.source}: method {entry.label!r}")
             try:
                 cfg = build_config(cls.Config, overrides)
             except ConfigError as exc:

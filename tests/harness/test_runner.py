@@ -130,3 +130,18 @@ def test_bad_matrix_errors_name_the_field(tmp_path):
         expand(_matrix(tmp_path, [{"name": "sasrec", "config": {"hiden": 3}}]))
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         expand(_matrix(tmp_path, ["nope"]))
+
+
+def test_env_variables_in_method_configs(tmp_path, monkeypatch):
+    """${VAR} in a method config (the paper preset's checkpoint paths) is read from the
+    environment when the cell is expanded; an unset one names the method and the field."""
+    entry = {"name": "generative", "label": "llm",
+             "config": {"backbone": "causal", "backbone_config": {"checkpoint": "${GB_TEST_CKPT}/qwen"}}}
+    monkeypatch.delenv("GB_TEST_CKPT", raising=False)
+    with pytest.raises(ConfigError, match=r"method 'llm'.*'backbone_config.checkpoint'.*GB_TEST_CKPT"):
+        expand(_matrix(tmp_path, [entry]))
+    monkeypatch.setenv("GB_TEST_CKPT", "/models")
+    cell = expand(_matrix(tmp_path, [entry]))[0]
+    assert cell.resolved["config"]["backbone_config"]["checkpoint"] == "/models/qwen"
+    monkeypatch.delenv("GB_TEST_CKPT")
+    assert expand(_matrix(tmp_path, [SMALL_SASREC]))
