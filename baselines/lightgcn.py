@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.mf import sample_negatives
+from baselines.mf import BPRPairs
 from benchmarks.protocol import UserBatch
 from benchmarks.registry import register_method
 from benchmarks.training import TorchRecommender, TrainConfig
@@ -112,7 +112,7 @@ class LightGCNNet(nn.Module):
 
 
 @register_method("lightgcn")
-class LightGCN(TorchRecommender):
+class LightGCN(BPRPairs, TorchRecommender):
     """LightGCN (see the module docstring for the graph, the loss and the scoring cache)."""
 
     family = "traditional"
@@ -121,24 +121,10 @@ class LightGCN(TorchRecommender):
 
     def build(self) -> nn.Module:
         ds = self.dataset
-        self.pairs_u = np.concatenate([np.full(len(s), u, np.int64) for u, s in enumerate(ds.train)])
-        self.pairs_i = np.concatenate([np.asarray(s, np.int64) for s in ds.train])
-        self.pos_keys = np.unique(self.pairs_u * (self.n_items + 1) + self.pairs_i)
+        self._init_pairs()
         adj = normalized_adjacency(ds.n_users, self.n_items, self.pairs_u, self.pairs_i)
         self._cache: tuple | None = None
         return LightGCNNet(ds.n_users, self.n_items, self.config.dim, self.config.n_layers, adj)
-
-    def n_batches(self) -> int:
-        return -(-len(self.pairs_u) // self.config.batch_size)
-
-    def batches(self, rng):
-        order = rng.permutation(len(self.pairs_u))
-        bs = self.config.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
-            u, i = self.pairs_u[idx], self.pairs_i[idx]
-            j = sample_negatives(rng, u, self.n_items, self.pos_keys)
-            yield tuple(torch.from_numpy(x).to(self.device) for x in (u, i, j))
 
     def loss(self, batch) -> torch.Tensor:
         u, i, j = batch

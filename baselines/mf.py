@@ -58,20 +58,15 @@ def sample_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int,
     return neg
 
 
-@register_method("mf")
-class MF(TorchRecommender):
-    """BPR matrix factorisation (see the module docstring)."""
+class BPRPairs:
+    """Training (user, item) pairs with one uniformly sampled unseen negative each: the
+    batches of the BPR models (MF, LightGCN). Call :meth:`_init_pairs` in ``build``."""
 
-    family = "traditional"
-    smoke_config = {"epochs": 3, "dim": 8, "batch_size": 256}
-    Config = MFConfig
-
-    def build(self) -> nn.Module:
+    def _init_pairs(self) -> None:
         ds = self.dataset
         self.pairs_u = np.concatenate([np.full(len(s), u, np.int64) for u, s in enumerate(ds.train)])
-        self.pairs_i = np.concatenate(ds.train).astype(np.int64)
+        self.pairs_i = np.concatenate([np.asarray(s, np.int64) for s in ds.train])
         self.pos_keys = np.unique(self.pairs_u * (self.n_items + 1) + self.pairs_i)
-        return _MF(ds.n_users, self.n_items, self.config.dim)
 
     def n_batches(self) -> int:
         return -(-len(self.pairs_u) // self.config.batch_size)
@@ -84,6 +79,19 @@ class MF(TorchRecommender):
             u, i = self.pairs_u[idx], self.pairs_i[idx]
             j = sample_negatives(rng, u, self.n_items, self.pos_keys)
             yield tuple(torch.from_numpy(x).to(self.device) for x in (u, i, j))
+
+
+@register_method("mf")
+class MF(BPRPairs, TorchRecommender):
+    """BPR matrix factorisation (see the module docstring)."""
+
+    family = "traditional"
+    smoke_config = {"epochs": 3, "dim": 8, "batch_size": 256}
+    Config = MFConfig
+
+    def build(self) -> nn.Module:
+        self._init_pairs()
+        return _MF(self.dataset.n_users, self.n_items, self.config.dim)
 
     def loss(self, batch) -> torch.Tensor:
         u, i, j = batch

@@ -184,3 +184,25 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
             "train_seconds": round(time.perf_counter() - started, 2),
             "mean_epoch_seconds": round(float(np.mean(secs)), 3) if secs else 0.0,
             "peak_rss_mb": max((e["peak_rss_mb"] for e in epochs), default=0.0)}
+
+
+def warmup_decay(schedule: str, warmup_steps: int, total_steps: int):
+    """LR factor per step: linear warm-up over ``warmup_steps``, then ``cosine`` / ``linear``
+    decay to 0 at ``total_steps``, or ``constant``. For ``LambdaLR``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if schedule == "linear":
+            return 1 - progress
+        return 1.0
+    return factor
+
+
+def warmup_decay_scheduler(optimizer, schedule: str, warmup_steps: int, total_steps: int):
+    """:func:`warmup_decay` as a ``LambdaLR`` (None for a constant rate without warm-up)."""
+    if schedule == "constant" and not warmup_steps:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(schedule, warmup_steps, total_steps))

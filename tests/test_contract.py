@@ -1,8 +1,8 @@
 """Contract tests every registered method must pass (built-in or third-party plugin).
 
 Each method runs with its ``smoke_config`` on the 30-item toy dataset and must: return a
-JSON-serialisable fit log; rank only real, distinct item ids; respect a candidate mask; and be
-deterministic under a seed.
+JSON-serialisable fit log; rank only real, distinct item ids; respect a candidate mask; be
+deterministic under a seed; and yield exactly ``n_batches()`` batches per epoch.
 """
 
 import json
@@ -64,3 +64,7 @@ def test_method_contract(name, toy, tmp_path):
     a, _ = model.rank(_batch(toy, users), 10)
     b, _ = again.rank(_batch(toy, users), 10)
     assert torch.equal(a, b), f"{name}: two runs with seed 0 rank differently"
+    # the step count the LR schedule and data-parallel sharding rely on is the real one
+    if hasattr(model, "batches") and model.n_batches() is not None:
+        steps = sum(1 for _ in model.batches(np.random.default_rng(0)))
+        assert steps == model.n_batches(), f"{name}: n_batches() {model.n_batches()} != {steps} batches yielded"

@@ -32,7 +32,6 @@ ranking-guided loss: cross-entropy of logits / τ (LETTER; τ = 1 is the plain l
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,7 @@ from backbones.trie import Trie
 from benchmarks.prompts import TASKS, split_template
 from benchmarks.protocol import UserBatch, build_config, topk_from_scores
 from benchmarks.registry import register_method
-from benchmarks.training import TorchRecommender, TrainConfig
+from benchmarks.training import TorchRecommender, TrainConfig, warmup_decay_scheduler
 from identifiers.base import IDENTIFIERS, ItemIdentifiers, load_or_build
 
 
@@ -332,28 +331,37 @@ class GenerativeRecommender(TorchRecommender):
         return ids.to(self.device), mask.to(self.device)
 
     # ------------------------------------------------------------------ training
+    def _epoch_batches(self, rng) -> list[np.ndarray]:
+        """One epoch: each task's rows shuffled and cut into batches of that task alone (one
+        optimiser step each), the batches of all tasks in a random order."""
+        bs = self.config.batch_size
+        out = []
+        for t_id in range(len(self.config.tasks)):
+            rows = self.rows[self.rows[:, 0] == t_id]
+            rows = rows[rng.permutation(len(rows))]
+            out += [rows[i:i + bs] for i in range(0, len(rows), bs)]
+        return [out[i] for i in rng.permutation(len(out))]
+
     def n_batches(self) -> int:
-        return -(-len(self.rows) // self.config.batch_size)
+        """Optimiser steps per epoch (what the LR schedule counts)."""
+        counts = np.bincount(self.rows[:, 0], minlength=len(self.config.tasks))
+        return int(sum(-(-int(c) // self.config.batch_size) for c in counts))
 
     def batches(self, rng):
-        order = rng.permutation(len(self.rows))
-        bs = self.config.batch_size
         s = self.samples
-        for start in range(0, len(order), bs):
-            rows = self.rows[order[start:start + bs]]
-            for t_id in np.unique(rows[:, 0]):
-                task = self.config.tasks[int(t_id)]
-                idx = rows[rows[:, 0] == t_id, 1]
-                if task in ("seq", "seq2title"):
-                    inputs, mask = self.encode_inputs(task, s["users"][idx], hist=torch.from_numpy(s["hist"][idx]))
-                    tgt_items = torch.from_numpy(s["targets"][idx])
-                else:
-                    tgt_items = torch.from_numpy(idx + 1)
-                    inputs, mask = self.encode_inputs(task, idx, items=tgt_items)
-                table = self.space.item_table if TASKS[task][1] == "item" else self.space.title_table
-                targets = table[tgt_items]
-                targets = targets[:, :int((targets != self.space.pad_id).sum(1).max())]
-                yield inputs, mask, targets.to(self.device)
+        for rows in self._epoch_batches(rng):
+            task = self.config.tasks[int(rows[0, 0])]
+            idx = rows[:, 1]
+            if task in ("seq", "seq2title"):
+                inputs, mask = self.encode_inputs(task, s["users"][idx], hist=torch.from_numpy(s["hist"][idx]))
+                tgt_items = torch.from_numpy(s["targets"][idx])
+            else:
+                tgt_items = torch.from_numpy(idx + 1)
+                inputs, mask = self.encode_inputs(task, idx, items=tgt_items)
+            table = self.space.item_table if TASKS[task][1] == "item" else self.space.title_table
+            targets = table[tgt_items]
+            targets = targets[:, :int((targets != self.space.pad_id).sum(1).max())]
+            yield inputs, mask, targets.to(self.device)
 
     def loss(self, batch) -> torch.Tensor:
         inputs, mask, targets = batch
@@ -364,20 +372,7 @@ class GenerativeRecommender(TorchRecommender):
                                  lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def scheduler(self, optimizer, total_steps: int):
-        cfg = self.config
-        if cfg.schedule == "constant" and not cfg.warmup_steps:
-            return None
-
-        def factor(step: int) -> float:
-            if step < cfg.warmup_steps:
-                return (step + 1) / cfg.warmup_steps
-            progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-            if cfg.schedule == "cosine":
-                return 0.5 * (1 + math.cos(math.pi * progress))
-            if cfg.schedule == "linear":
-                return 1 - progress
-            return 1.0
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return warmup_decay_scheduler(optimizer, self.config.schedule, self.config.warmup_steps, total_steps)
 
     # ------------------------------------------------------------------ inference
     def _trie(self, candidates: torch.Tensor | None) -> Trie:

@@ -33,11 +33,9 @@ Ablations by config: ``n_cf: 0`` (no CF token), ``n_sem: 0`` (no semantic tokens
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -45,7 +43,7 @@ from torch.nn import functional as F
 from backbones.set_decoding import SetCausalLM, SetT5, ground
 from benchmarks.protocol import UserBatch, Validator, build_config
 from benchmarks.registry import register_method
-from benchmarks.training import TorchRecommender, TrainConfig, train_loop
+from benchmarks.training import TorchRecommender, TrainConfig, train_loop, warmup_decay_scheduler
 from identifiers.setrec import SetTokenizer
 
 log = logging.getLogger(__name__)
@@ -107,19 +105,6 @@ def sweep_beta(evaluate: Callable[[float], float], grid: tuple[float, ...]) -> t
     table = {float(b): float(evaluate(float(b))) for b in grid}
     best = max(table, key=table.get)
     return best, table
-
-
-def _schedule(cfg: SETRecConfig, total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-        if cfg.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        if cfg.schedule == "linear":
-            return 1 - progress
-        return 1.0
-    return factor
 
 
 # --------------------------------------------------------------------------- the module
@@ -284,9 +269,7 @@ class SETRec(TorchRecommender):
                                  lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def scheduler(self, optimizer, total_steps: int):
-        if self.config.schedule == "constant" and not self.config.warmup_steps:
-            return None
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(self.config, total_steps))
+        return warmup_decay_scheduler(optimizer, self.config.schedule, self.config.warmup_steps, total_steps)
 
     def fit(self, validator: Validator | None = None) -> dict:
         cfg = self.config
