@@ -187,11 +187,12 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
     fmt = entry.pop("format", None)
     if "stem" in entry:   # the files' common prefix (letter-json, recbole): the reader's `name`
         entry["name"] = entry.pop("stem")
+    base_name = entry.pop("catalog", name)   # a catalog dataset under another name (other options)
     if fmt is None:
-        if name not in CATALOG:
-            raise ConfigError(f"dataset {name!r}: not in the catalog, so it needs a 'format' "
+        if base_name not in CATALOG:
+            raise ConfigError(f"dataset {base_name!r}: not in the catalog, so it needs a 'format' "
                               f"(one of the readers) and its file paths")
-        base = CATALOG[name]
+        base = CATALOG[base_name]
         merged = {**base.options.to_dict(), **opts}
         return DatasetSpec(name, base.format, base.reader_args, PreprocessOptions(**merged),
                            base.locate, cf or base.cf_embeddings, base.description)
