@@ -177,11 +177,14 @@ class RQVAEConfig:
 
 
 # ============================================================================ building blocks
-def mlp(dims: list[int]) -> nn.Sequential:
-    """Linear layers through ``dims`` with ReLU between them (none after the last); weights
-    Xavier-normal, biases zero."""
+def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers through ``dims`` with ReLU between them (none after the last); optional
+    dropout before each layer; weights Xavier-normal, biases zero. (The RQ-VAE's and SETRec's
+    autoencoders.)"""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        if dropout:
+            layers.append(nn.Dropout(dropout))
         lin = nn.Linear(a, b)
         nn.init.xavier_normal_(lin.weight)
         nn.init.zeros_(lin.bias)

@@ -31,21 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear layers dims[0] -> ... -> dims[-1]; ReLU between layers (none after the last);
-    optional dropout before each layer; Xavier-normal weights, zero biases."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        lin = nn.Linear(a, b)
-        nn.init.xavier_normal_(lin.weight)
-        nn.init.zeros_(lin.bias)
-        layers.append(lin)
-        if i < len(dims) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+from identifiers.quantizers import mlp
 
 
 class SemanticAutoencoder(nn.Module):
