@@ -55,7 +55,7 @@ def summary_table(df: pd.DataFrame, split: str = "test", subset: str = "all",
     """Mean, std and seed count per (method, dataset, metric@k)."""
     sel = df[(df["split"] == split) & (df["subset"] == subset)]
     keys = {(m, k) for m, k, _ in metrics}
-    sel = sel[[(m, int(k)) in keys for m, k in zip(sel["metric"], sel["k"])]]
+    sel = sel[np.array([(m, int(k)) in keys for m, k in zip(sel["metric"], sel["k"])], dtype=bool)]
     g = sel.groupby(["family", "method", "dataset", "metric", "k"])["value"]
     out = g.agg(mean="mean", std="std", seeds="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
@@ -222,6 +222,21 @@ def warm_cold_markdown(df: pd.DataFrame, order: list[str]) -> str:
                        f"{int(users.get((d, 'warm'), 0))} with warm targets, {int(users.get((d, 'cold'), 0))} with cold"
                        for d in sorted(with_cold))
     return "\n".join(lines) + f"\n\nWarm users are ranked among warm items only, cold among cold items only ({counts}).\n"
+
+
+def variant_notes(cells: dict[tuple, Path]) -> list[str]:
+    """What a method's fit log says it ran instead of its default (e.g. SETRec's CF-token-only
+    variant on a dataset without item text), one line per (dataset, method)."""
+    notes = {}
+    for (d, m, seed), path in sorted(cells.items()):
+        f = path / "train_log.json"
+        if not f.is_file():
+            continue
+        setrec = json.loads(f.read_text()).get("setrec") or {}
+        note = (setrec.get("variant") or {}).get("note")
+        if note and (d, m) not in notes:
+            notes[(d, m)] = f"- {m} on {d}: {note}"
+    return list(notes.values())
 
 
 def identifier_artefacts(cells: dict[tuple, Path]) -> dict[tuple[str, str], Path]:
@@ -405,6 +420,9 @@ def write_report(run_dir: Path) -> dict[str, Path]:
              "## Overall (LETTER Table 1 layout)", "", md,
              f"Best in bold, second underlined; † = best significantly better than the runner-up "
              f"(paired t-test over users, seeds pooled, p < {SIGNIFICANCE}). Tests: {sig or 'none'}.", ""]
+    notes = variant_notes(cells)
+    if notes:
+        parts += ["Variants run:", "", *notes, ""]
     wc = warm_cold_markdown(df, order)
     if wc:
         parts += ["## Warm and cold items (SETRec's layout; test)", "", wc]

@@ -58,3 +58,19 @@ def test_report_sections_and_figures(tmp_path):
         assert section in text, section
     for fig in ("ndcg_vs_throughput", "popularity_toy", "code_frequency_toy"):
         assert (out / "figures" / f"{fig}.png").is_file() and (out / "figures" / f"{fig}.pdf").is_file(), fig
+
+
+def test_variant_notes_come_from_the_fit_logs(tmp_path):
+    """A method that ran a variant (SETRec without item text) says so in the report."""
+    import json
+
+    from benchmarks.report import cell_paths, variant_notes
+    rng = np.random.default_rng(0)
+    df = _fake_run(tmp_path, {"setrec-t5": [rng.random(20)], "mostpop": [rng.random(20)]})
+    cells = cell_paths(tmp_path, df)
+    (cells[("d", "setrec-t5", 0)] / "train_log.json").write_text(json.dumps(
+        {"setrec": {"variant": {"n_cf": 1, "n_sem": 0, "note": "CF-token-only variant: no item text"}}}))
+    (cells[("d", "mostpop", 0)] / "train_log.json").write_text(json.dumps({"epochs": []}))
+    assert variant_notes(cells) == ["- setrec-t5 on d: CF-token-only variant: no item text"]
+    write_report(tmp_path)
+    assert "CF-token-only variant" in (tmp_path / "report.md").read_text()
