@@ -50,6 +50,22 @@ def method_colors(methods: list[tuple[str, str]]) -> dict[str, tuple]:
     return out
 
 
+def _label_offsets(x: np.ndarray, y: np.ndarray) -> list[tuple[int, int]]:
+    """Label offsets (points) that keep labels of nearby points apart: points are taken from
+    the top down, and a label whose point is close to an already placed one (0.25 decades, 4 %
+    of the y range) moves to the next free slot below."""
+    span = max(float(np.ptp(y)), 1e-12) if len(y) else 1.0
+    slots = [(5, 4), (5, -9), (-5, -9), (-5, 4), (5, 14), (5, -19)]
+    placed: list[tuple[float, float, int]] = []
+    out: list[tuple[int, int]] = [(5, 4)] * len(x)
+    for i in np.argsort(-y, kind="stable"):
+        taken = {k for px, py, k in placed if abs(px - x[i]) < 0.25 and abs(py - y[i]) < 0.04 * span}
+        k = next((k for k in range(len(slots)) if k not in taken), 0)
+        placed.append((float(x[i]), float(y[i]), k))
+        out[i] = slots[k]
+    return out
+
+
 def efficiency_scatter(points: pd.DataFrame, path: Path, title: str = "") -> list[Path]:
     """NDCG@10 against users/s (log scale), one point per (dataset, method): columns dataset,
     family, method, ndcg, users_per_s."""
@@ -58,10 +74,11 @@ def efficiency_scatter(points: pd.DataFrame, path: Path, title: str = "") -> lis
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.8), squeeze=False)
     for ax, d in zip(axes[0], datasets):
         sub = points[points["dataset"] == d]
-        for r in sub.itertuples():
+        offsets = _label_offsets(np.log10(sub["users_per_s"].to_numpy(float)), sub["ndcg"].to_numpy(float))
+        for r, off in zip(sub.itertuples(), offsets):
             ax.scatter(r.users_per_s, r.ndcg, s=60, color=FAMILY_COLORS.get(r.family, "#444444"),
                        marker=FAMILY_MARKERS.get(r.family, "o"), edgecolor="black", linewidth=0.5, zorder=3)
-            ax.annotate(r.method, (r.users_per_s, r.ndcg), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax.annotate(r.method, (r.users_per_s, r.ndcg), textcoords="offset points", xytext=off, fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("throughput (users per second, log scale)")
         ax.set_ylabel("test NDCG@10")
