@@ -27,8 +27,11 @@ def _save(fig, path: Path) -> list[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for p in out:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+    for p in out:   # atomic, and byte-identical when re-drawn (no creation date in the PDF)
+        tmp = p.with_name(f".{p.name}.tmp")
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=p.suffix[1:],
+                    metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
+        tmp.replace(p)
     _plt().close(fig)
     return out
 
