@@ -59,7 +59,7 @@ PRESETS = Path(__file__).resolve().parent / "presets"
 RESULT_COLUMNS = ["dataset", "method", "family", "seed", "split", "subset", "metric", "k",
                   "value", "n_users", "config_hash"]
 MATRIX_KEYS = {"name", "description", "datasets", "seeds", "device", "evaluation", "features", "methods"}
-METHOD_KEYS = {"name", "label", "config", "datasets"}
+METHOD_KEYS = {"name", "label", "config", "datasets", "only"}
 FEATURE_KEYS = {"text_template", "text_encoder"}
 
 
@@ -69,6 +69,7 @@ class MethodEntry:
     label: str
     config: dict = field(default_factory=dict)
     per_dataset: dict = field(default_factory=dict)
+    only: list[str] | None = None     # run on these datasets only (None: on every dataset)
 
 
 @dataclass
@@ -123,8 +124,12 @@ def parse_matrix(data: Any, source: str) -> Matrix:
         _need(isinstance(m.get("config", {}), dict), f"{where}.config", "expected a mapping")
         _need(isinstance(m.get("datasets", {}), dict), f"{where}.datasets",
               "expected a mapping dataset -> config overrides")
+        only = m.get("only")
+        names = [d if isinstance(d, str) else d.get("name") for d in data["datasets"]]
+        _need(only is None or (isinstance(only, list) and set(only) <= set(names)), f"{where}.only",
+              f"expected a list of this matrix's dataset names {names}")
         methods.append(MethodEntry(m["name"], m.get("label", m["name"]), dict(m.get("config", {})),
-                                   dict(m.get("datasets", {}))))
+                                   dict(m.get("datasets", {})), None if only is None else list(only)))
     labels = [m.label for m in methods]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     _need(not dup, f"{source}: methods", f"labels must be unique, repeated: {dup} (give 'label')")
@@ -173,6 +178,8 @@ def select(matrix: Matrix, datasets: list[str] | None = None, methods: list[str]
     if methods:
         by = {e.label: e for e in matrix.methods} | {e.name: e for e in matrix.methods}
         m.methods = [by.get(x, MethodEntry(x, x)) for x in methods]
+    if datasets and missing:   # datasets named on the command line run every selected method
+        m.methods = [e if e.only is None else dataclasses.replace(e, only=e.only + missing) for e in m.methods]
     if seeds:
         m.seeds = list(seeds)
     return m
@@ -207,6 +214,8 @@ def expand(matrix: Matrix) -> list[Cell]:
     for d in matrix.datasets:
         spec = spec_from_config(d)
         for entry in matrix.methods:
+            if entry.only is not None and spec.name not in entry.only:
+                continue
             cls = METHODS.get(entry.name)
             overrides = expand_env({**entry.config, **entry.per_dataset.get(spec.name, {})},
                                    f"{matrix.source}: method {entry.label!r}")
@@ -334,7 +343,8 @@ def _matrix_record(matrix: Matrix) -> dict:
     return {"name": matrix.name, "description": matrix.description, "datasets": matrix.datasets,
             "seeds": matrix.seeds, "device": matrix.device, "evaluation": matrix.evaluation,
             "features": matrix.features,
-            "methods": [{"name": m.name, "label": m.label, "config": m.config, "datasets": m.per_dataset}
+            "methods": [{"name": m.name, "label": m.label, "config": m.config, "datasets": m.per_dataset,
+                         **({"only": m.only} if m.only is not None else {})}
                         for m in matrix.methods]}
 
 

@@ -145,3 +145,18 @@ def test_env_variables_in_method_configs(tmp_path, monkeypatch):
     assert cell.resolved["config"]["backbone_config"]["checkpoint"] == "/models/qwen"
     monkeypatch.delenv("GB_TEST_CKPT")
     assert expand(_matrix(tmp_path, [SMALL_SASREC]))
+
+
+def test_only_restricts_a_method_to_some_datasets(tmp_path):
+    entry = write_toy_recbole(tmp_path / "data")
+    cold = {**entry, "name": "toy-cold", "split": "ratio", "k_core": 0}
+    m = parse_matrix({"name": "t", "datasets": [entry, cold], "seeds": [0],
+                      "methods": ["mostpop", {**SMALL_SASREC, "only": ["toy-cold"]}]}, "test.yaml")
+    cells = {(c.dataset.name, c.method.label) for c in expand(m)}
+    assert cells == {("toy", "mostpop"), ("toy-cold", "mostpop"), ("toy-cold", "sasrec")}
+    # a dataset named on the command line (not in the matrix) runs every selected method
+    from benchmarks.runner import select
+    picked = select(m, datasets=["ml-100k"], methods=["sasrec"])
+    assert picked.methods[0].only == ["toy-cold", "ml-100k"]
+    with pytest.raises(ConfigError, match=r"methods\[0\].only: expected a list of this matrix's dataset names"):
+        parse_matrix({"datasets": [entry], "methods": [{"name": "mf", "only": ["nope"]}]}, "m.yaml")
