@@ -21,6 +21,21 @@ import numpy as np
 import torch
 
 
+def add_t5_size_args(p: argparse.ArgumentParser) -> None:
+    """The T5 size flags of the benchmark scripts (TIGER's sizes by default)."""
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=6)
+    p.add_argument("--d-kv", type=int, default=64)
+    p.add_argument("--d-ff", type=int, default=1024)
+
+
+def t5_size(args) -> dict:
+    """T5BackboneConfig fields from those flags (no dropout: timing and identical outputs)."""
+    return {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
+            "d_kv": args.d_kv, "d_ff": args.d_ff, "dropout": 0.0}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="ml-100k")
@@ -28,11 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--beams", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--users", type=int, default=256)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=6)
-    p.add_argument("--d-kv", type=int, default=64)
-    p.add_argument("--d-ff", type=int, default=1024)
+    add_t5_size_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the result here")
@@ -53,8 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     store = FeatureStore(ds, cache_dir(), seed=args.seed, validator_factory=lambda: ev.validation_ndcg)
     cfg = build_config(GenerativeRecommender.Config, {
         "identifier": args.identifier, "beams": args.beams,
-        "backbone_config": {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
-                            "d_kv": args.d_kv, "d_ff": args.d_ff, "dropout": 0.0}})
+        "backbone_config": t5_size(args)})
     model = GenerativeRecommender(cfg, Context(ds, store, args.device, args.seed, progress=False))
     model.eval()
     users = ds.eval_users("test")[:args.users]

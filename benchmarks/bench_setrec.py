@@ -28,6 +28,8 @@ import time
 
 import torch
 
+from benchmarks.bench_generation import add_t5_size_args, t5_size
+
 
 def _block_params(module: torch.nn.Module) -> int:
     """Parameters of the transformer blocks and final norms (embeddings and heads excluded)."""
@@ -42,11 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--users", type=int, default=256)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=6)
-    p.add_argument("--d-kv", type=int, default=64)
-    p.add_argument("--d-ff", type=int, default=1024)
+    add_t5_size_args(p)
     p.add_argument("--n-sem", type=int, default=4)
     p.add_argument("--cf-source", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -71,8 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     ds = load_dataset(entry)
     ev = Evaluator(ds)
     store = FeatureStore(ds, cache_dir(), seed=args.seed, validator_factory=lambda: ev.validation_ndcg)
-    size = {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads, "d_kv": args.d_kv,
-            "d_ff": args.d_ff, "dropout": 0.0}
+    size = t5_size(args)
     ctx = Context(ds, store, args.device, args.seed, progress=False)
     tiger = GenerativeRecommender(build_config(GenerativeRecommender.Config, {
         "identifier": args.identifier, "beams": args.beams, "backbone_config": size}), ctx).eval()

@@ -3,7 +3,6 @@ item's identifier is unique): structure, stats, arrays, determinism under the se
 
 import numpy as np
 import pytest
-import torch
 
 from benchmarks.data.toy import toy_dataset
 from benchmarks.features import FeatureStore
@@ -11,14 +10,6 @@ from benchmarks.protocol import build_config
 from identifiers.base import IDENTIFIERS, load_or_build
 
 SCHEMES = {"tiger": 3, "lcrec": 4, "letter": 4}     # name -> semantic levels
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class ToyFeatures(FeatureStore):

@@ -15,14 +15,6 @@ from identifiers.quantizers import (RQVAE, ClusterTable, RQVAEConfig, balanced_k
                                     sample_cluster_targets, sinkhorn, sinkhorn_assign)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _two_level_model() -> RQVAE:
     """latent 2-d, 2 levels x 2 codes, codebooks set by hand."""
     cfg = RQVAEConfig(hidden=(), latent_dim=2, n_levels=2, codebook_size=2, standardize=False)
