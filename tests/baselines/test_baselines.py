@@ -30,6 +30,29 @@ def test_mostpop_ranks_by_training_count():
     top, _ = ev.rank(model, "test", np.arange(3))
     counts = ds.item_train_counts()
     assert all(counts[row[0]] == counts[1:].max() for row in top.tolist())
+    ranked = top[0].tolist()
+    assert all(counts[a] >= counts[b] for a, b in zip(ranked, ranked[1:]))   # never against the counts
+
+
+def test_mostpop_breaks_ties_at_random_not_by_item_id():
+    """Every cold item has count 0: their order must come from the seed, not from the ids."""
+    from benchmarks.data.preprocess import PreprocessOptions, preprocess
+    from benchmarks.data.toy import toy_raw
+
+    ds = preprocess(toy_raw(n_late=12), "toy", PreprocessOptions(k_core=5, split="ratio"))
+    cold = np.flatnonzero(~ds.warm_mask()[1:]) + 1
+    assert len(cold) >= 10
+    orders = []
+    for seed in (0, 1):
+        model = METHODS.get("mostpop")(None, Context(ds, seed=seed))
+        model.fit()
+        s = model.popularity.numpy()
+        orders.append(cold[np.argsort(-s[cold], kind="stable")].tolist())
+        counts = ds.item_train_counts()
+        warm = np.flatnonzero(counts[1:]) + 1
+        assert (s[warm] > s[cold].max()).all()                 # popularity still comes first
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
+    assert orders[0] != sorted(orders[0]) or orders[1] != sorted(orders[1])
 
 
 def test_mf_learns_the_user_blocks():
