@@ -16,6 +16,11 @@ computed once per evaluation and reported separately (``setrec_item_table_s``); 
 of each method is a warm-up, not timed. ``--identifier``: the TIGER-side scheme (default
 ``tiger``; any codes scheme, e.g. ``p5-cid``, where ``tiger`` is not installed).
 
+Besides time, each search's arithmetic is COUNTED (``torch.utils.flop_counter``, matrix
+products and attention, on the first batch): ``gflop_per_user`` and ``flop_ratio``. The
+FLOP ratio is the speed-up a compute-bound machine (this CPU) can show at best; a measured
+time ratio far under it means overhead, one near it means the arithmetic itself is the bound.
+
 SETRec needs the dataset's CF (SASRec, 64-d) and text embeddings: the first run computes and
 caches them (``--cf-source`` as in ``FeatureStore.cf_embeddings``).
 """
@@ -82,6 +87,24 @@ def main(argv: list[str] | None = None) -> dict:
                for s in range(0, len(users), args.batch)]
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
+    def gflop_per_user(fn, *models) -> float:
+        """Counted multiply-adds x 2 of ``fn()`` on the first batch, per user, in GFLOP. The
+        models' parameters are frozen meanwhile: the counter's module hooks reject the
+        grad-requiring views that no_grad creates of parameters (e.g. the expanded queries)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        params = [p for m in models for p in m.parameters() if p.requires_grad]
+        counter = FlopCounterMode(display=False)
+        try:
+            for p in params:
+                p.requires_grad_(False)
+            with torch.no_grad(), counter:
+                fn()
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+        return counter.get_total_flops() / len(batches[0]) / 1e9
+
     def timed(model, warm: bool = True) -> tuple[float, int]:
         seconds, n = 0.0, 0
         with torch.no_grad():
@@ -114,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
                 hf_sec += time.perf_counter() - t0
                 hf_n += len(b)
         hf = (hf_sec, hf_n)
+        inputs, mask = tiger._inputs(batches[0])
+        hf_flop = gflop_per_user(lambda: hf_constrained_generate(
+            tiger.module.model, inputs, mask, trie, max(args.beams, args.k), decoder_start=tiger.space.pad_id), tiger.module)
 
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -121,21 +147,26 @@ def main(argv: list[str] | None = None) -> dict:
     table_s = time.perf_counter() - t0
     s_sec, n = timed(setrec)
     t_sec, _ = timed(tiger)
+    s_flop = gflop_per_user(lambda: setrec.rank(batches[0].to(setrec.device), args.k), setrec.module)
+    t_flop = gflop_per_user(lambda: tiger.rank(batches[0].to(tiger.device), args.k), tiger.module)
     result = {
         "dataset": ds.name, "split": ds.split, "users": n, "batch": args.batch, "k": args.k,
         "tiger": {"identifier": args.identifier, "beams": max(args.beams, args.k),
                   "users_per_s": round(n / t_sec, 2), "ms_per_user": round(1000 * t_sec / n, 3),
                   "parameters": sum(p.numel() for p in tiger.module.parameters()),
-                  "block_parameters": _block_params(tiger.module.model)},
+                  "block_parameters": _block_params(tiger.module.model),
+                  "gflop_per_user": float(f"{t_flop:.4g}")},
         "setrec": {"n_query": setrec.module.backbone.n_query, "n_items": ds.n_items,
                    "users_per_s": round(n / s_sec, 2), "ms_per_user": round(1000 * s_sec / n, 3),
                    "parameters": sum(p.numel() for p in setrec.module.parameters()),
                    "block_parameters": _block_params(setrec.module.backbone.model),
-                   "setrec_item_table_s": round(table_s, 4)},
+                   "setrec_item_table_s": round(table_s, 4), "gflop_per_user": float(f"{s_flop:.4g}")},
         "speedup": round(t_sec / s_sec, 2),
+        "flop_ratio": round(t_flop / s_flop, 2),
         "tiger_hf_generate": None if hf is None else {
             "users": hf[1], "users_per_s": round(hf[1] / hf[0], 2), "ms_per_user": round(1000 * hf[0] / hf[1], 3),
-            "speedup_of_setrec": round((hf[0] / hf[1]) / (s_sec / n), 2)},
+            "speedup_of_setrec": round((hf[0] / hf[1]) / (s_sec / n), 2),
+            "gflop_per_user": float(f"{hf_flop:.4g}"), "flop_ratio": round(hf_flop / s_flop, 2)},
         "device": args.device, "threads": torch.get_num_threads(),
         "model": {"d_model": args.d_model, "layers": args.layers, "heads": args.heads,
                   "d_kv": args.d_kv, "d_ff": args.d_ff},

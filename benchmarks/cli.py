@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a matrix (datasets x methods x seeds); resumable")
     r.add_argument("matrix", nargs="?", help="matrix YAML file")
-    r.add_argument("--preset", help="a built-in matrix: quick or paper")
+    r.add_argument("--preset", help="a built-in matrix (benchmarks/presets/): quick, coldstart, fidelity or paper")
     r.add_argument("--datasets", type=_csv, help="comma-separated dataset names (filter/override)")
     r.add_argument("--methods", type=_csv, help="comma-separated method labels (filter/override)")
     r.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
