@@ -15,7 +15,7 @@ import yaml
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError
 from benchmarks.report import write_report
-from benchmarks.runner import RESULT_COLUMNS, expand, parse_matrix, run_matrix
+from benchmarks.runner import PRESETS, RESULT_COLUMNS, expand, load_matrix, parse_matrix, run_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,3 +160,13 @@ def test_only_restricts_a_method_to_some_datasets(tmp_path):
     assert picked.methods[0].only == ["toy-cold", "ml-100k"]
     with pytest.raises(ConfigError, match=r"methods\[0\].only: expected a list of this matrix's dataset names"):
         parse_matrix({"datasets": [entry], "methods": [{"name": "mf", "only": ["nope"]}]}, "m.yaml")
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")))
+def test_every_builtin_preset_expands(preset, monkeypatch):
+    """Each preset parses and every method config in it validates against its Config class (a
+    renamed field or a typo in a preset fails here, not an hour into a run)."""
+    monkeypatch.setenv("GENREC_LLM_CHECKPOINT", "/models/some-llm")
+    matrix = load_matrix(preset=preset)
+    cells = expand(matrix)
+    assert cells and {c.method.label for c in cells} == {m.label for m in matrix.methods}
