@@ -226,16 +226,24 @@ def warm_cold_markdown(df: pd.DataFrame, order: list[str]) -> str:
 
 def variant_notes(cells: dict[tuple, Path]) -> list[str]:
     """What a method's fit log says it ran instead of its default (e.g. SETRec's CF-token-only
-    variant on a dataset without item text), one line per (dataset, method)."""
+    variant on a dataset without item text), and training that a time cap stopped rather than
+    early stopping or the epoch budget (a row that may be under-trained), one line per
+    (dataset, method) and kind."""
     notes = {}
     for (d, m, seed), path in sorted(cells.items()):
         f = path / "train_log.json"
         if not f.is_file():
             continue
-        setrec = json.loads(f.read_text()).get("setrec") or {}
-        note = (setrec.get("variant") or {}).get("note")
-        if note and (d, m) not in notes:
-            notes[(d, m)] = f"- {m} on {d}: {note}"
+        log = json.loads(f.read_text())
+        note = ((log.get("setrec") or {}).get("variant") or {}).get("note")
+        if note and (d, m, "variant") not in notes:
+            notes[(d, m, "variant")] = f"- {m} on {d}: {note}"
+        stopped = str(log.get("stopped") or "")
+        if stopped.startswith("time cap") and (d, m, "cap") not in notes:
+            epochs = log.get("epochs") or []
+            notes[(d, m, "cap")] = (f"- {m} on {d} (seed {seed}): stopped by the {stopped} after "
+                                    f"{len(epochs)} epochs, best validation at epoch {log.get('best_epoch')}: "
+                                    f"possibly under-trained")
     return list(notes.values())
 
 
@@ -422,7 +430,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
              f"(paired t-test over users, seeds pooled, p < {SIGNIFICANCE}). Tests: {sig or 'none'}.", ""]
     notes = variant_notes(cells)
     if notes:
-        parts += ["Variants run:", "", *notes, ""]
+        parts += ["Run notes (variants, time caps):", "", *notes, ""]
     wc = warm_cold_markdown(df, order)
     if wc:
         parts += ["## Warm and cold items (SETRec's layout; test)", "", wc]

@@ -74,3 +74,11 @@ def test_variant_notes_come_from_the_fit_logs(tmp_path):
     assert variant_notes(cells) == ["- setrec-t5 on d: CF-token-only variant: no item text"]
     write_report(tmp_path)
     assert "CF-token-only variant" in (tmp_path / "report.md").read_text()
+    # a run that a time cap stopped (not early stopping) is flagged; early stopping is not
+    (cells[("d", "mostpop", 0)] / "train_log.json").write_text(json.dumps(
+        {"epochs": [{}] * 7, "best_epoch": 6, "stopped": "time cap (105 min)"}))
+    assert variant_notes(cells)[0] == ("- mostpop on d (seed 0): stopped by the time cap (105 min) after 7 epochs, "
+                                       "best validation at epoch 6: possibly under-trained")
+    (cells[("d", "mostpop", 0)] / "train_log.json").write_text(json.dumps(
+        {"epochs": [{}] * 7, "best_epoch": 2, "stopped": "early stopping (patience 5)"}))
+    assert len(variant_notes(cells)) == 1
