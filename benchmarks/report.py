@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.protocol import FAMILIES
-from benchmarks.utils import atomic_write_text
+from benchmarks.utils import atomic_write_text, read_results_csv
 
 SIGNIFICANCE = 0.05
 
@@ -37,7 +37,7 @@ def load_results(run_dir: Path) -> pd.DataFrame:
     if not path.is_file():
         from benchmarks.errors import ConfigError
         raise ConfigError(f"{path}: no results.csv (run `genrec-bench run ... --output {run_dir}` first)")
-    return pd.read_csv(path)
+    return read_results_csv(path)
 
 
 def _method_order(df: pd.DataFrame, order: list[str] | None = None) -> list[tuple[str, str]]:

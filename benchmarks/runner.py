@@ -50,8 +50,8 @@ from benchmarks.evaluation import EvalConfig, Evaluator
 from benchmarks.protocol import Context, build_config
 from benchmarks.registry import METHODS
 from benchmarks.utils import (Timer, atomic_write_json, atomic_write_text, device_description,
-                              git_commit, package_versions, resolve_device, seed_everything,
-                              stable_hash)
+                              git_commit, package_versions, read_results_csv, resolve_device,
+                              seed_everything, stable_hash)
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
 
 def collect_results(out: Path) -> pd.DataFrame:
     """All finished cells' metrics in one tidy table (also written to ``out/results.csv``)."""
-    frames = [pd.read_csv(p) for p in sorted((out / "cells").glob("*/*/*/metrics.csv"))
+    frames = [read_results_csv(p) for p in sorted((out / "cells").glob("*/*/*/metrics.csv"))
               if ".tmp-" not in str(p.parent.name)]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     atomic_write_text(out / "results.csv", df.to_csv(index=False))

@@ -57,6 +57,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+#: columns of the tidy results tables (metrics.csv, results.csv) that are text, never numbers
+RESULT_TEXT_COLUMNS = ("dataset", "method", "family", "split", "subset", "metric", "config_hash")
+
+
+def read_results_csv(path: Path):
+    """A tidy results table with its text columns read as text: left to inference, a config
+    hash such as ``812108563e58`` becomes the float 8.12e+58 (and a hash of digits an int), so
+    the cell it names can no longer be found."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={c: str for c in RESULT_TEXT_COLUMNS})
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -82,3 +82,21 @@ def test_variant_notes_come_from_the_fit_logs(tmp_path):
     (cells[("d", "mostpop", 0)] / "train_log.json").write_text(json.dumps(
         {"epochs": [{}] * 7, "best_epoch": 2, "stopped": "early stopping (patience 5)"}))
     assert len(variant_notes(cells)) == 1
+
+
+@pytest.mark.parametrize("h", ["812108563e58", "004512", "1e10"])
+def test_a_numeric_looking_config_hash_still_names_its_cell(tmp_path, h):
+    """Hashes are hex: some read as numbers ('812108563e58' -> 8.12e+58). The results tables are
+    read with their text columns as text, so the cell is still found after the round trip."""
+    from benchmarks.report import cell_paths, load_results
+    from benchmarks.runner import collect_results
+
+    cell = tmp_path / "cells" / "d" / "m" / f"seed0-{h}"
+    cell.mkdir(parents=True)
+    pd.DataFrame([{"dataset": "d", "method": "m", "family": "traditional", "seed": 0, "split": "test",
+                   "subset": "all", "metric": "ndcg", "k": 10, "value": 0.5, "n_users": 3, "config_hash": h}],
+                 columns=RESULT_COLUMNS).to_csv(cell / "metrics.csv", index=False)
+    collect_results(tmp_path)
+    df = load_results(tmp_path)
+    assert df["config_hash"].tolist() == [h]
+    assert cell_paths(tmp_path, df) == {("d", "m", 0): cell}
