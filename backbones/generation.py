@@ -29,12 +29,20 @@ NEG_INF = float("-inf")
 
 @torch.no_grad()
 def beam_search(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask: torch.Tensor,
-                trie: Trie, beams: int, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                trie: Trie, beams: int, k: int | None = None,
+                exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k items [B, k] (0 where fewer exist) and their log-probabilities [B, k].
 
     Each step scores only the trie's children of the live beams (gathered from the
     log-softmax; never a dense [B x beams, V] mask), keeps finished beams as candidates with
-    their score unchanged, and takes each input's top ``beams`` candidates."""
+    their score unchanged, and takes each input's top ``beams`` candidates.
+
+    ``exclude`` ([B, M] item ids, 0 = none; e.g. the user's history under the masked
+    protocol): per-row exclusion INSIDE the search. A child node all of whose items are
+    excluded for that row (an excluded item's leaf, or a prefix that leads only to excluded
+    items) is never a candidate, so the beam keeps its configured width, every live beam can
+    still reach an admissible item, and the result is the k best non-excluded items the
+    search reaches. Without exclusions the search is unchanged."""
     k = beams if k is None else k
     if k > beams:
         raise ValueError(f"top-{k} needs at least {k} beams, got {beams}")
@@ -46,6 +54,7 @@ def beam_search(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask: 
     scores[::beams] = 0.0                                                  # one live beam per input
     tokens = None
     pad = backbone.pad_id
+    dead = None if exclude is None or not bool((exclude > 0).any()) else trie.excluded(exclude)
     for _ in range(trie.max_len):
         live = scores > NEG_INF
         done = live & trie.is_leaf(nodes.clamp(min=0))
@@ -55,11 +64,17 @@ def beam_search(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask: 
         logp = torch.log_softmax(backbone.step(state, tokens).float(), dim=-1)
         rows, tok, child = trie.children(nodes[grow])
         rows = grow[rows]
+        if dead is not None:
+            keep = ~trie.is_excluded(dead, rows // beams, child)
+            rows, tok, child = rows[keep], tok[keep], child[keep]
         fin = done.nonzero().squeeze(1)        # a finished beam continues only by padding, at no cost
         c_rows = torch.cat([rows, fin])
         c_tok = torch.cat([tok, torch.full_like(fin, pad)])
         c_node = torch.cat([child, nodes[fin]])
         c_score = torch.cat([scores[rows] + logp[rows, tok], scores[fin]])
+        if not len(c_rows):                    # every remaining item excluded for every input
+            scores = torch.full_like(scores, NEG_INF)
+            break
         # each input's candidates into one row of a padded [B, width] matrix, then top-beams
         user = c_rows // beams
         order = torch.argsort(user, stable=True)

@@ -7,7 +7,10 @@ work on whole batches by tensor ops:
 - :meth:`Trie.allowed` — bool [M, V]: the valid next tokens of M nodes (one scatter);
 - :meth:`Trie.advance` — the child reached from each node by a token (one ``searchsorted`` over
   the sorted edge keys ``parent * V + token``);
-- ``leaf_item[n]`` — the item whose sequence ends at node n (0 for inner nodes).
+- ``leaf_item[n]`` — the item whose sequence ends at node n (0 for inner nodes);
+- :meth:`Trie.excluded` / :meth:`Trie.is_excluded` — per-row exclusion of items (e.g. a
+  user's history): the nodes whose every leaf is excluded for that row, so that a search never
+  enters a subtree holding only excluded items and never finishes on an excluded item.
 
 Sequences are rows of an int64 [N, L] table padded with ``pad`` beyond each item's length; two
 items may not share a full sequence, and no sequence may be a proper prefix of another (the
@@ -38,6 +41,7 @@ class Trie:
             raise ValueError("pad tokens may only follow an item's tokens")
         n_items = len(seqs)
         node = np.zeros(n_items, dtype=np.int64)           # current node of every sequence
+        paths = np.full((n_items, self.max_len), -1, dtype=np.int64)   # node at each depth
         parents, tokens, children = [], [], []
         n_nodes = 1
         leaf_item = {}
@@ -53,6 +57,7 @@ class Trie:
             tokens.append(uniq % self.vocab_size)
             children.append(new_ids)
             node[active] = new_ids[inverse]
+            paths[active, depth] = node[active]
             ended = active[lengths[active] == depth + 1]
             for i in ended:
                 if int(node[i]) in leaf_item:
@@ -76,9 +81,17 @@ class Trie:
         self.leaf_item = torch.from_numpy(leaf)
         self.n_nodes = n_nodes
         self.n_items = n_items
+        # per-row exclusion: each item's path of nodes (row of the trie's item list), the
+        # trie row of every item id (-1: not in this trie), the number of leaves under a node
+        self.item_paths = torch.from_numpy(paths)
+        row_of_item = np.full(int(items.max(initial=0)) + 1, -1, dtype=np.int64)
+        row_of_item[items] = np.arange(n_items)
+        self.row_of_item = torch.from_numpy(row_of_item)
+        self.n_leaves = torch.from_numpy(np.bincount(paths[paths >= 0], minlength=n_nodes))
 
     def to(self, device: torch.device | str) -> "Trie":
-        for name in ("edge_key", "child_tok", "child_node", "child_ptr", "leaf_item"):
+        for name in ("edge_key", "child_tok", "child_node", "child_ptr", "leaf_item", "item_paths",
+                     "row_of_item", "n_leaves"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -109,3 +122,31 @@ class Trie:
         pos = torch.searchsorted(self.edge_key, key).clamp(max=len(self.edge_key) - 1)
         found = self.edge_key[pos] == key
         return torch.where(found, self.child_node[pos], torch.full_like(nodes, -1))
+
+    def excluded(self, exclude: torch.Tensor) -> torch.Tensor:
+        """Sorted keys ``row * n_nodes + node`` of the nodes that hold ONLY excluded items for
+        that row (an excluded leaf, and every ancestor all of whose leaves are excluded).
+
+        ``exclude``: [B, M] item ids per row, 0 = none; ids not in this trie (e.g. outside a
+        candidate subset) and repeats are ignored."""
+        dev = self.item_paths.device
+        exclude = exclude.to(dev)
+        ids = exclude.clamp(min=0, max=len(self.row_of_item) - 1)
+        trie_row = self.row_of_item[ids]
+        valid = (exclude > 0) & (exclude < len(self.row_of_item)) & (trie_row >= 0)
+        b, _ = valid.nonzero(as_tuple=True)
+        pair = torch.unique(b * self.n_items + trie_row[valid])        # distinct (row, item)
+        b, r = pair // self.n_items, pair % self.n_items
+        path = self.item_paths[r]                                     # [P, max_len]
+        on = path >= 0
+        keys = (b.unsqueeze(1) * self.n_nodes + path)[on]
+        keys, counts = torch.unique(keys, return_counts=True)          # sorted
+        return keys[counts == self.n_leaves[keys % self.n_nodes]]
+
+    def is_excluded(self, dead: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """bool per (row, node) pair: is the node in ``dead`` (from :meth:`excluded`) for that row."""
+        if not len(dead):
+            return torch.zeros(len(nodes), dtype=torch.bool, device=nodes.device)
+        key = rows * self.n_nodes + nodes
+        pos = torch.searchsorted(dead, key).clamp(max=len(dead) - 1)
+        return dead[pos] == key

@@ -131,3 +131,68 @@ def test_candidate_restriction_and_hf_reference_agree():
     ref_items, ref_scores = hf_constrained_generate(model.model, inputs, mask, trie, beams=6, decoder_start=PAD)
     assert torch.equal(items, ref_items)
     assert torch.allclose(scores, ref_scores.float(), atol=1e-4)
+
+
+def _history(b, n, m=9, seed=11):
+    """[b, m] random excluded item ids per row (0 = none), ragged, with a repeat."""
+    g = torch.Generator().manual_seed(seed)
+    ex = torch.randint(1, n + 1, (b, m), generator=g)
+    for r in range(b):
+        ex[r, :r] = 0                      # row r excludes fewer items
+    ex[0, -1] = ex[0, -2]                  # a repeated id counts once
+    return ex
+
+
+@pytest.mark.parametrize("table_fn", [_codes, _variable])
+def test_trie_exclusion_prunes_exactly_the_fully_excluded_subtrees(table_fn):
+    table = table_fn()
+    n = len(table) - 1
+    trie = Trie(table[1:], np.arange(1, n + 1), V, PAD)
+    ex = _history(4, n)
+    dead = trie.excluded(ex)
+    for row in range(4):
+        banned = set(ex[row][ex[row] > 0].tolist())
+        for node in range(1, trie.n_nodes):
+            under = {int(i) for i in range(1, n + 1)
+                     if node in trie.item_paths[trie.row_of_item[i]].tolist()}
+            want = under <= banned
+            got = bool(trie.is_excluded(dead, torch.tensor([row]), torch.tensor([node]))[0])
+            assert got == want, (row, node, under)
+
+
+@pytest.mark.parametrize("backbone_fn,side", [(_t5, "right"), (_causal, "left")])
+@pytest.mark.parametrize("table_fn", [_codes, _variable])
+def test_beam_search_with_exclusions(backbone_fn, side, table_fn):
+    """Excluded items never appear; the beam keeps its width; with a beam as wide as the
+    catalog the result is the exact top-k among the non-excluded items; with no exclusions
+    (all zeros) the search is unchanged."""
+    model, table = backbone_fn(seed=3), table_fn()
+    n = len(table) - 1
+    inputs, mask = _inputs(side=side, seed=5)
+    trie = Trie(table[1:], np.arange(1, n + 1), V, PAD)
+    ex = _history(4, n)
+    items, scores = beam_search(model, inputs, mask, trie, beams=8, k=5, exclude=ex)
+    for row, banned in zip(items.tolist(), ex.tolist()):
+        assert all(i > 0 and i not in banned for i in row) and len(set(row)) == 5
+    exact = global_scores(model, inputs, mask, table, n)
+    exact[torch.arange(4).unsqueeze(1).expand_as(ex)[ex > 0], ex[ex > 0]] = float("-inf")
+    full_items, full_scores = beam_search(model, inputs, mask, trie, beams=n, k=5, exclude=ex)
+    top = torch.sort(exact[:, 1:], dim=1, descending=True, stable=True)
+    assert torch.equal(full_items, top.indices[:, :5] + 1)
+    assert torch.allclose(full_scores, top.values[:, :5], atol=1e-4)
+    plain = beam_search(model, inputs, mask, trie, beams=8, k=5)
+    zeros = beam_search(model, inputs, mask, trie, beams=8, k=5, exclude=torch.zeros_like(ex))
+    assert torch.equal(plain[0], zeros[0]) and torch.equal(plain[1], zeros[1])
+
+
+def test_beam_search_when_every_item_is_excluded():
+    model, table = _t5(), _codes(n_items=6)
+    inputs, mask = _inputs(b=2)
+    trie = Trie(table[1:], np.arange(1, 7), V, PAD)
+    ex = torch.tensor([[1, 2, 3, 4, 5, 6], [1, 2, 3, 0, 0, 0]])
+    items, scores = beam_search(model, inputs, mask, trie, beams=4, k=4, exclude=ex)
+    assert (items[0] == 0).all() and torch.isinf(scores[0]).all()
+    assert sorted(items[1, :3].tolist()) == [4, 5, 6] and items[1, 3] == 0
+    both = torch.tensor([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    items, _ = beam_search(model, inputs, mask, trie, beams=4, k=4, exclude=both)
+    assert (items == 0).all()
