@@ -116,6 +116,7 @@ class LightGCN(BPRPairs, TorchRecommender):
     """LightGCN (see the module docstring for the graph, the loss and the scoring cache)."""
 
     family = "traditional"
+    sequential = False          # ranks without reading the sequence (the refit protocol option)
     smoke_config = {"epochs": 3, "dim": 8, "batch_size": 256}
     Config = LightGCNConfig
 

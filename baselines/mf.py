@@ -86,6 +86,7 @@ class MF(BPRPairs, TorchRecommender):
     """BPR matrix factorisation (see the module docstring)."""
 
     family = "traditional"
+    sequential = False          # ranks without reading the sequence (the refit protocol option)
     smoke_config = {"epochs": 3, "dim": 8, "batch_size": 256}
     Config = MFConfig
 

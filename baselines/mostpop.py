@@ -20,6 +20,7 @@ class MostPop(Recommender):
     which is what its cold row should measure."""
 
     family = "traditional"
+    sequential = False          # ranks without reading the sequence (the refit protocol option)
 
     def fit(self, validator=None) -> dict:
         counts = self.dataset.item_train_counts().astype(np.float64)

@@ -1,7 +1,8 @@
 """The ``genrec-bench`` command line.
 
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
-                     [--seeds 0,1] [--output DIR] [--device DEV] [--fail-fast] [--quiet]
+                     [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
+                     [--refit] [--fail-fast] [--quiet]
                      [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
     genrec-bench report DIR
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
@@ -41,6 +42,9 @@ def cmd_run(args) -> int:
     matrix = select(matrix, args.datasets, args.methods, args.seeds)
     if args.device:
         matrix.device = args.device
+    if args.protocol or args.refit:   # the named evaluation protocol (benchmarks/evaluation/protocols.py)
+        matrix.evaluation = {**matrix.evaluation, **({"protocol": args.protocol} if args.protocol else {}),
+                             **({"refit": True} if args.refit else {})}
     out = Path(args.output or Path("runs") / matrix.name)
     if args.executor == "ray":
         from benchmarks.runner import run_matrix_ray
@@ -157,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
     r.add_argument("--output", help="run directory (default runs/<matrix name>)")
     r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the matrix)")
+    r.add_argument("--protocol", choices=["auto", "masked", "unmasked"],
+                   help="evaluation protocol (overrides the matrix): masked = history items removed from "
+                        "the ranking (RecBole), unmasked = ranked (the generative papers' code), auto = "
+                        "masked where no target repeats a history item")
+    r.add_argument("--refit", action="store_true",
+                   help="protocol option: refit non-sequential methods (MostPop, MF, LightGCN) on "
+                        "training + validation for their best epoch count before the test ranking")
     r.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: cells one after another in this process; ray: one Ray task per cell")

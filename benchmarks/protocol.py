@@ -102,6 +102,9 @@ class Recommender(abc.ABC):
     #: True for methods whose ``rank`` DECODES (beam search) while ``score`` gives exact scores
     #: of every item: the evaluator can then compare the two (beam vs global ranking)
     decodes: ClassVar[bool] = False
+    #: False for methods whose ranking ignores the user's sequence (MostPop, MF, LightGCN):
+    #: the ``refit`` protocol option retrains those on training + validation for the test split
+    sequential: ClassVar[bool] = True
 
     def __init__(self, config: Any, ctx: Context):
         self.config = config
@@ -136,6 +139,15 @@ class Recommender(abc.ABC):
         """
         scores = self.score(batch).float().clone()
         return topk_from_scores(scores, k, candidates, exclude)
+
+    def cold_scoring(self) -> str | None:
+        """How this method can score a COLD item (one no training interaction contains):
+        ``"content"`` where its item representation comes from item features (text
+        embeddings, semantic ids built from them), or None where it cannot — such an item's
+        score is its initialisation or a tie-break (MostPop, MF, LightGCN, SASRec's and the
+        other ID-embedding models' untrained rows, ID identifiers), which the report does not
+        print as a figure. Default: None."""
+        return None
 
     @property
     def has_scores(self) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.protocol import FAMILIES
-from benchmarks.utils import atomic_write_text, read_results_csv
+from benchmarks.utils import UNRECORDED_PROTOCOL, atomic_write_text, read_results_csv
 
 SIGNIFICANCE = 0.05
 
@@ -202,8 +202,35 @@ def significance_marks(cells: dict[tuple, Path], summary: pd.DataFrame, metrics=
     return marks, pvalues
 
 
-def warm_cold_markdown(df: pd.DataFrame, order: list[str]) -> str:
-    """SETRec's layout: overall / warm / cold R@10 and N@10, for datasets with cold targets."""
+def protocol_reasons(cells: dict[tuple, Path]) -> dict[str, str]:
+    """dataset -> why its protocol is what it is (the runner's ``run.json`` record)."""
+    out = {}
+    for (d, _, _), path in sorted(cells.items()):
+        f = path / "run.json"
+        if d not in out and f.is_file():
+            proto = json.loads(f.read_text()).get("protocol")
+            if proto:
+                out[d] = f"`{proto['label']}` ({proto['reason']})"
+    return out
+
+
+def cold_blind(cells: dict[tuple, Path]) -> set[tuple[str, str]]:
+    """(dataset, method) pairs whose cells say the method cannot score cold items
+    (``run.json``'s ``cold_items`` is null: no item content, no training interactions)."""
+    out = set()
+    for (d, m, _), path in cells.items():
+        f = path / "run.json"
+        if f.is_file():
+            run = json.loads(f.read_text())
+            if "cold_items" in run and run["cold_items"] is None:
+                out.add((d, m))
+    return out
+
+
+def warm_cold_markdown(df: pd.DataFrame, order: list[str], blind: set[tuple[str, str]] = frozenset()) -> str:
+    """SETRec's layout: overall / warm / cold R@10 and N@10, for datasets with cold targets.
+    A method in ``blind`` (it cannot score cold items) gets "n/a" in the cold columns instead of
+    its tie-break among untrained items."""
     sel = df[(df["split"] == "test") & df["subset"].isin(["all", "warm", "cold"]) & (df["k"] == 10)
              & df["metric"].isin(["recall", "ndcg"])]
     with_cold = set(sel.loc[sel["subset"] == "cold", "dataset"])
@@ -217,11 +244,18 @@ def warm_cold_markdown(df: pd.DataFrame, order: list[str]) -> str:
     for d in sorted(with_cold):
         for fam, meth in _method_order(sel[sel["dataset"] == d], order):
             vals = [piv.get((d, fam, meth, sub, met)) for sub in ("all", "warm", "cold") for met in ("recall", "ndcg")]
-            lines.append(f"| {d} | {meth} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in vals) + " |")
+            txt = ["–" if v is None else f"{v:.4f}" for v in vals]
+            if (d, meth) in blind:
+                txt[4:] = ["n/a‡", "n/a‡"]
+            lines.append(f"| {d} | {meth} | " + " | ".join(txt) + " |")
     counts = "; ".join(f"{d}: {int(users.get((d, 'all'), 0))} users overall, "
                        f"{int(users.get((d, 'warm'), 0))} with warm targets, {int(users.get((d, 'cold'), 0))} with cold"
                        for d in sorted(with_cold))
-    return "\n".join(lines) + f"\n\nWarm users are ranked among warm items only, cold among cold items only ({counts}).\n"
+    foot = ("\n‡ cannot score cold items: it has neither item content nor any training interaction of "
+            "them, so its cold ranking is a tie-break among untrained scores, not a figure.\n"
+            if any(d in with_cold for d, _ in blind) else "")
+    return ("\n".join(lines) + f"\n\nWarm users are ranked among warm items only, cold among cold items only "
+            f"({counts}).\n" + foot)
 
 
 def variant_notes(cells: dict[tuple, Path]) -> list[str]:
@@ -257,7 +291,7 @@ def identifier_artefacts(cells: dict[tuple, Path]) -> dict[tuple[str, str], Path
     return out
 
 
-def code_usage_section(run_dir: Path, cells: dict[tuple, Path], families: dict[str, str]) -> str:
+def code_usage_section(run_dir: Path, cells: dict[tuple, Path], families: dict[str, str], tag: str = "") -> str:
     """Per identifier scheme in the run: utilisation, entropy, perplexity per level, collision
     rate; and the LETTER Fig. 6 figure of first-level code frequency."""
     from benchmarks import figures
@@ -286,7 +320,7 @@ def code_usage_section(run_dir: Path, cells: dict[tuple, Path], families: dict[s
             curves.setdefault(d, {})[m] = code_frequency_groups(ids, 0)
     out = "\n".join(lines) + "\n"
     for d, c in curves.items():
-        paths = figures.code_frequency_lines(c, Path(run_dir) / "figures" / f"code_frequency_{d}", families,
+        paths = figures.code_frequency_lines(c, Path(run_dir) / "figures" / f"code_frequency_{d}{tag}", families,
                                              title=f"{d}: first-level code assignment (LETTER Fig. 6)")
         out += f"\n![first-level code frequency, {d}](figures/{paths[0].name})\n"
     return out
@@ -374,7 +408,7 @@ def matrix_method_order(run_dir: Path) -> list[str]:
     return [m.get("label", m.get("name")) for m in data.get("methods", []) if isinstance(m, dict)]
 
 
-def _figures_popularity(run_dir: Path, df: pd.DataFrame, order: list[str]) -> str:
+def _figures_popularity(run_dir: Path, df: pd.DataFrame, order: list[str], tag: str = "") -> str:
     from benchmarks import figures
 
     sel = df[(df["split"] == "test") & df["subset"].astype(str).str.startswith("pop")
@@ -385,12 +419,12 @@ def _figures_popularity(run_dir: Path, df: pd.DataFrame, order: list[str]) -> st
         table = sub.groupby(["method", "subset"])["value"].mean().unstack("subset")
         table = table.reindex(sorted(table.columns, key=lambda c: int(c[3:])), axis=1)
         methods = _method_order(sub, order)
-        paths = figures.popularity_bars(table, methods, run_dir / "figures" / f"popularity_{d}", d)
+        paths = figures.popularity_bars(table, methods, run_dir / "figures" / f"popularity_{d}{tag}", d)
         out += f"\n![NDCG@10 per popularity group, {d}](figures/{paths[0].name})\n"
     return out
 
 
-def _figure_efficiency(run_dir: Path, df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+def _figure_efficiency(run_dir: Path, df: pd.DataFrame, tag: str = "") -> tuple[str, pd.DataFrame]:
     from benchmarks import figures
 
     thr = df[df["metric"] == "users_per_s"].groupby(["dataset", "family", "method"])["value"].mean()
@@ -399,46 +433,54 @@ def _figure_efficiency(run_dir: Path, df: pd.DataFrame) -> tuple[str, pd.DataFra
     points = pd.DataFrame({"users_per_s": thr, "ndcg": nd}).dropna().reset_index()
     if points.empty:
         return "", points
-    paths = figures.efficiency_scatter(points, run_dir / "figures" / "ndcg_vs_throughput",
+    paths = figures.efficiency_scatter(points, run_dir / "figures" / f"ndcg_vs_throughput{tag}",
                                        title="quality against speed of producing the top-10 (test users)")
     return f"\n![NDCG@10 against users per second](figures/{paths[0].name})\n", points
 
 
-def write_report(run_dir: Path) -> dict[str, Path]:
-    run_dir = Path(run_dir)
-    df = load_results(run_dir)
+def protocol_labels(df: pd.DataFrame) -> list[str]:
+    """The protocol labels of a results table, in order of appearance."""
+    return list(dict.fromkeys(df["protocol"].astype(str))) if len(df) else []
+
+
+def _caption(df: pd.DataFrame, label: str) -> str:
+    from benchmarks.evaluation.protocols import describe
+
+    seeds = sorted(df["seed"].unique().tolist()) if len(df) else []
+    seeds_txt = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0] if seeds else '-'}"
+    proto = ("protocol not recorded (results written before protocols were)" if label == UNRECORDED_PROTOCOL
+             else describe(label))
+    return f"Test split, all users, full ranking; {proto}; {seeds_txt}"
+
+
+def _body(run_dir: Path, df: pd.DataFrame, cells: dict, order: list[str], label: str, tag: str) -> tuple[list[str], dict]:
+    """Every section of the report for the rows of ONE protocol; figures get ``tag`` in
+    their names (empty when the run has one protocol)."""
     test = summary_table(df, "test")
     valid = summary_table(df, "valid")
-    seeds = sorted(df["seed"].unique().tolist()) if len(df) else []
-    caption = (f"Test split, all users, full ranking; mean ± std over seeds {seeds}" if len(seeds) > 1
-               else f"Test split, all users, full ranking; seed {seeds[0] if seeds else '-'}")
-    order = matrix_method_order(run_dir)
-    cells = cell_paths(run_dir, df)
+    caption = _caption(df, label)
     marks, pvalues = significance_marks(cells, test)
     md = table_markdown(test, title=caption, order=order, marks=marks)
-    paths = {"table.md": run_dir / "table.md", "table.tex": run_dir / "table.tex",
-             "table.csv": run_dir / "table.csv", "report.md": run_dir / "report.md"}
-    atomic_write_text(paths["table.md"], md)
-    atomic_write_text(paths["table.tex"], table_latex(test, caption=caption, order=order, marks=marks))
-    atomic_write_text(paths["table.csv"], test.to_csv(index=False))
     families = dict(zip(df["method"], df["family"]))
     sig = "; ".join(f"{d} {'R' if m == 'recall' else 'N'}@{k}: {a} vs {b} p={p:.3g}"
                     for (d, m, k), (a, b, p) in pvalues.items() if p is not None)
-    parts = [f"# Results: {run_dir.name}", "",
-             "## Overall (LETTER Table 1 layout)", "", md,
+    parts = ["## Overall (LETTER Table 1 layout)", "", md,
              f"Best in bold, second underlined; † = best significantly better than the runner-up "
              f"(paired t-test over users, seeds pooled, p < {SIGNIFICANCE}). Tests: {sig or 'none'}.", ""]
+    reasons = protocol_reasons(cells)
+    if reasons:
+        parts += ["Protocol per dataset: " + "; ".join(f"{d}: {r}" for d, r in reasons.items()) + ".", ""]
     notes = variant_notes(cells)
     if notes:
         parts += ["Run notes (variants, time caps):", "", *notes, ""]
-    wc = warm_cold_markdown(df, order)
+    wc = warm_cold_markdown(df, order, cold_blind(cells))
     if wc:
         parts += ["## Warm and cold items (SETRec's layout; test)", "", wc]
     pop = popularity_markdown(df, order)
     if pop:
         parts += ["## Popularity groups (test; group 1 = most popular items)", "", pop,
-                  _figures_popularity(run_dir, df, order)]
-    cu = code_usage_section(run_dir, cells, families)
+                  _figures_popularity(run_dir, df, order, tag)]
+    cu = code_usage_section(run_dir, cells, families, tag)
     if cu:
         parts += ["## Code usage of the identifier schemes", "", cu]
     bg = beam_global_markdown(df)
@@ -446,9 +488,40 @@ def write_report(run_dir: Path) -> dict[str, Path]:
         parts += ["## Beam search vs global ranking (test; exact log-probability of every item)", "", bg]
     thr = throughput_markdown(df)
     if thr:
-        fig, _ = _figure_efficiency(run_dir, df)
+        fig, _ = _figure_efficiency(run_dir, df, tag)
         parts += ["## Throughput (producing the top-K on the test split)", "", thr, fig]
     if not valid.empty:
         parts += ["## Validation split", "", table_markdown(valid, order=order)]
+    return parts, {"md": md, "tex": table_latex(test, caption=caption, order=order, marks=marks), "csv": test}
+
+
+def write_report(run_dir: Path) -> dict[str, Path]:
+    """Write the report files (see the module docstring). One protocol per table: a run whose
+    cells used several protocols gets every section once per protocol, under its own heading,
+    with a warning at the top, and ``table.*`` hold one table per protocol."""
+    run_dir = Path(run_dir)
+    df = load_results(run_dir)
+    order = matrix_method_order(run_dir)
+    labels = protocol_labels(df) or [UNRECORDED_PROTOCOL]
+    paths = {"table.md": run_dir / "table.md", "table.tex": run_dir / "table.tex",
+             "table.csv": run_dir / "table.csv", "report.md": run_dir / "report.md"}
+    parts = [f"# Results: {run_dir.name}", ""]
+    if len(labels) > 1:
+        parts += [f"> **Warning: this run mixes evaluation protocols ({', '.join(labels)}).** Figures "
+                  f"of different protocols are not comparable; every section below is given once per "
+                  f"protocol. See benchmarks/evaluation/protocols.py.", ""]
+    tables = []
+    for label in labels:
+        sub = df[df["protocol"].astype(str) == label] if len(df) else df
+        cells = cell_paths(run_dir, sub)
+        body, table = _body(run_dir, sub, cells, order, label, "" if len(labels) == 1 else f"_{label}")
+        if len(labels) > 1:
+            body = [f"# Protocol `{label}`", ""] + [("#" + x if x.startswith("## ") else x) for x in body]
+        parts += body
+        tables.append((label, table))
+    atomic_write_text(paths["table.md"], "\n".join(t["md"] for _, t in tables))
+    atomic_write_text(paths["table.tex"], "\n".join(t["tex"] for _, t in tables))
+    csv = pd.concat([t["csv"].assign(protocol=label) for label, t in tables], ignore_index=True)
+    atomic_write_text(paths["table.csv"], csv.to_csv(index=False))
     atomic_write_text(paths["report.md"], "\n".join(parts))
     return paths

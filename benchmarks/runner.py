@@ -56,7 +56,7 @@ from benchmarks.utils import (Timer, atomic_write_json, atomic_write_text, devic
 log = logging.getLogger(__name__)
 
 PRESETS = Path(__file__).resolve().parent / "presets"
-RESULT_COLUMNS = ["dataset", "method", "family", "seed", "split", "subset", "metric", "k",
+RESULT_COLUMNS = ["dataset", "method", "family", "seed", "protocol", "split", "subset", "metric", "k",
                   "value", "n_users", "config_hash"]
 MATRIX_KEYS = {"name", "description", "datasets", "seeds", "device", "evaluation", "features", "methods"}
 METHOD_KEYS = {"name", "label", "config", "datasets", "only"}
@@ -209,6 +209,9 @@ def expand_env(value: Any, where: str, field: str = "") -> Any:
 
 
 def expand(matrix: Matrix) -> list[Cell]:
+    if "mask_history" in matrix.evaluation:
+        raise ConfigError(f"{matrix.source}: evaluation.mask_history was replaced by the named "
+                          f"evaluation.protocol: masked | unmasked | auto (true -> masked, false -> unmasked)")
     eval_cfg = build_config(EvalConfig, matrix.evaluation)
     cells = []
     for d in matrix.datasets:
@@ -289,19 +292,30 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
             model = cls(cfg, ctx)
             with Timer() as t_fit:
                 fit_log = model.fit(evaluator.validation_ndcg)
+            test_model = model
+            if evaluator.protocol.refit and not model.sequential:
+                with Timer() as t_refit:
+                    test_model, fit_log["refit"] = refit_on_validation(cls, cfg, ctx, fit_log)
+                fit_log["refit"]["wall_seconds"] = round(t_refit.seconds, 2)
             if not main:
                 shutil.rmtree(tmp, ignore_errors=True)
                 return final
             with Timer() as t_eval:
-                result = evaluator.evaluate(model, progress=progress)
+                result = evaluator.evaluate(model, splits=("valid",), progress=progress)
+                test = evaluator.evaluate(test_model, splits=("test",), progress=progress)
+                result.rows += test.rows
+                result.per_user.update(test.per_user)
+                result.throughput = test.throughput
         family = cell.resolved["family"]
+        label = result.protocol["label"]
         rows = [{"dataset": ds.name, "method": cell.method.label, "family": family,
-                 "seed": cell.seed, **r, "config_hash": cell.hash} for r in result.rows]
+                 "seed": cell.seed, "protocol": label, **r, "config_hash": cell.hash} for r in result.rows]
         for metric in ("users_per_s", "ms_per_user"):
             if metric in result.throughput:
                 rows.append({"dataset": ds.name, "method": cell.method.label, "family": family,
-                             "seed": cell.seed, "split": "test", "subset": "all", "metric": metric,
-                             "k": result.throughput["k"], "value": result.throughput[metric],
+                             "seed": cell.seed, "protocol": label, "split": "test", "subset": "all",
+                             "metric": metric, "k": result.throughput["k"],
+                             "value": result.throughput[metric],
                              "n_users": result.throughput["users"], "config_hash": cell.hash})
         atomic_write_json(tmp / "config.json", cell.resolved)
         atomic_write_json(tmp / "train_log.json", fit_log)
@@ -313,6 +327,7 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
             "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
             "wall_seconds": {"total": round(total.seconds, 2), "fit": round(t_fit.seconds, 2),
                              "evaluate": round(t_eval.seconds, 2)},
+            "protocol": result.protocol, "cold_items": model.cold_scoring(),
             "dataset": {"info": ds.info, "stats": ds.stats()}})
         # metrics.csv last: its presence marks the cell complete inside the folder too
         atomic_write_text(tmp / "metrics.csv", pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
@@ -323,6 +338,24 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def refit_on_validation(cls, cfg, ctx: Context, fit_log: dict):
+    """The ``refit`` protocol option for a non-sequential method: a fresh model (same config,
+    same seed) trained on training + validation interactions, without validation, for the
+    number of epochs early stopping chose (``fit_log['best_epoch']``; methods without epochs
+    are simply fitted again). Returns the model and its log."""
+    data = ctx.dataset.with_validation_in_training()
+    epochs = fit_log.get("best_epoch")
+    if epochs and any(f.name == "epochs" for f in dataclasses.fields(cfg)):
+        cfg = dataclasses.replace(cfg, epochs=int(epochs))
+    else:
+        epochs = None
+    seed_everything(ctx.seed)
+    model = cls(cfg, dataclasses.replace(ctx, dataset=data, workdir=None))
+    log_ = model.fit(None)
+    return model, {"epochs": epochs, "train_interactions": data.stats()["train_interactions"],
+                   "log": log_}
 
 
 def collect_results(out: Path) -> pd.DataFrame:

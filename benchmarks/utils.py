@@ -58,7 +58,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 #: columns of the tidy results tables (metrics.csv, results.csv) that are text, never numbers
-RESULT_TEXT_COLUMNS = ("dataset", "method", "family", "split", "subset", "metric", "config_hash")
+RESULT_TEXT_COLUMNS = ("dataset", "method", "family", "protocol", "split", "subset", "metric", "config_hash")
+
+#: what a results table from before protocols were recorded says in its ``protocol`` column
+UNRECORDED_PROTOCOL = "unrecorded"
 
 
 def read_results_csv(path: Path):
@@ -67,7 +70,11 @@ def read_results_csv(path: Path):
     the cell it names can no longer be found."""
     import pandas as pd
 
-    return pd.read_csv(path, dtype={c: str for c in RESULT_TEXT_COLUMNS})
+    df = pd.read_csv(path, dtype={c: str for c in RESULT_TEXT_COLUMNS})
+    if "protocol" not in df.columns:   # written before the protocol was recorded per row
+        df.insert(min(4, len(df.columns)), "protocol", UNRECORDED_PROTOCOL)
+    df["protocol"] = df["protocol"].fillna(UNRECORDED_PROTOCOL)
+    return df
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

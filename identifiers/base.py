@@ -147,6 +147,14 @@ class IdentifierScheme(abc.ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     #: config overrides for a seconds-long build on the toy dataset (tests)
     smoke_config: ClassVar[dict] = {}
+    #: True where every item's identifier is derived from its content (text, categories), so
+    #: an item no training interaction contains (cold) still gets a meaningful identifier;
+    #: by default, schemes that read item text embeddings
+    content_based: ClassVar[bool | None] = None
+
+    @classmethod
+    def reads_item_content(cls) -> bool:
+        return cls.content_based if cls.content_based is not None else "text" in cls.needs
 
     def __init__(self, config: Any, dataset: "Dataset", features: "FeatureStore | None" = None,
                  seed: int = 0, progress: bool = True):

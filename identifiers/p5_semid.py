@@ -34,6 +34,7 @@ class SemanticID(IdentifierScheme):
     kind = "codes"
     family = "id"
     Config = SemIDConfig
+    content_based = True        # the category path is item content
 
     def build(self) -> ItemIdentifiers:
         values = self.dataset.item_text.get(self.config.field)

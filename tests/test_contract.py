@@ -59,6 +59,12 @@ def test_method_contract(name, toy, tmp_path):
     cand[1:8] = True
     items, _ = model.rank(_batch(toy, users[:5]), 5, candidates=cand)
     assert all(0 < i < 8 for row in items.tolist() for i in row)
+    # exclusions (the masked protocol's history items) are respected and the list stays full
+    hist = torch.from_numpy(toy.history_matrix("test", users))
+    items, _ = model.rank(_batch(toy, users), 10, exclude=hist)
+    for row, banned in zip(items.tolist(), hist.tolist()):
+        assert not set(row) & (set(banned) - {0}), f"{name}: an excluded history item was ranked"
+        assert all(i > 0 for i in row), f"{name}: fewer than 10 items with history excluded {row}"
     # deterministic under a seed
     again, _ = _fit(name, toy, 0, tmp_path)
     a, _ = model.rank(_batch(toy, users), 10)
@@ -68,3 +74,22 @@ def test_method_contract(name, toy, tmp_path):
     if hasattr(model, "batches") and model.n_batches() is not None:
         steps = sum(1 for _ in model.batches(np.random.default_rng(0)))
         assert steps == model.n_batches(), f"{name}: n_batches() {model.n_batches()} != {steps} batches yielded"
+
+
+def test_masked_beam_search_keeps_the_configured_beam_width(toy, tmp_path, monkeypatch):
+    """Excluding history items does not widen the beam (it used to grow to K + the longest
+    history in the batch): the search runs with the config's beams, exclusions inside it."""
+    from benchmarks.methods import generative
+
+    model, _ = _fit("tiger", toy, 0, tmp_path)
+    seen = []
+    real = generative.beam_search
+
+    def spy(*args, **kwargs):
+        seen.append((args[4], kwargs.get("exclude")))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(generative, "beam_search", spy)
+    users = np.arange(8)
+    hist = torch.from_numpy(toy.history_matrix("test", users))
+    model.rank(_batch(toy, users), 5, exclude=hist)
+    assert [b for b, _ in seen] == [model.config.beams] and torch.equal(seen[0][1], hist)

@@ -170,6 +170,17 @@ class Dataset:
                     break
         return np.asarray(users, np.int64), left_pad(wins, length + 1)
 
+    def with_validation_in_training(self) -> "Dataset":
+        """A copy whose training sequences end with each user's validation items (and no
+        validation split): what the ``refit`` protocol option retrains non-sequential methods
+        on before they rank the test split. Test targets and test histories are unchanged."""
+        import dataclasses
+
+        train = [np.concatenate([t, v]) for t, v in zip(self.train, self.valid)]
+        empty = [np.zeros(0, np.int64) for _ in self.valid]
+        return dataclasses.replace(self, train=train, valid=empty,
+                                   info={**self.info, "validation_in_training": True})
+
     # ----------------------------------------------------------------- stats and storage
     def stats(self) -> dict:
         n_inter = self.n_interactions

@@ -14,7 +14,9 @@ Subsets (SETRec's evaluation; see the design notes "Cold-start and popularity gr
   log-probabilities); ``beam`` holds the decoded ranking of the same users, so the two rows
   compare beam search with global search (LETTER Fig. 3, SETRec's local-optima argument).
   ``global_users`` caps how many test users this costly ranking covers (a fixed sample).
-History items stay rankable unless ``mask_history`` is set (the papers do not remove them).
+Whether history items stay rankable is the run's named protocol
+(:mod:`benchmarks.evaluation.protocols`: ``masked`` / ``unmasked``, ``auto`` decides from the
+data), resolved once per dataset here and recorded in ``EvalResult.protocol``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.data.dataset import Dataset, left_pad
+from benchmarks.evaluation import protocols
 from benchmarks.evaluation.metrics import pad_targets, recall_ndcg
 from benchmarks.protocol import Recommender, UserBatch, topk_from_scores
 from benchmarks.utils import PeakMemory
@@ -40,7 +43,8 @@ class EvalConfig:
 
     - ``ks``: cut-offs of Recall@K / NDCG@K;
     - ``batch_size``: users per ``rank`` call (also the throughput batch size);
-    - ``mask_history``: remove each user's history items from the ranking (default off);
+    - ``protocol``: ``auto`` | ``masked`` | ``unmasked`` (see :mod:`benchmarks.evaluation.protocols`);
+    - ``refit``: non-sequential methods refit on training + validation before the test ranking;
     - ``popularity_groups`` / ``popularity_edges``: see ``Dataset.popularity_groups``;
     - ``subsets``: which of all / warm / cold / popularity to report;
     - ``valid_sample``: early stopping validates on this many randomly chosen validation
@@ -50,7 +54,8 @@ class EvalConfig:
 
     ks: tuple[int, ...] = (5, 10)
     batch_size: int = 256
-    mask_history: bool = False
+    protocol: str = "auto"
+    refit: bool = False
     popularity_groups: int = 4
     popularity_edges: tuple[float, ...] | None = None
     subsets: tuple[str, ...] = SUBSETS
@@ -63,6 +68,7 @@ class EvalConfig:
         if self.popularity_edges is not None:
             self.popularity_edges = tuple(self.popularity_edges)
         self.subsets = tuple(self.subsets)
+        protocols.check_name(self.protocol)
         bad = set(self.subsets) - set(SUBSETS)
         if bad:
             from benchmarks.errors import ConfigError
@@ -77,6 +83,7 @@ class EvalResult:
     rows: list[dict] = field(default_factory=list)        # split, subset, metric, k, value, n_users
     per_user: dict[str, np.ndarray] = field(default_factory=dict)
     throughput: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)    # protocols.Resolved.to_dict()
 
 
 class Evaluator:
@@ -86,6 +93,7 @@ class Evaluator:
         self.ds = dataset
         self.cfg = config or EvalConfig()
         self.k = max(self.cfg.ks)
+        self.protocol = protocols.resolve(self.cfg.protocol, dataset, self.cfg.refit)
         self.warm = torch.from_numpy(dataset.warm_mask())
         self.cold = torch.from_numpy(dataset.cold_mask())
         self.groups = dataset.popularity_groups(self.cfg.popularity_groups,
@@ -106,7 +114,7 @@ class Evaluator:
             hists = self.ds.history(split, u)
             hist = torch.from_numpy(left_pad(hists, self.ds.max_history))
             excl = None
-            if self.cfg.mask_history:  # the whole (uncapped) history
+            if self.protocol.mask_history:  # the whole (uncapped) history
                 excl = torch.from_numpy(left_pad(hists, max(1, max(len(h) for h in hists))))
             yield UserBatch(torch.from_numpy(u), hist), excl
 
@@ -162,7 +170,7 @@ class Evaluator:
     def evaluate(self, model: Recommender, splits: tuple[str, ...] = ("valid", "test"),
                  progress: bool = True, throughput: bool = True) -> EvalResult:
         """Every row of every requested split and subset; throughput from the test ranking."""
-        res = EvalResult()
+        res = EvalResult(protocol=self.protocol.to_dict())
         for split in splits:
             users = self.ds.eval_users(split)
             targets = [self.ds.targets(split)[u] for u in users]

@@ -223,6 +223,9 @@ class GenerativeRecommender(TorchRecommender):
         self._setup(config, ctx)
         super().__init__(config, ctx)
 
+    def cold_scoring(self) -> str | None:
+        return "content" if IDENTIFIERS.get(self.config.identifier).reads_item_content() else None
+
     # ------------------------------------------------------------------ set-up
     def _setup(self, config: GenerativeConfig, ctx) -> None:
         from benchmarks.data.fetch import cache_dir
@@ -390,17 +393,13 @@ class GenerativeRecommender(TorchRecommender):
     def rank(self, batch, k, candidates=None, exclude=None):
         if self.config.decoding == "free-grounded":
             return topk_from_scores(self.grounded_scores(batch), k, candidates, exclude)
-        extra = 0 if exclude is None else int((exclude > 0).sum(1).max())
-        beams = max(self.config.beams, k + extra)
+        if k > self.config.beams:
+            raise ValueError(f"{self.name}: top-{k} needs beams >= {k}, the config has beams = {self.config.beams}")
         inputs, mask = self._inputs(batch)
-        items, scores = beam_search(self.module, inputs, mask, self._trie(candidates), beams)
-        if exclude is not None:
-            drop = (items.unsqueeze(2) == exclude.to(items.device).unsqueeze(1)).any(2) & (items > 0)
-            scores = scores.masked_fill(drop, float("-inf"))
-            items = items.masked_fill(drop, 0)
-            order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-            items, scores = items.gather(1, order), scores.gather(1, order)
-        return items[:, :k], scores[:, :k]
+        # exclusions (the masked protocol's history items) are applied inside the search: the
+        # beam stays the configured width (backbones.generation.beam_search)
+        return beam_search(self.module, inputs, mask, self._trie(candidates), self.config.beams, k,
+                           exclude=exclude)
 
     @torch.no_grad()
     def score(self, batch: UserBatch) -> torch.Tensor:

@@ -160,6 +160,11 @@ class SETRec(TorchRecommender):
         self._out_cache: dict | None = None
         self._sweeps: list[dict] = []
 
+    def cold_scoring(self) -> str | None:
+        """Semantic tokens come from item text, so cold items are scored from their content;
+        the CF-token-only variant (no item text) cannot score them."""
+        return "content" if self.variant["n_sem"] else None
+
     # ------------------------------------------------------------------ set-up
     def _setup(self, cfg: SETRecConfig, ctx) -> None:
         from benchmarks.features import MissingTextError

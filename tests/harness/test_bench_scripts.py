@@ -26,3 +26,15 @@ def test_bench_setrec_times_and_counts_both_searches(tmp_path):
     s, t, hf = res["setrec"]["gflop_per_user"], res["tiger"]["gflop_per_user"], res["tiger_hf_generate"]["gflop_per_user"]
     assert 0 < s < t < hf
     assert abs(res["flop_ratio"] - t / s) < 0.05 * t / s + 0.01
+
+
+def test_bench_generation_times_masked_search_at_the_configured_beam(tmp_path):
+    from benchmarks import bench_generation
+
+    entry = write_toy_recbole(tmp_path / "toy")
+    res = bench_generation.main(["--dataset", json.dumps(entry), "--identifier", "id", *TINY_T5,
+                                 "--users", "12", "--batch", "6", "--beams", "10"])
+    assert res["users"] == 12
+    assert res["masked_users_per_s"] > 0 and res["masked_slowdown"] > 0
+    # the old way widened the beam by the longest history (toy histories are 7-14 items)
+    assert res["widened_beams_mean"] > res["beams"]

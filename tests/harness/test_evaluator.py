@@ -79,12 +79,36 @@ def test_popularity_rows_and_shares():
     assert r["test", "pop1", "share_generated", 2] == pytest.approx(0.5)
 
 
-def test_mask_history_removes_history_items():
+def test_masked_protocol_removes_history_items():
     ds = _ds()
-    ev = Evaluator(ds, EvalConfig(ks=(1,), mask_history=True, subsets=("all",)))
+    ev = Evaluator(ds, EvalConfig(ks=(1,), protocol="masked", subsets=("all",)))
     topk, _ = ev.rank(Fixed(TABLE, ds), "test", np.array([1]))
     # u1's test history = train 1 2 + valid 3 -> best remaining is 4
     assert topk.tolist() == [[4]]
+    assert ev.evaluate(Fixed(TABLE, ds), progress=False).protocol["label"] == "masked"
+
+
+def test_auto_protocol_follows_repeat_consumption():
+    """auto -> unmasked where a target is already in its user's history (u1's test target 1
+    is a training item), masked where none is; the reason names the counts."""
+    ds = _ds()
+    ev = Evaluator(ds, EvalConfig(ks=(1,), subsets=("all",)))
+    assert ev.protocol.name == "unmasked" and "1 of the 7" in ev.protocol.reason
+    topk, _ = ev.rank(Fixed(TABLE, ds), "test", np.array([1]))
+    assert topk.tolist() == [[1]]                 # the history item stays rankable
+    no_repeat = Dataset(name="norep", n_items=6, item_ids=ds.item_ids, user_ids=ds.user_ids,
+                        train=ds.train, valid=ds.valid,
+                        test=[np.array([5]), np.array([6]), np.array([3])], split="fixed")
+    ev = Evaluator(no_repeat, EvalConfig(ks=(1,), subsets=("all",), refit=True))
+    assert ev.protocol.name == "masked" and ev.protocol.label == "masked+refit"
+    assert "none of the 6" in ev.protocol.reason
+
+
+def test_unknown_protocol_is_a_config_error():
+    from benchmarks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="evaluation.protocol: unknown 'recbole'; known: auto, masked, unmasked"):
+        EvalConfig(protocol="recbole")
 
 
 def test_validation_ndcg_and_throughput_fields():
