@@ -67,6 +67,7 @@ class DatasetSpec:
     locate: Callable[[], tuple[dict, str]] | None = None
     cf_embeddings: str | None = None   # file beside the data with published CF item embeddings
     description: str = ""
+    codes_file: str | None = None      # file beside the data with published item codes (LETTER's)
 
     def resolve(self) -> tuple[dict, str]:
         if self.locate is not None:
@@ -83,7 +84,10 @@ def _local_dir(folder: str, must_have: list[str]) -> Path | None:
     return None
 
 
-def _letter_locator(folder: str, stem: str, with_items: bool) -> Callable[[], tuple[dict, str]]:
+def _letter_locator(folder: str, stem: str, with_items: bool,
+                    with_codes: bool = False) -> Callable[[], tuple[dict, str]]:
+    """A local copy with the interaction (and item) files, else LETTER's repository; a download
+    also fetches LETTER's released codes ``<stem>.index.json`` where ``with_codes``."""
     files = [f"{stem}.inter.json"] + ([f"{stem}.item.json"] if with_items else [])
 
     def locate() -> tuple[dict, str]:
@@ -92,7 +96,8 @@ def _letter_locator(folder: str, stem: str, with_items: bool) -> Callable[[], tu
             return {"path": str(d), "name": stem}, f"local copy {d}"
         from benchmarks.data.fetch import fetch_url_files
         dest = cache_root() / "raw" / folder
-        fetch_url_files({f: f"{LETTER_RAW}/{stem}/{f}" for f in files}, dest)
+        remote = files + ([f"{stem}.index.json"] if with_codes else [])
+        fetch_url_files({f: f"{LETTER_RAW}/{stem}/{f}" for f in remote}, dest)
         return {"path": str(dest), "name": stem}, f"LETTER repository files ({LETTER_RAW}/{stem})"
     return locate
 
@@ -148,13 +153,15 @@ CATALOG: dict[str, DatasetSpec] = {
                            description="MovieLens 100K (the embedded default; fetched and cached)"),
     "ml-1m": DatasetSpec("ml-1m", "movielens-1m", locate=_movielens_1m,
                          description="MovieLens 1M (fetched from GroupLens)"),
-    "beauty": DatasetSpec("beauty", "letter-json", locate=_letter_locator("beauty", "Beauty", True),
-                          cf_embeddings="Beauty-32d-sasrec.npy",
+    "beauty": DatasetSpec("beauty", "letter-json", locate=_letter_locator("beauty", "Beauty", True, True),
+                          cf_embeddings="Beauty-32d-sasrec.npy", codes_file="Beauty.index.json",
                           description="Amazon 2014 Beauty 5-core, LETTER's files (Table 1 data)"),
-    "yelp": DatasetSpec("yelp", "letter-json", locate=_letter_locator("yelp", "Yelp", True),
+    "yelp": DatasetSpec("yelp", "letter-json", locate=_letter_locator("yelp", "Yelp", True, True),
+                        codes_file="Yelp.index.json",
                         description="Yelp 5-core, LETTER's files (Table 1 data)"),
     "instruments": DatasetSpec("instruments", "letter-json",
-                               locate=_letter_locator("instruments", "Instruments", True),
+                               locate=_letter_locator("instruments", "Instruments", True, True),
+                               codes_file="Instruments.index.json",
                                description="Amazon 2018 Instruments, LETTER's files"),
     "sports": DatasetSpec("sports", "letter-json", locate=_sports,
                           description="Amazon 2014 Sports 5-core (P5's sequences; no item text)"),
@@ -195,7 +202,7 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
         base = CATALOG[base_name]
         merged = {**base.options.to_dict(), **opts}
         return DatasetSpec(name, base.format, base.reader_args, PreprocessOptions(**merged),
-                           base.locate, cf or base.cf_embeddings, base.description)
+                           base.locate, cf or base.cf_embeddings, base.description, base.codes_file)
     return DatasetSpec(name, fmt, entry, PreprocessOptions(**opts), None, cf)
 
 
@@ -226,12 +233,13 @@ def _read(spec: DatasetSpec, reader_args: dict):
 
 
 def _attach_cf_file(ds: Dataset, spec: DatasetSpec, reader_args: dict) -> None:
-    """Point ``ds.info["cf_embeddings_file"]`` at the spec's published CF embeddings when the
-    file is beside the data (SASRec item tables shipped by LETTER and SETRec)."""
-    if spec.cf_embeddings:
-        folder = Path(reader_args.get("path", ""))
-        if (folder / spec.cf_embeddings).is_file():
-            ds.info["cf_embeddings_file"] = str(folder / spec.cf_embeddings)
+    """Point ``ds.info["cf_embeddings_file"]`` / ``ds.info["codes_file"]`` at the spec's
+    published CF embeddings (SASRec item tables shipped by LETTER and SETRec) and published
+    item codes (LETTER's ``<Name>.index.json``) when they are beside the data."""
+    folder = Path(reader_args.get("path", ""))
+    for name, key in ((spec.cf_embeddings, "cf_embeddings_file"), (spec.codes_file, "codes_file")):
+        if name and (folder / name).is_file():
+            ds.info[key] = str(folder / name)
 
 
 def load_dataset(entry: str | dict | DatasetSpec, *, refresh: bool = False) -> Dataset:
