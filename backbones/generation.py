@@ -33,9 +33,13 @@ def beam_search(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask: 
                 exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k items [B, k] (0 where fewer exist) and their log-probabilities [B, k].
 
-    Each step scores only the trie's children of the live beams (gathered from the
-    log-softmax; never a dense [B x beams, V] mask), keeps finished beams as candidates with
-    their score unchanged, and takes each input's top ``beams`` candidates.
+    Each step scores only the trie's children of the live beams, gathered from the
+    log-softmax into FIXED-width slots (the trie's widest fan-out at that depth; never a dense
+    [B x beams, V] mask), keeps finished beams as candidates with their score unchanged, and
+    takes each input's top ``beams`` candidates with one ``topk``. No step asks the host for a
+    data-dependent size (no ``nonzero``, ``bincount`` or ``.item()``), so on a GPU the search
+    never waits on the CPU; only variable-length identifiers check once per step whether all
+    beams have finished.
 
     ``exclude`` ([B, M] item ids, 0 = none; e.g. the user's history under the masked
     protocol): per-row exclusion INSIDE the search. A child node all of whose items are
@@ -48,50 +52,45 @@ def beam_search(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask: 
         raise ValueError(f"top-{k} needs at least {k} beams, got {beams}")
     b = inputs.shape[0]
     dev = inputs.device
+    rows = b * beams
     state = backbone.begin(inputs, input_mask, beams)
-    nodes = torch.zeros(b * beams, dtype=torch.long, device=dev)           # all at the root
-    scores = torch.full((b * beams,), NEG_INF, device=dev)
+    nodes = torch.zeros(rows, dtype=torch.long, device=dev)                # all at the root
+    scores = torch.full((rows,), NEG_INF, device=dev)
     scores[::beams] = 0.0                                                  # one live beam per input
     tokens = None
     pad = backbone.pad_id
+    beam_row = torch.arange(rows, device=dev)
+    user_of = beam_row // beams
+    base = (torch.arange(b, device=dev) * beams).unsqueeze(1)
     dead = None if exclude is None or not bool((exclude > 0).any()) else trie.excluded(exclude)
-    for _ in range(trie.max_len):
+    for depth in range(trie.max_len):
         live = scores > NEG_INF
         done = live & trie.is_leaf(nodes.clamp(min=0))
-        grow = (live & ~done).nonzero().squeeze(1)
-        if not len(grow):
+        grow = live & ~done
+        # variable-length ids can all finish early (one host check per step); fixed-length
+        # ids (codebooks) always take max_len steps and never ask
+        if not trie.fixed_length and depth and not bool(grow.any()):
             break
         logp = torch.log_softmax(backbone.step(state, tokens).float(), dim=-1)
-        rows, tok, child = trie.children(nodes[grow])
-        rows = grow[rows]
+        f = trie.fanout[depth]
+        tok, child, valid = trie.child_slots(torch.where(grow, nodes, torch.full_like(nodes, -1)), f)
         if dead is not None:
-            keep = ~trie.is_excluded(dead, rows // beams, child)
-            rows, tok, child = rows[keep], tok[keep], child[keep]
-        fin = done.nonzero().squeeze(1)        # a finished beam continues only by padding, at no cost
-        c_rows = torch.cat([rows, fin])
-        c_tok = torch.cat([tok, torch.full_like(fin, pad)])
-        c_node = torch.cat([child, nodes[fin]])
-        c_score = torch.cat([scores[rows] + logp[rows, tok], scores[fin]])
-        if not len(c_rows):                    # every remaining item excluded for every input
-            scores = torch.full_like(scores, NEG_INF)
-            break
-        # each input's candidates into one row of a padded [B, width] matrix, then top-beams
-        user = c_rows // beams
-        order = torch.argsort(user, stable=True)
-        c_rows, c_tok, c_node, c_score, user = c_rows[order], c_tok[order], c_node[order], c_score[order], user[order]
-        count = torch.bincount(user, minlength=b)
-        pos = torch.arange(len(user), device=dev) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
-        width = max(int(count.max()), beams)
-        table = torch.full((b, width), NEG_INF, device=dev)
-        table[user, pos] = c_score
+            valid &= ~trie.is_excluded(dead, user_of.unsqueeze(1).expand_as(child).reshape(-1),
+                                       child.reshape(-1)).view(rows, f)
+        c_score = torch.where(valid, scores.unsqueeze(1) + logp.gather(1, tok), NEG_INF)
+        stay = torch.where(done, scores, NEG_INF)      # a finished beam continues by padding, at no cost
+        # each input's candidates: its beams' child slots (beam-major), then its finished beams
+        table = torch.cat([c_score.view(b, beams * f), stay.view(b, beams)], 1)
         top, idx = table.topk(beams, dim=1)
-        flat = torch.repeat_interleave(torch.cumsum(count, 0) - count, beams).view(b, beams) + idx
-        ok = top > NEG_INF
-        flat = torch.where(ok, flat, torch.zeros_like(flat)).view(-1)
-        src = torch.where(ok.view(-1), c_rows[flat], torch.arange(b * beams, device=dev))
-        backbone.reorder(state, src)
-        nodes = torch.where(ok.view(-1), c_node[flat], torch.full_like(nodes, -1))
-        tokens = torch.where(ok.view(-1), c_tok[flat], torch.full_like(nodes, pad))
+        is_child = idx < beams * f
+        src = base + torch.where(is_child, idx // f, idx - beams * f)           # [b, beams]
+        pick = idx.clamp(max=beams * f - 1)
+        new_node = torch.where(is_child, child.view(b, beams * f).gather(1, pick), nodes[src])
+        new_tok = torch.where(is_child, tok.view(b, beams * f).gather(1, pick), torch.full_like(idx, pad))
+        ok = (top > NEG_INF).view(-1)
+        backbone.reorder(state, torch.where(ok, src.view(-1), beam_row))
+        nodes = torch.where(ok, new_node.view(-1), torch.full_like(nodes, -1))
+        tokens = torch.where(ok, new_tok.view(-1), torch.full_like(nodes, pad))
         scores = top.reshape(-1)
     items = trie.leaf_item[nodes.clamp(min=0)].view(b, beams)
     scores = scores.view(b, beams)

@@ -8,6 +8,9 @@ work on whole batches by tensor ops:
 - :meth:`Trie.advance` — the child reached from each node by a token (one ``searchsorted`` over
   the sorted edge keys ``parent * V + token``);
 - ``leaf_item[n]`` — the item whose sequence ends at node n (0 for inner nodes);
+- :meth:`Trie.child_slots` — the children of M nodes as FIXED-width [M, F] tensors (F = the
+  widest fan-out at their depth, ``fanout[d]``), padded and masked: what the beam search
+  gathers without learning a data-dependent size on the host;
 - :meth:`Trie.excluded` / :meth:`Trie.is_excluded` — per-row exclusion of items (e.g. a
   user's history): the nodes whose every leaf is excluded for that row, so that a search never
   enters a subtree holding only excluded items and never finishes on an excluded item.
@@ -63,6 +66,10 @@ class Trie:
                 if int(node[i]) in leaf_item:
                     raise ValueError(f"items {leaf_item[int(node[i])]} and {int(items[i])} share a token sequence")
                 leaf_item[int(node[i])] = int(items[i])
+        # the widest fan-out among the nodes of each depth: a search whose live beams all sit at
+        # depth d gathers that many child slots per beam (fixed width, no host round trip)
+        self.fanout = [int(np.unique(p, return_counts=True)[1].max()) for p in parents]
+        self.fixed_length = bool((lengths == self.max_len).all())
         parents = np.concatenate(parents)
         tokens = np.concatenate(tokens)
         children = np.concatenate(children)
@@ -108,6 +115,20 @@ class Trie:
             torch.cumsum(count, 0) - count, count)
         edge = start[rows] + offset
         return rows, self.child_tok[edge], self.child_node[edge]
+
+    def child_slots(self, nodes: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens, child nodes, valid) [M, width]: slot j of row m is the j-th child of
+        ``nodes[m]`` (token order); slots beyond its child count are invalid (token 0, node 0).
+        ``width`` must be at least the nodes' fan-out (``fanout[depth]``). Nodes < 0 have none."""
+        safe = nodes.clamp(min=0)
+        start = self.child_ptr[safe]
+        count = torch.where(nodes >= 0, self.child_ptr[safe + 1] - start, torch.zeros_like(start))
+        slot = torch.arange(width, device=nodes.device)
+        valid = slot.unsqueeze(0) < count.unsqueeze(1)
+        edge = (start.unsqueeze(1) + slot.unsqueeze(0)).clamp(max=max(len(self.child_tok) - 1, 0))
+        tok = torch.where(valid, self.child_tok[edge], torch.zeros_like(edge))
+        child = torch.where(valid, self.child_node[edge], torch.zeros_like(edge))
+        return tok, child, valid
 
     def allowed(self, nodes: torch.Tensor) -> torch.Tensor:
         """bool [M, V]: tokens that extend each node's prefix towards some item."""
