@@ -226,9 +226,10 @@ def warm_cold_markdown(df: pd.DataFrame, order: list[str]) -> str:
 
 def variant_notes(cells: dict[tuple, Path]) -> list[str]:
     """What a method's fit log says it ran instead of its default (e.g. SETRec's CF-token-only
-    variant on a dataset without item text), and training that a time cap stopped rather than
-    early stopping or the epoch budget (a row that may be under-trained), one line per
-    (dataset, method) and kind."""
+    variant on a dataset without item text), what it says it ran under its ``notes`` key (a
+    short sentence, e.g. HSTU's loss and attention bias), and training that a time cap stopped
+    rather than early stopping or the epoch budget (a row that may be under-trained), one line
+    per (dataset, method) and kind."""
     notes = {}
     for (d, m, seed), path in sorted(cells.items()):
         f = path / "train_log.json"
@@ -238,6 +239,9 @@ def variant_notes(cells: dict[tuple, Path]) -> list[str]:
         note = ((log.get("setrec") or {}).get("variant") or {}).get("note")
         if note and (d, m, "variant") not in notes:
             notes[(d, m, "variant")] = f"- {m} on {d}: {note}"
+        ran = log.get("notes")
+        if isinstance(ran, str) and ran and (d, m, "notes") not in notes:
+            notes[(d, m, "notes")] = f"- {m} on {d}: {ran}"
         stopped = str(log.get("stopped") or "")
         if stopped.startswith("time cap") and (d, m, "cap") not in notes:
             epochs = log.get("epochs") or []
@@ -430,7 +434,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
              f"(paired t-test over users, seeds pooled, p < {SIGNIFICANCE}). Tests: {sig or 'none'}.", ""]
     notes = variant_notes(cells)
     if notes:
-        parts += ["Run notes (variants, time caps):", "", *notes, ""]
+        parts += ["Run notes (variants, what a method says it ran, time caps):", "", *notes, ""]
     wc = warm_cold_markdown(df, order)
     if wc:
         parts += ["## Warm and cold items (SETRec's layout; test)", "", wc]
