@@ -111,6 +111,22 @@ def test_sampled_softmax_equals_full_softmax_when_every_item_is_a_negative():
     assert float(sampled_softmax_loss(h, table, pos, same, 0.05)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_both_routes_of_the_sampled_softmax_agree_in_value_and_gradient():
+    torch.manual_seed(1)
+    w = torch.randn(N_ITEMS + 1, 16, requires_grad=True)
+    h0 = torch.randn(30, 16, requires_grad=True)
+    pos = torch.randint(1, N_ITEMS + 1, (30,))
+    neg = torch.randint(1, N_ITEMS + 1, (30, 7))
+    out = []
+    for dense in (True, False):
+        table = torch.nn.functional.normalize(w, dim=-1)
+        loss = sampled_softmax_loss(torch.nn.functional.normalize(h0, dim=-1), table, pos, neg, 0.05, dense)
+        gw, gh = torch.autograd.grad(loss, (w, h0))
+        out.append((loss.detach(), gw, gh))
+    for a, b in zip(*out):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 @pytest.mark.parametrize("key,value", [("loss", "bce"), ("time_query", "target"),
                                        ("train_rows", "all"), ("n_negatives", 0),
                                        ("temperature", 0.0), ("dropout", 1.0)])
