@@ -25,6 +25,10 @@ prefix of another. Text (titles, prompts) is tokenised by ``text_tokenizer`` (de
 bundled all-MiniLM-L6-v2 WordPiece tokenizer, so CPU runs need no download) or by the
 checkpoint's tokenizer when the backbone is loaded from one.
 
+Identifiers with ties (``ItemIdentifiers.ties``, e.g. RQ-KMeans with ``collision: ties``):
+the trie holds each shared identifier once; decoding it returns all of its items with its score,
+in item-id order (the harness's tie rule), and the global ranking scores them equally.
+
 Training uses the suite's one loop (early stopping on validation NDCG@10 computed by beam
 search, best state restored) with AdamW, linear warm-up and cosine (or linear) decay, and the
 ranking-guided loss: cross-entropy of logits / τ (LETTER; τ = 1 is the plain loss).
@@ -376,10 +380,30 @@ class GenerativeRecommender(TorchRecommender):
 
     # ------------------------------------------------------------------ inference
     def _trie(self, candidates: torch.Tensor | None) -> Trie:
+        return self._trie_and_ties(candidates)[0]
+
+    def _trie_and_ties(self, candidates: torch.Tensor | None) -> tuple[Trie, torch.Tensor | None]:
+        """The trie over the candidates' identifiers and, for identifiers with ties, the tie
+        table [n_items + 1, G]: row r lists the candidates (ascending ids, 0-padded) that share
+        the identifier of r, the lowest id among them, which is the one the trie holds."""
         key = b"all" if candidates is None else candidates.cpu().numpy().tobytes()
         if key not in self._tries:
-            items = None if candidates is None else np.nonzero(candidates.cpu().numpy()[1:])[0] + 1
-            self._tries[key] = self.space.trie(items).to(self.device)
+            items = (np.arange(1, self.n_items + 1) if candidates is None
+                     else np.nonzero(candidates.cpu().numpy()[1:])[0] + 1)
+            ties = None
+            if self.identifiers.ties:
+                rows = self.space.item_table[torch.as_tensor(items)].numpy()
+                _, first, group = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+                group = group.reshape(-1)
+                reps = items[first]                      # items ascend: the lowest id of each group
+                order = np.argsort(group, kind="stable")
+                sizes = np.bincount(group)
+                ties = torch.zeros((self.n_items + 1, int(sizes.max())), dtype=torch.long)
+                slot = np.arange(len(items)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+                ties[torch.as_tensor(reps[group[order]]), torch.as_tensor(slot)] = torch.as_tensor(items[order])
+                items = reps
+                ties = ties.to(self.device)
+            self._tries[key] = (self.space.trie(items).to(self.device), ties)
         return self._tries[key]
 
     def _inputs(self, batch: UserBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -393,7 +417,14 @@ class GenerativeRecommender(TorchRecommender):
         extra = 0 if exclude is None else int((exclude > 0).sum(1).max())
         beams = max(self.config.beams, k + extra)
         inputs, mask = self._inputs(batch)
-        items, scores = beam_search(self.module, inputs, mask, self._trie(candidates), beams)
+        trie, ties = self._trie_and_ties(candidates)
+        items, scores = beam_search(self.module, inputs, mask, trie, beams)
+        if ties is not None:   # a generated identifier stands for all of its items, tied
+            members = ties[items]                                         # [B, beams, G]
+            scores = scores.unsqueeze(2).expand_as(members).masked_fill(members == 0, float("-inf"))
+            items, scores = members.flatten(1), scores.flatten(1)
+            order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+            items, scores = items.gather(1, order), scores.gather(1, order)
         if exclude is not None:
             drop = (items.unsqueeze(2) == exclude.to(items.device).unsqueeze(1)).any(2) & (items > 0)
             scores = scores.masked_fill(drop, float("-inf"))
