@@ -39,13 +39,23 @@ FAMILIES = ("traditional", "id", "textual", "codebook", "set")
 @dataclass
 class UserBatch:
     """Users to rank: ``users`` [B] (0-based user index) and ``history`` [B, H] (the last H
-    items before the split's targets, LEFT-padded with 0, most recent item last)."""
+    items before the split's targets, LEFT-padded with 0, most recent item last).
+
+    Where the dataset has timestamps, ``times`` [B, H] (float64 seconds, 0 at padding) holds
+    those of the history items. ``target_time`` [B] is the timestamp of each user's (first)
+    target interaction: HELD-OUT information, which the harness sets only for a method whose
+    ``reads_target_time`` is true (a config value that opts in, e.g. HSTU's
+    ``time_query="next"``); None otherwise."""
 
     users: torch.Tensor
     history: torch.Tensor
+    times: torch.Tensor | None = None
+    target_time: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "UserBatch":
-        return UserBatch(self.users.to(device), self.history.to(device))
+        move = lambda t: None if t is None else t.to(device)
+        return UserBatch(self.users.to(device), self.history.to(device), move(self.times),
+                         move(self.target_time))
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
@@ -148,6 +158,12 @@ class Recommender(abc.ABC):
         other ID-embedding models' untrained rows, ID identifiers), which the report does not
         print as a figure. Default: None."""
         return None
+
+    @property
+    def reads_target_time(self) -> bool:
+        """True if ranking reads the held-out interaction's timestamp (``UserBatch.target_time``);
+        only a config value that says so may make it true. Default False."""
+        return False
 
     @property
     def has_scores(self) -> bool:

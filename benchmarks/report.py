@@ -260,9 +260,10 @@ def warm_cold_markdown(df: pd.DataFrame, order: list[str], blind: set[tuple[str,
 
 def variant_notes(cells: dict[tuple, Path]) -> list[str]:
     """What a method's fit log says it ran instead of its default (e.g. SETRec's CF-token-only
-    variant on a dataset without item text), and training that a time cap stopped rather than
-    early stopping or the epoch budget (a row that may be under-trained), one line per
-    (dataset, method) and kind."""
+    variant on a dataset without item text), what it says it ran under its ``notes`` key (a
+    short sentence, e.g. HSTU's loss and attention bias), and training that a time cap stopped
+    rather than early stopping or the epoch budget (a row that may be under-trained), one line
+    per (dataset, method) and kind."""
     notes = {}
     for (d, m, seed), path in sorted(cells.items()):
         f = path / "train_log.json"
@@ -272,6 +273,9 @@ def variant_notes(cells: dict[tuple, Path]) -> list[str]:
         note = ((log.get("setrec") or {}).get("variant") or {}).get("note")
         if note and (d, m, "variant") not in notes:
             notes[(d, m, "variant")] = f"- {m} on {d}: {note}"
+        ran = log.get("notes")
+        if isinstance(ran, str) and ran and (d, m, "notes") not in notes:
+            notes[(d, m, "notes")] = f"- {m} on {d}: {ran}"
         stopped = str(log.get("stopped") or "")
         if stopped.startswith("time cap") and (d, m, "cap") not in notes:
             epochs = log.get("epochs") or []
@@ -439,8 +443,8 @@ def _figure_efficiency(run_dir: Path, df: pd.DataFrame, tag: str = "") -> tuple[
 
 
 def protocol_labels(df: pd.DataFrame) -> list[str]:
-    """The protocol labels of a results table, in order of appearance."""
-    return list(dict.fromkeys(df["protocol"].astype(str))) if len(df) else []
+    """The protocol labels of a results table, sorted."""
+    return sorted(set(df["protocol"].astype(str))) if len(df) else []
 
 
 def _caption(df: pd.DataFrame, label: str) -> str:
@@ -472,7 +476,7 @@ def _body(run_dir: Path, df: pd.DataFrame, cells: dict, order: list[str], label:
         parts += ["Protocol per dataset: " + "; ".join(f"{d}: {r}" for d, r in reasons.items()) + ".", ""]
     notes = variant_notes(cells)
     if notes:
-        parts += ["Run notes (variants, time caps):", "", *notes, ""]
+        parts += ["Run notes (variants, what a method says it ran, time caps):", "", *notes, ""]
     wc = warm_cold_markdown(df, order, cold_blind(cells))
     if wc:
         parts += ["## Warm and cold items (SETRec's layout; test)", "", wc]

@@ -67,6 +67,9 @@ class ItemIdentifiers:
     - ``stats``: scalars the scheme reports (losses, epochs, duplicate titles ...).
     - ``arrays``: optional arrays for analyses, e.g. ``quantized`` [n_items + 1, d] (the
       quantised item embeddings, LETTER Table 3) or ``codebook_0`` [N, d].
+    - ``ties``: False (every scheme's default): identifiers are unique. True: items may share
+      one (a scheme's "ties" collision policy); a decoder that generates a shared identifier
+      returns all of its items, tied.
     """
 
     scheme: str
@@ -77,6 +80,7 @@ class ItemIdentifiers:
     n_semantic_levels: int | None = None
     stats: dict = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    ties: bool = False
 
     def __post_init__(self):
         if self.kind not in ("codes", "text"):
@@ -120,7 +124,7 @@ class ItemIdentifiers:
         # meta.json last: its presence marks a complete folder
         atomic_write_json(directory / "meta.json", {
             "scheme": self.scheme, "kind": self.kind, "vocab": self.vocab, "levels": self.levels,
-            "n_semantic_levels": self.n_semantic_levels, "stats": self.stats})
+            "n_semantic_levels": self.n_semantic_levels, "stats": self.stats, "ties": self.ties})
 
     @classmethod
     def load(cls, directory: Path, item_ids: list[str]) -> "ItemIdentifiers":
@@ -133,7 +137,7 @@ class ItemIdentifiers:
                 arrays = {k: z[k] for k in z.files}
         return cls(scheme=meta["scheme"], kind=meta["kind"], tokens=[tuple(index[r]) for r in item_ids],
                    vocab=meta["vocab"], levels=meta["levels"], n_semantic_levels=meta["n_semantic_levels"],
-                   stats=meta["stats"], arrays=arrays)
+                   stats=meta["stats"], arrays=arrays, ties=bool(meta.get("ties", False)))
 
 
 class IdentifierScheme(abc.ABC):
@@ -202,7 +206,8 @@ def _load_or_build(scheme: IdentifierScheme, name: str, dataset, target) -> Item
     ids = scheme.build()
     if len(ids.tokens) != dataset.n_items:
         raise ValueError(f"{name}: built {len(ids.tokens)} identifiers for {dataset.n_items} items")
-    ids.check_unique()
+    if not ids.ties:
+        ids.check_unique()
     if target is not None:
         ids.save(target, dataset.item_ids)
     return ids

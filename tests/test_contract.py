@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from benchmarks.data.toy import toy_dataset
-from benchmarks.evaluation import EvalConfig, Evaluator
+from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
 from benchmarks.features import FeatureStore
-from benchmarks.protocol import FAMILIES, Context, UserBatch, build_config
+from benchmarks.protocol import FAMILIES, Context, build_config
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 
@@ -37,7 +37,7 @@ def _fit(name, ds, seed, tmp_path):
 
 
 def _batch(ds, users):
-    return UserBatch(torch.from_numpy(users), torch.from_numpy(ds.history_matrix("test", users)))
+    return user_batch(ds, "test", users)      # with the history's timestamps (the toy has them)
 
 
 @pytest.mark.parametrize("name", METHODS.names())

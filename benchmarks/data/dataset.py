@@ -8,7 +8,10 @@ Conventions (shared by every plugin):
   leave-one-out; any number, possibly none, under a global temporal split);
 - histories fed to models are capped at ``max_history`` (20) most recent items and LEFT-padded
   with 0 (most recent item last): validation history = training items, test history =
-  training + validation items.
+  training + validation items;
+- ``train_times[u]`` / ``valid_times[u]`` / ``test_times[u]``: the timestamp (float64 seconds)
+  of every interaction, aligned with ``train`` / ``valid`` / ``test``; all three None where the
+  data has no timestamps (the row order is then the only time information).
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _pack(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _pack(seqs: list[np.ndarray], dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
     indptr = np.zeros(len(seqs) + 1, dtype=np.int64)
     indptr[1:] = np.cumsum([len(s) for s in seqs])
-    flat = np.concatenate(seqs).astype(np.int64) if seqs and indptr[-1] else np.zeros(0, np.int64)
+    flat = np.concatenate(seqs).astype(dtype) if seqs and indptr[-1] else np.zeros(0, dtype)
     return flat, indptr
 
 
@@ -31,9 +34,10 @@ def _unpack(flat: np.ndarray, indptr: np.ndarray) -> list[np.ndarray]:
     return [flat[indptr[i]:indptr[i + 1]] for i in range(len(indptr) - 1)]
 
 
-def left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
-    """Stack the last ``length`` items of each sequence, left-padded with 0 -> int64 [B, length]."""
-    out = np.zeros((len(seqs), length), dtype=np.int64)
+def left_pad(seqs: list[np.ndarray], length: int, dtype=np.int64) -> np.ndarray:
+    """Stack the last ``length`` items of each sequence, left-padded with 0 -> [B, length]
+    (int64 by default; ``dtype=np.float64`` for timestamps)."""
+    out = np.zeros((len(seqs), length), dtype=dtype)
     for row, s in enumerate(seqs):
         s = s[-length:] if length else s[:0]
         if len(s):
@@ -56,11 +60,28 @@ class Dataset:
     max_history: int = 20
     split: str = "loo"                  # "loo" | "ratio" | "fixed"
     info: dict = field(default_factory=dict)   # source, options, cache key, counts ...
+    train_times: list[np.ndarray] | None = None   # seconds per interaction, aligned with train
+    valid_times: list[np.ndarray] | None = None
+    test_times: list[np.ndarray] | None = None
+
+    def __post_init__(self):
+        given = [getattr(self, f"{s}_times") is not None for s in ("train", "valid", "test")]
+        if any(given) and not all(given):
+            raise ValueError("train_times, valid_times and test_times: give all three or none")
+        if all(given):
+            for s in ("train", "valid", "test"):
+                seqs, times = getattr(self, s), getattr(self, f"{s}_times")
+                if len(times) != len(seqs) or any(len(t) != len(q) for t, q in zip(times, seqs)):
+                    raise ValueError(f"{s}_times must hold one timestamp per interaction of {s}")
 
     # ----------------------------------------------------------------- basic facts
     @property
     def n_users(self) -> int:
         return len(self.user_ids)
+
+    @property
+    def has_timestamps(self) -> bool:
+        return self.train_times is not None
 
     @property
     def n_interactions(self) -> int:
@@ -115,6 +136,26 @@ class Dataset:
             return [np.concatenate([self.train[u], self.valid[u]]) for u in users]
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
 
+    def history_times(self, split: str, users: np.ndarray | None = None) -> list[np.ndarray]:
+        """The timestamps of :meth:`history`'s items (same order and lengths)."""
+        if not self.has_timestamps:
+            raise ValueError(f"dataset {self.name!r} has no timestamps")
+        users = np.arange(self.n_users) if users is None else users
+        if split == "valid":
+            return [self.train_times[u] for u in users]
+        if split == "test":
+            return [np.concatenate([self.train_times[u], self.valid_times[u]]) for u in users]
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+
+    def target_times(self, split: str) -> list[np.ndarray]:
+        """The timestamps of :meth:`targets`' items (HELD-OUT information: see
+        ``benchmarks.protocol.UserBatch.target_time``)."""
+        if not self.has_timestamps:
+            raise ValueError(f"dataset {self.name!r} has no timestamps")
+        if split in ("valid", "test"):
+            return getattr(self, f"{split}_times")
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+
     def history_matrix(self, split: str, users: np.ndarray | None = None) -> np.ndarray:
         """Histories capped at ``max_history``, left-padded with 0 -> int64 [B, max_history]."""
         return left_pad(self.history(split, users), self.max_history)
@@ -150,25 +191,39 @@ class Dataset:
                 targets.append(seq[t])
         return (np.asarray(users, np.int64), left_pad(hists, h), np.asarray(targets, np.int64))
 
+    def _window_bounds(self, length: int) -> list[tuple[int, int, int]]:
+        """(user, start, end) of every training window, each user's most recent first."""
+        out = []
+        for u, seq in enumerate(self.train):
+            end = len(seq)
+            while end >= 2:
+                start = max(0, end - length - 1)
+                out.append((u, start, end))
+                end = start + 1  # next window ends at this window's first item (its input)
+                if start == 0:
+                    break
+        return out
+
     def training_windows(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Training sequences cut into windows of ``length + 1`` items for per-position losses.
 
         Returns (users [W], windows [W, length + 1]) left-padded with 0. Windows are cut from
         the END of each sequence backwards with stride ``length``, so every training target
         (position >= 1) is predicted exactly once; a target at the start of an earlier window
-        sees fewer than ``length`` history items (sequence models' usual trade-off).
+        sees fewer than ``length`` history items (sequence models' usual trade-off). Each
+        user's most recent window comes first among that user's windows.
         """
-        users, wins = [], []
-        for u, seq in enumerate(self.train):
-            end = len(seq)
-            while end >= 2:
-                start = max(0, end - length - 1)
-                users.append(u)
-                wins.append(seq[start:end])
-                end = start + 1  # next window ends at this window's first item (its input)
-                if start == 0:
-                    break
-        return np.asarray(users, np.int64), left_pad(wins, length + 1)
+        bounds = self._window_bounds(length)
+        users = np.asarray([u for u, _, _ in bounds], np.int64)
+        return users, left_pad([self.train[u][a:b] for u, a, b in bounds], length + 1)
+
+    def training_window_times(self, length: int) -> np.ndarray:
+        """The timestamps of :meth:`training_windows`' items -> float64 [W, length + 1]
+        (0 at padding)."""
+        if not self.has_timestamps:
+            raise ValueError(f"dataset {self.name!r} has no timestamps")
+        return left_pad([self.train_times[u][a:b] for u, a, b in self._window_bounds(length)],
+                        length + 1, dtype=np.float64)
 
     def with_validation_in_training(self) -> "Dataset":
         """A copy whose training sequences end with each user's validation items (and no
@@ -178,7 +233,11 @@ class Dataset:
 
         train = [np.concatenate([t, v]) for t, v in zip(self.train, self.valid)]
         empty = [np.zeros(0, np.int64) for _ in self.valid]
-        return dataclasses.replace(self, train=train, valid=empty,
+        times = {}
+        if self.has_timestamps:
+            times = {"train_times": [np.concatenate([t, v]) for t, v in zip(self.train_times, self.valid_times)],
+                     "valid_times": [np.zeros(0, np.float64) for _ in self.valid]}
+        return dataclasses.replace(self, train=train, valid=empty, **times,
                                    info={**self.info, "validation_in_training": True})
 
     # ----------------------------------------------------------------- stats and storage
@@ -212,6 +271,8 @@ class Dataset:
         arrays = {}
         for split in ("train", "valid", "test"):
             arrays[f"{split}_items"], arrays[f"{split}_indptr"] = _pack(getattr(self, split))
+            if self.has_timestamps:
+                arrays[f"{split}_times"] = _pack(getattr(self, f"{split}_times"), np.float64)[0]
         np.savez(directory / "splits.npz", **arrays)
         meta = {"name": self.name, "n_items": self.n_items, "item_ids": self.item_ids,
                 "user_ids": self.user_ids, "item_text": self.item_text,
@@ -223,6 +284,9 @@ class Dataset:
         meta = json.loads((directory / "dataset.json").read_text())
         with np.load(directory / "splits.npz", allow_pickle=False) as z:
             splits = {s: _unpack(z[f"{s}_items"], z[f"{s}_indptr"]) for s in ("train", "valid", "test")}
+            if "train_times" in z.files:
+                splits.update({f"{s}_times": _unpack(z[f"{s}_times"], z[f"{s}_indptr"])
+                               for s in ("train", "valid", "test")})
         return cls(name=meta["name"], n_items=meta["n_items"], item_ids=meta["item_ids"],
                    user_ids=meta["user_ids"], item_text=meta["item_text"],
                    max_history=meta["max_history"], split=meta["split"], info=meta["info"], **splits)

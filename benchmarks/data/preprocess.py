@@ -20,7 +20,8 @@ from benchmarks.data.raw import RawData
 from benchmarks.errors import ConfigError, EmptyDatasetError
 
 #: Bump when preprocessing changes what it produces: it is part of every cache key.
-PREPROCESS_VERSION = 1
+#: 2: the dataset keeps every interaction's timestamp (``Dataset.train_times`` ...).
+PREPROCESS_VERSION = 2
 
 SPLITS = ("loo", "ratio", "fixed")
 
@@ -90,18 +91,20 @@ class _Built:
     test: list = field(default_factory=list)
 
 
-def _split_groups(df: pd.DataFrame, n_users: int, label: np.ndarray | None) -> _Built:
-    """Per-user chronological lists per split; ``label`` (0/1/2 per row) or leave-one-out."""
+def _split_groups(df: pd.DataFrame, n_users: int, label: np.ndarray | None,
+                  column: str = "iid", dtype=np.int64) -> _Built:
+    """Per-user chronological lists per split of ``column`` (item ids, or timestamps);
+    ``label`` (0/1/2 per row) or leave-one-out."""
     out = _Built()
     users = df["uid"].to_numpy()
-    items = df["iid"].to_numpy()
+    values = df[column].to_numpy()
     order = np.argsort(users, kind="stable")  # df is already chronological: stable keeps it
-    users, items = users[order], items[order]
+    users, values = users[order], values[order]
     bounds = np.searchsorted(users, np.arange(n_users + 1))
     lab = None if label is None else label[order]
-    empty = np.zeros(0, np.int64)
+    empty = np.zeros(0, dtype)
     for u in range(n_users):
-        seq = items[bounds[u]:bounds[u + 1]].astype(np.int64)
+        seq = values[bounds[u]:bounds[u + 1]].astype(dtype)
         if lab is None:
             out.train.append(seq[:-2])
             out.valid.append(seq[-2:-1])
@@ -169,6 +172,10 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
         label[cut1:cut2] = 1
         label[cut2:] = 2
     built = _split_groups(df, len(user_ids), label)
+    times: dict = {}
+    if raw.has_timestamps:
+        t = _split_groups(df, len(user_ids), label, "timestamp", np.float64)
+        times = {"train_times": t.train, "valid_times": t.valid, "test_times": t.test}
 
     item_text: dict[str, list] = {}
     if raw.items is not None and len(raw.items.columns):
@@ -190,4 +197,4 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
     return Dataset(name=name, n_items=len(item_ids), item_ids=[str(x) for x in item_ids],
                    user_ids=[str(x) for x in user_ids], train=built.train, valid=built.valid,
                    test=built.test, item_text=item_text, max_history=opt.max_history,
-                   split=split, info=info)
+                   split=split, info=info, **times)

@@ -37,6 +37,25 @@ from benchmarks.utils import PeakMemory
 SUBSETS = ("all", "warm", "cold", "popularity")
 
 
+def user_batch(ds: Dataset, split: str, users: np.ndarray, target_time: bool = False) -> UserBatch:
+    """The :class:`UserBatch` of ``users`` for ranking in ``split``: their histories capped at
+    ``ds.max_history`` and, where the dataset has timestamps, the history's timestamps. With
+    ``target_time`` (only for a method whose ``reads_target_time`` is set) also the timestamp
+    of each user's first target in the split (held-out information)."""
+    users = np.asarray(users, dtype=np.int64)
+    hist = torch.from_numpy(left_pad(ds.history(split, users), ds.max_history))
+    times = target = None
+    if ds.has_timestamps:
+        times = torch.from_numpy(left_pad(ds.history_times(split, users), ds.max_history, np.float64))
+        if target_time:
+            tt = ds.target_times(split)
+            target = torch.tensor([float(tt[u][0]) if len(tt[u]) else 0.0 for u in users],
+                                  dtype=torch.float64)
+    elif target_time:
+        raise ValueError(f"dataset {ds.name!r} has no timestamps: no target time to give")
+    return UserBatch(torch.from_numpy(users), hist, times, target)
+
+
 @dataclass
 class EvalConfig:
     """How methods are evaluated (part of every cell's config).
@@ -107,16 +126,15 @@ class Evaluator:
                 self._valid_sample = np.sort(rng.choice(users, self.cfg.valid_sample, replace=False))
 
     # ------------------------------------------------------------------ ranking
-    def _batches(self, split: str, users: np.ndarray):
+    def _batches(self, split: str, users: np.ndarray, target_time: bool = False):
         bs = self.cfg.batch_size
         for start in range(0, len(users), bs):
             u = users[start:start + bs]
-            hists = self.ds.history(split, u)
-            hist = torch.from_numpy(left_pad(hists, self.ds.max_history))
             excl = None
             if self.protocol.mask_history:  # the whole (uncapped) history
+                hists = self.ds.history(split, u)
                 excl = torch.from_numpy(left_pad(hists, max(1, max(len(h) for h in hists))))
-            yield UserBatch(torch.from_numpy(u), hist), excl
+            yield user_batch(self.ds, split, u, target_time=target_time), excl
 
     @torch.no_grad()
     def rank(self, model: Recommender, split: str, users: np.ndarray,
@@ -127,7 +145,8 @@ class Evaluator:
         model.eval()
         out, seconds = [], 0.0
         n_batches = (len(users) + self.cfg.batch_size - 1) // self.cfg.batch_size
-        for batch, excl in tqdm(self._batches(split, users), total=n_batches, desc=desc,
+        for batch, excl in tqdm(self._batches(split, users, model.reads_target_time),
+                                total=n_batches, desc=desc,
                                 leave=False, disable=not progress):
             batch = batch.to(model.device)
             start = time.perf_counter()

@@ -25,6 +25,10 @@ prefix of another. Text (titles, prompts) is tokenised by ``text_tokenizer`` (de
 bundled all-MiniLM-L6-v2 WordPiece tokenizer, so CPU runs need no download) or by the
 checkpoint's tokenizer when the backbone is loaded from one.
 
+Identifiers with ties (``ItemIdentifiers.ties``, e.g. RQ-KMeans with ``collision: ties``):
+the trie holds each shared identifier once; decoding it returns all of its items with its score,
+in item-id order (the harness's tie rule), and the global ranking scores them equally.
+
 Training uses the suite's one loop (early stopping on validation NDCG@10 computed by beam
 search, best state restored) with AdamW, linear warm-up and cosine (or linear) decay, and the
 ranking-guided loss: cross-entropy of logits / τ (LETTER; τ = 1 is the plain loss).
@@ -192,6 +196,23 @@ class TokenSpace:
         table = self.item_table[torch.as_tensor(items)]
         width = int((table != self.pad_id).sum(1).max())
         return Trie(table[:, :width], items, self.vocab_size, self.pad_id)
+
+
+def fully_excluded_groups(exclude: torch.Tensor, members: torch.Tensor, rep_of: torch.Tensor) -> torch.Tensor:
+    """[B, M] representatives of the tie groups ALL of whose members ``exclude`` [B, M] lists
+    for that row (0 elsewhere): what a search over one leaf per group may prune."""
+    size = (members > 0).sum(1)                                     # members per representative
+    rep = rep_of[exclude.clamp(min=0)] * (exclude > 0)
+    b = torch.arange(len(exclude), device=exclude.device).unsqueeze(1).expand_as(rep)
+    pair = torch.unique(torch.stack([b[rep > 0], exclude[rep > 0]], 1), dim=0)   # distinct (row, item)
+    key = pair[:, 0] * len(rep_of) + rep_of[pair[:, 1]]
+    keys, counts = torch.unique(key, return_counts=True)
+    full = keys[counts == size[keys % len(rep_of)]]
+    out = torch.zeros_like(exclude)
+    rows, reps = full // len(rep_of), full % len(rep_of)
+    slot = torch.arange(len(full), device=exclude.device) - torch.searchsorted(rows, rows)
+    out[rows, slot] = reps
+    return out
 
 
 def compact_left(ids: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,10 +400,33 @@ class GenerativeRecommender(TorchRecommender):
 
     # ------------------------------------------------------------------ inference
     def _trie(self, candidates: torch.Tensor | None) -> Trie:
+        return self._trie_and_ties(candidates)[0]
+
+    def _trie_and_ties(self, candidates: torch.Tensor | None) -> tuple[Trie, torch.Tensor | None]:
+        """The trie over the candidates' identifiers and, for identifiers with ties, the tie
+        table [n_items + 1, G] (row r lists the candidates, ascending ids, 0-padded, that share
+        the identifier of r, the lowest id among them, which is the one the trie holds) and
+        ``rep_of`` [n_items + 1]: the item the trie holds for each candidate (0: none)."""
         key = b"all" if candidates is None else candidates.cpu().numpy().tobytes()
         if key not in self._tries:
-            items = None if candidates is None else np.nonzero(candidates.cpu().numpy()[1:])[0] + 1
-            self._tries[key] = self.space.trie(items).to(self.device)
+            items = (np.arange(1, self.n_items + 1) if candidates is None
+                     else np.nonzero(candidates.cpu().numpy()[1:])[0] + 1)
+            ties = None
+            if self.identifiers.ties:
+                rows = self.space.item_table[torch.as_tensor(items)].numpy()
+                _, first, group = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+                group = group.reshape(-1)
+                reps = items[first]                      # items ascend: the lowest id of each group
+                order = np.argsort(group, kind="stable")
+                sizes = np.bincount(group)
+                ties = torch.zeros((self.n_items + 1, int(sizes.max())), dtype=torch.long)
+                slot = np.arange(len(items)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+                ties[torch.as_tensor(reps[group[order]]), torch.as_tensor(slot)] = torch.as_tensor(items[order])
+                rep_of = torch.zeros(self.n_items + 1, dtype=torch.long)
+                rep_of[torch.as_tensor(items)] = torch.as_tensor(reps[group])
+                items = reps
+                ties = (ties.to(self.device), rep_of.to(self.device))
+            self._tries[key] = (self.space.trie(items).to(self.device), ties)
         return self._tries[key]
 
     def _inputs(self, batch: UserBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,10 +440,25 @@ class GenerativeRecommender(TorchRecommender):
         if k > self.config.beams:
             raise ValueError(f"{self.name}: top-{k} needs beams >= {k}, the config has beams = {self.config.beams}")
         inputs, mask = self._inputs(batch)
-        # exclusions (the masked protocol's history items) are applied inside the search: the
-        # beam stays the configured width (backbones.generation.beam_search)
-        return beam_search(self.module, inputs, mask, self._trie(candidates), self.config.beams, k,
-                           exclude=exclude)
+        trie, ties = self._trie_and_ties(candidates)
+        if ties is None:
+            # exclusions (the masked protocol's history items) are applied inside the search:
+            # the beam stays the configured width (backbones.generation.beam_search)
+            return beam_search(self.module, inputs, mask, trie, self.config.beams, k, exclude=exclude)
+        members, rep_of = ties
+        # an identifier shared by several items is pruned from the search only where ALL of
+        # them are excluded; the excluded members of the others are dropped after expansion
+        whole = None if exclude is None else fully_excluded_groups(exclude.to(rep_of.device), members, rep_of)
+        items, scores = beam_search(self.module, inputs, mask, trie, self.config.beams, exclude=whole)
+        grp = members[items]                                          # [B, beams, G]: all tied
+        scores = scores.unsqueeze(2).expand_as(grp).masked_fill(grp == 0, float("-inf"))
+        items, scores = grp.flatten(1), scores.flatten(1)
+        if exclude is not None:
+            drop = (items.unsqueeze(2) == exclude.to(items.device).unsqueeze(1)).any(2) & (items > 0)
+            scores = scores.masked_fill(drop, float("-inf"))
+            items = items.masked_fill(drop, 0)
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+        return items.gather(1, order)[:, :k], scores.gather(1, order)[:, :k]
 
     @torch.no_grad()
     def score(self, batch: UserBatch) -> torch.Tensor:

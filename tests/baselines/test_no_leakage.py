@@ -14,7 +14,8 @@ from benchmarks.utils import seed_everything
 N_TRAIN_ITEMS, N_ITEMS = 12, 16          # items 13..16 occur ONLY in validation / test
 SMALL = {"caser": {"dim": 8, "n_h": 2, "n_v": 2}, "hgn": {"dim": 8},
          "bert4rec": {"hidden": 8, "inner": 16, "n_layers": 1}, "lightgcn": {"dim": 8},
-         "mf": {"dim": 8}, "sasrec": {"hidden": 8, "inner": 16, "n_layers": 1}}
+         "mf": {"dim": 8}, "sasrec": {"hidden": 8, "inner": 16, "n_layers": 1},
+         "hstu": {"hidden": 8, "dqk": 4, "dv": 4, "n_blocks": 1, "n_negatives": 8}}
 
 
 def _dataset(held_out_shift: int = 0) -> Dataset:
@@ -45,10 +46,10 @@ def _positive_items(name, batch) -> torch.Tensor:
         return torch.cat([inp[inp <= N_ITEMS], win.flatten()])
     if name in ("lightgcn", "mf"):
         return batch[1]
-    return batch[0].flatten()                         # sasrec: (windows, negatives)
+    return batch[0].flatten()                         # sasrec, hstu: (windows, ...)
 
 
-@pytest.mark.parametrize("name", ["caser", "hgn", "bert4rec", "lightgcn"])
+@pytest.mark.parametrize("name", ["caser", "hgn", "bert4rec", "lightgcn", "hstu"])
 def test_training_batches_hold_no_held_out_item(name):
     ds = _dataset()
     model = _model(name, ds)
@@ -66,7 +67,7 @@ def test_lightgcn_graph_has_no_edge_to_held_out_items():
     assert int((adj > 0).sum()) == 2 * len(pairs)
 
 
-@pytest.mark.parametrize("name", ["caser", "hgn", "bert4rec", "lightgcn", "mf", "sasrec"])
+@pytest.mark.parametrize("name", ["caser", "hgn", "bert4rec", "lightgcn", "mf", "sasrec", "hstu"])
 def test_training_ignores_validation_and_test_targets(name):
     # same training sequences, different held-out targets -> the same trained parameters
     states = []

@@ -81,6 +81,47 @@ def test_global_ratio_split_is_chronological_and_makes_cold_items():
     assert cold[ds.item_ids.index("99") + 1] and cold.sum() >= 1
 
 
+def test_timestamps_are_kept_aligned_with_every_split_and_cached(tmp_path):
+    from benchmarks.data.dataset import Dataset
+    rows = [(f"u{u}", str(i), float(1000 * u + 7 * i)) for u in range(4) for i in range(1, 7)]
+    raw_time = {(u, i): t for u, i, t in rows}
+    for opts in (PreprocessOptions(k_core=0), PreprocessOptions(k_core=0, split="ratio")):
+        ds = preprocess(_raw(rows), "t", opts)
+        assert ds.has_timestamps
+        for split in ("train", "valid", "test"):
+            for u, (items, times) in enumerate(zip(getattr(ds, split), getattr(ds, f"{split}_times"))):
+                assert times.dtype == np.float64
+                assert times.tolist() == [raw_time[(ds.user_ids[u], ds.item_ids[i - 1])] for i in items]
+        ds.save(tmp_path / opts.split)
+        back = Dataset.load(tmp_path / opts.split)
+        assert all(np.array_equal(a, b) for a, b in zip(back.test_times, ds.test_times))
+        assert all(np.array_equal(a, b) for a, b in zip(back.train_times, ds.train_times))
+    # the history's times follow the history; the windows' times follow the windows
+    ds = toy_dataset(max_history=3)
+    for split in ("valid", "test"):
+        for h, t, u in zip(ds.history(split), ds.history_times(split), range(ds.n_users)):
+            assert len(h) == len(t) and (np.diff(t) >= 0).all()
+        assert all(t[-1] <= tt[0] for t, tt in zip(ds.history_times(split), ds.target_times(split)))
+    ds = preprocess(_raw(rows), "t", PreprocessOptions(k_core=0))   # no repeated (user, item)
+    users, wins = ds.training_windows(2)
+    wt = ds.training_window_times(2)
+    assert wt.shape == wins.shape and not wt[wins == 0].any() and len(wins) > ds.n_users
+    assert all(wt[r, c] == raw_time[(ds.user_ids[users[r]], ds.item_ids[wins[r, c] - 1])]
+               for r, c in zip(*np.nonzero(wins)))
+
+
+def test_data_without_timestamps_has_none_and_says_so():
+    raw = _raw([("u", "1", np.nan), ("u", "2", np.nan), ("u", "3", np.nan)])
+    ds = preprocess(raw, "t", PreprocessOptions(k_core=0))
+    assert not ds.has_timestamps and ds.train_times is ds.valid_times is ds.test_times is None
+    with pytest.raises(ValueError, match="no timestamps"):
+        ds.history_times("test")
+    from benchmarks.data.dataset import Dataset
+    with pytest.raises(ValueError, match="one timestamp per interaction of train"):
+        Dataset("t", ds.n_items, ds.item_ids, ds.user_ids, ds.train, ds.valid, ds.test,
+                train_times=[np.zeros(0)], valid_times=[np.zeros(1)], test_times=[np.zeros(1)])
+
+
 def test_ratio_split_needs_timestamps():
     raw = _raw([("u", "1", np.nan), ("u", "2", np.nan), ("u", "3", np.nan)])
     with pytest.raises(ConfigError, match="timestamps"):

@@ -82,6 +82,10 @@ def test_variant_notes_come_from_the_fit_logs(tmp_path):
     (cells[("d", "mostpop", 0)] / "train_log.json").write_text(json.dumps(
         {"epochs": [{}] * 7, "best_epoch": 2, "stopped": "early stopping (patience 5)"}))
     assert len(variant_notes(cells)) == 1
+    # a fit log's `notes` sentence (what the method ran, e.g. HSTU's loss) is shown as it is
+    (cells[("d", "mostpop", 0)] / "train_log.json").write_text(json.dumps(
+        {"epochs": [], "notes": "HSTU trained with full softmax over all 30 items."}))
+    assert "- mostpop on d: HSTU trained with full softmax over all 30 items." in variant_notes(cells)
 
 
 @pytest.mark.parametrize("h", ["812108563e58", "004512", "1e10"])
