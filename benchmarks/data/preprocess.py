@@ -2,7 +2,7 @@
 
 The common protocol (LETTER Table 1, TIGER, LC-Rec, P5): 5-core repeated until stable; each
 user's interactions sorted by timestamp (ties and timestamp-less formats keep file order,
-stably); leave-one-out (last -> test, second last -> validation, rest -> training).
+stably; timestamps are on every interaction or on none, a mix is an error); leave-one-out (last -> test, second last -> validation, rest -> training).
 SETRec's evaluation adds a GLOBAL chronological ratio split (all interactions cut by time,
 e.g. 8:1:1), which leaves items that occur in no training interaction: cold items.
 """
@@ -17,7 +17,7 @@ import pandas as pd
 
 from benchmarks.data.dataset import Dataset
 from benchmarks.data.raw import RawData
-from benchmarks.errors import ConfigError, EmptyDatasetError
+from benchmarks.errors import ConfigError, DataFormatError, EmptyDatasetError
 
 #: Bump when preprocessing changes what it produces: it is part of every cache key.
 PREPROCESS_VERSION = 1
@@ -114,6 +114,21 @@ def _split_groups(df: pd.DataFrame, n_users: int, label: np.ndarray | None) -> _
     return out
 
 
+def _check_timestamps(raw: RawData, name: str) -> None:
+    """Timestamps on every interaction (time order) or on none (file order); a mix is refused
+    (the readers already refuse it with file and line; this covers any other RawData): one
+    missing timestamp must not switch time ordering off for every user."""
+    missing = raw.missing_timestamps()
+    if 0 < missing < len(raw.interactions):
+        ts = raw.interactions["timestamp"].to_numpy(dtype=np.float64)
+        first = int(np.argmax(~np.isfinite(ts)))
+        row = raw.interactions.iloc[first]
+        raise DataFormatError(raw.source or f"dataset {name!r}",
+                              "a finite timestamp on every interaction or on none",
+                              got=f"{missing} of {len(ts)} without one, the first at row "
+                                  f"{first + 1} in file order (user {row['user']}, item {row['item']})")
+
+
 def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None) -> Dataset:
     """Filter, order and split ``raw`` into a :class:`Dataset` (see the module docstring)."""
     opt = options or PreprocessOptions()
@@ -126,6 +141,7 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
             raise ConfigError(f"min_rating is set but dataset {name!r} has no ratings")
         df = df[df["rating"] >= opt.min_rating]
 
+    _check_timestamps(raw, name)
     split = "fixed" if raw.presplit else opt.split
     if split == "fixed" and not raw.presplit:
         raise ConfigError(f"split 'fixed' needs files that ship a split; {name!r} does not")

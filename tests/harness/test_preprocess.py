@@ -87,6 +87,24 @@ def test_ratio_split_needs_timestamps():
         preprocess(raw, "t", PreprocessOptions(k_core=0, split="ratio"))
 
 
+def test_a_partly_missing_timestamp_is_refused_not_turned_into_file_order():
+    """RawData from any reader: timestamps on every row or on none. One NaN among them used
+    to make the whole dataset fall back to file order, and the global time-line split then
+    said the dataset 'has no timestamps'."""
+    rows = [("u", "1", 30.0), ("u", "2", 10.0), ("u", "3", np.nan), ("u", "4", 20.0)]
+    raw = RawData(pd.DataFrame(rows, columns=["user", "item", "timestamp"]), source="mine.csv")
+    for split in ("loo", "ratio"):
+        with pytest.raises(DataFormatError) as err:
+            preprocess(raw, "t", PreprocessOptions(k_core=0, split=split))
+        assert str(err.value) == ("mine.csv: expected a finite timestamp on every interaction or on "
+                                  "none, got '1 of 4 without one, the first at row 3 in file order "
+                                  "(user u, item 3)'")
+    raw.interactions.loc[2, "timestamp"] = np.inf
+    with pytest.raises(DataFormatError, match="1 of 4 without one"):
+        preprocess(raw, "t", PreprocessOptions(k_core=0))
+    assert not raw.has_timestamps and raw.missing_timestamps() == 1
+
+
 def test_empty_after_filter_is_one_clear_error():
     with pytest.raises(EmptyDatasetError, match="k_core=50"):
         preprocess(toy_raw(), "toy", PreprocessOptions(k_core=50))

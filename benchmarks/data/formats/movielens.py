@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.data.formats._common import (Columns, clean_text, items_frame, numbered_lines,
-                                             parse_float)
+from benchmarks.data.formats._common import (TIMESTAMP, Columns, clean_text, finite, items_frame,
+                                             numbered_lines, parse_float)
 from benchmarks.data.raw import RawData
 from benchmarks.errors import DataFormatError
 
@@ -37,8 +37,10 @@ def _read_ratings(path: Path, what: str, sep: str, expected: str) -> Columns:
         parts = line.split(sep)
         if len(parts) != 4 or not parts[0] or not parts[1]:
             raise DataFormatError(path, expected, line=lineno, got=line)
-        rating = parse_float(path, lineno, parts[2], expected, line)
-        ts = parse_float(path, lineno, parts[3], expected, line)
+        rating = finite(path, lineno, parse_float(path, lineno, parts[2], expected, line),
+                        "rating", line)
+        ts = finite(path, lineno, parse_float(path, lineno, parts[3], expected, line),
+                    "timestamp", line, TIMESTAMP)
         cols.add(parts[0].strip(), parts[1].strip(), ts, rating)
     return cols
 
