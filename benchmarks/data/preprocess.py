@@ -9,6 +9,7 @@ e.g. 8:1:1), which leaves items that occur in no training interaction: cold item
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -19,10 +20,15 @@ from benchmarks.data.dataset import Dataset
 from benchmarks.data.raw import RawData
 from benchmarks.errors import ConfigError, DataFormatError, EmptyDatasetError
 
+log = logging.getLogger(__name__)
+
 #: Bump when preprocessing changes what it produces: it is part of every cache key.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 
 SPLITS = ("loo", "ratio", "fixed")
+#: ``dedupe`` values: drop rows repeating an earlier row's (user, item, timestamp); drop every
+#: repeat of a (user, item) pair; drop nothing
+DEDUPE = ("exact", "user-item", "none")
 
 
 @dataclass(frozen=True)
@@ -36,8 +42,14 @@ class PreprocessOptions:
     - ``ratio``: train/valid/test shares of the global chronological split.
     - ``max_history``: the history cap (20 in every paper this suite follows).
     - ``min_rating``: keep interactions with rating >= this (None keeps all, as the papers do).
-    - ``dedupe``: drop repeated (user, item) interactions, keeping the first (default keeps
-      them, as the papers' files do; Yelp has many).
+    - ``dedupe``: ``exact`` (default) drops a row that repeats an earlier row's user, item AND
+      timestamp (the same event written twice: left in, a doubled last row makes the validation
+      item the test item); ``user-item`` drops every repeat of a (user, item) pair, keeping the
+      first in time order; ``none`` keeps every row. Repeats at another time (a user who
+      comes back to an item, as on Yelp) are the data and kept by ``exact``; without
+      timestamps no two rows are known to be one event, so ``exact`` drops nothing there.
+      Whatever is chosen, the repeats are counted (``Dataset.info["duplicates"]``, ``data
+      stats``) and logged.
     """
 
     k_core: int = 5
@@ -45,9 +57,13 @@ class PreprocessOptions:
     ratio: tuple[float, float, float] = (0.8, 0.1, 0.1)
     max_history: int = 20
     min_rating: float | None = None
-    dedupe: bool = False
+    dedupe: str = "exact"
 
     def __post_init__(self):
+        if isinstance(self.dedupe, bool) or self.dedupe not in DEDUPE:
+            hint = " (the boolean form is gone: true is now 'user-item', false 'none')" \
+                if isinstance(self.dedupe, bool) else ""
+            raise ConfigError(f"dedupe: expected one of {', '.join(DEDUPE)}, got {self.dedupe!r}{hint}")
         if self.split not in SPLITS:
             raise ConfigError(f"split: expected one of {', '.join(SPLITS)}, got {self.split!r}")
         if len(self.ratio) != 3 or any(r < 0 for r in self.ratio) or not np.isclose(sum(self.ratio), 1):
@@ -81,6 +97,40 @@ def k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
         df = df[keep]
         if df.empty:
             return df
+
+
+def count_duplicates(df: pd.DataFrame, timed: bool) -> dict[str, int]:
+    """Repeats among the rows read: ``same_user_item_time`` rows repeat an earlier row's user,
+    item and timestamp (0 without timestamps: no two rows are known to be one event);
+    ``same_user_item`` rows repeat an earlier row's user and item (at any time)."""
+    exact = int(df.duplicated(["user", "item", "timestamp"]).sum()) if timed else 0
+    return {"same_user_item_time": exact, "same_user_item": int(df.duplicated(["user", "item"]).sum())}
+
+
+def _dedupe(df: pd.DataFrame, mode: str, timed: bool, name: str) -> tuple[pd.DataFrame, dict]:
+    """Apply ``dedupe`` to the time-ordered rows; log and return the counts (the first row of
+    each repeated group is kept)."""
+    counts = count_duplicates(df, timed)
+    if mode == "exact" and timed:
+        df = df.drop_duplicates(["user", "item", "timestamp"], keep="first")
+    elif mode == "user-item":
+        df = df.drop_duplicates(["user", "item"], keep="first")
+    counts["dropped"] = counts["same_user_item"] if mode == "user-item" else (
+        counts["same_user_item_time"] if mode == "exact" else 0)
+    counts["dedupe"] = mode
+    exact, pairs = counts["same_user_item_time"], counts["same_user_item"]
+    if exact:
+        what = (f"dropped (dedupe: {mode})" if counts["dropped"] else
+                "kept (dedupe: none): a doubled last row makes that user's validation item the test item")
+        log.warning("dataset %r: %d rows repeat an earlier row's user, item and timestamp: %s",
+                    name, exact, what)
+    if pairs > exact:
+        fate = "dropped (dedupe: user-item)" if mode == "user-item" else \
+            f"kept (dedupe: {mode}; 'user-item' drops them)"
+        log.warning("dataset %r: %d rows repeat an earlier (user, item) pair%s: %s", name,
+                    pairs - exact, " at another time" if timed else " (no timestamps to tell a "
+                    "repeat visit from a row written twice)", fate)
+    return df, counts
 
 
 @dataclass
@@ -152,8 +202,7 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
     # chronological order: by timestamp where the format has them, ties in file order
     if raw.has_timestamps:
         df = df.sort_values(["timestamp", "_order"], kind="stable")
-    if opt.dedupe:
-        df = df.drop_duplicates(["user", "item"], keep="first")
+    df, duplicates = _dedupe(df, opt.dedupe, raw.has_timestamps, name)
     if split != "fixed":
         df = k_core(df, opt.k_core)
         if split == "loo":  # leave-one-out needs train >= 1, valid and test per user
@@ -199,7 +248,8 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
 
     info = {"source": raw.source, "options": opt.to_dict(), "split": split,
             "raw_interactions": int(len(raw.interactions)),
-            "has_timestamps": raw.has_timestamps, "preprocess_version": PREPROCESS_VERSION}
+            "has_timestamps": raw.has_timestamps, "duplicates": duplicates,
+            "preprocess_version": PREPROCESS_VERSION}
     if "warm_items" in raw.extras:  # published warm/cold lists: record how they compare
         info["published_warm_items"] = len(raw.extras["warm_items"])
         info["published_cold_items"] = len(raw.extras.get("cold_items", []))

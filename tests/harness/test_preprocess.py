@@ -165,3 +165,51 @@ def test_shared_beauty_and_setrec_counts(shared_datasets, monkeypatch):
     st = setrec.stats()
     assert (st["train_interactions"], st["valid_interactions"], st["test_interactions"]) == (132990, 16641, 17579)
     assert (st["warm_items"], st["cold_items"]) == (11407, 617)
+
+
+def _doubled_last_rows(n_users=20, doubled=(0, 3, 7)):
+    """Each user: items 1..6 at times 10..60; users in ``doubled`` have their last row twice."""
+    rows = [(f"u{u}", str(k + 1 + u % 3), float(10 * (k + 1))) for u in range(n_users) for k in range(6)]
+    rows += [r for r in rows if int(r[0][1:]) in doubled and r[2] == 60.0]
+    return rows
+
+
+def test_duplicate_rows_are_dropped_by_default_and_never_leak_the_test_item(caplog):
+    """A (user, item, time) row written twice made the validation item equal the test item for
+    that user (the last row twice: second last = last). The default drops the exact repeats,
+    counts them and says so."""
+    raw = _raw(_doubled_last_rows())
+    with caplog.at_level("WARNING", logger="benchmarks.data.preprocess"):
+        ds = preprocess(raw, "t", PreprocessOptions(k_core=0))
+    assert PreprocessOptions().dedupe == "exact"
+    assert all(set(v).isdisjoint(t) for v, t in zip(ds.valid, ds.test))
+    stats = ds.stats()
+    assert (stats["duplicate_rows"], stats["repeated_user_item"], stats["dropped_duplicates"]) == (3, 3, 3)
+    assert stats["users_valid_item_is_test_item"] == 0 and stats["interactions"] == 120
+    assert "dataset 't': 3 rows repeat an earlier row's user, item and timestamp: dropped" in caplog.text
+    # kept on request (dedupe: none): counted, warned about, and the leak is visible in the stats
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="benchmarks.data.preprocess"):
+        kept = preprocess(raw, "t", PreprocessOptions(k_core=0, dedupe="none"))
+    assert kept.stats()["users_valid_item_is_test_item"] == 3 and kept.stats()["dropped_duplicates"] == 0
+    assert "3 rows repeat an earlier row's user, item and timestamp: kept (dedupe: none)" in caplog.text
+
+
+def test_repeats_at_other_times_are_kept_unless_dedupe_user_item():
+    rows = [("u", "1", 10.0), ("u", "2", 20.0), ("u", "1", 30.0), ("u", "3", 40.0), ("u", "1", 50.0)]
+    ds = preprocess(_raw(rows), "t", PreprocessOptions(k_core=0))
+    assert ds.stats()["interactions"] == 5 and ds.stats()["duplicate_rows"] == 0
+    assert ds.stats()["repeated_user_item"] == 2
+    once = preprocess(_raw(rows), "t", PreprocessOptions(k_core=0, dedupe="user-item"))
+    assert [once.item_ids[i - 1] for i in np.concatenate([once.train[0], once.valid[0], once.test[0]])] == ["1", "2", "3"]
+    assert once.stats()["dropped_duplicates"] == 2
+    # without timestamps no two rows are known to be the same event: repeats are counted, kept
+    flat = preprocess(_raw([(u, i, np.nan) for u, i, _ in rows]), "t", PreprocessOptions(k_core=0))
+    assert flat.stats()["duplicate_rows"] == 0 and flat.stats()["repeated_user_item"] == 2
+    assert flat.stats()["interactions"] == 5
+
+
+@pytest.mark.parametrize("bad", [True, False, "yes", 1])
+def test_dedupe_takes_one_of_three_names(bad):
+    with pytest.raises(ConfigError, match=r"dedupe: expected one of exact, user-item, none"):
+        PreprocessOptions(dedupe=bad)
