@@ -47,7 +47,7 @@ import benchmarks
 from benchmarks.data.catalog import DatasetSpec, load_dataset, spec_from_config
 from benchmarks.errors import ConfigError, GenrecError
 from benchmarks.evaluation import EvalConfig, Evaluator
-from benchmarks.protocol import Context, build_config
+from benchmarks.protocol import Context, build_config, check_value
 from benchmarks.registry import METHODS
 from benchmarks.utils import (Timer, atomic_write_json, atomic_write_text, device_description,
                               git_commit, package_versions, read_results_csv, resolve_device,
@@ -105,46 +105,80 @@ def _need(cond: bool, where: str, msg: str) -> None:
 
 
 def parse_matrix(data: Any, source: str) -> Matrix:
-    """A matrix mapping (parsed YAML) -> Matrix; errors name the file and the field."""
+    """A matrix mapping (parsed YAML) -> Matrix. Every key, at every level, is checked against
+    what it can be, with its type (dataset entries by :func:`spec_from_config`, the evaluation
+    by EvalConfig's annotations; method configs need their classes and are checked by
+    :func:`expand`); errors name the file, the entry and the key."""
     _need(isinstance(data, dict), source, f"expected a mapping with keys {sorted(MATRIX_KEYS)}")
     unknown = set(data) - MATRIX_KEYS
     _need(not unknown, source, f"unknown key(s) {sorted(unknown)}; known: {sorted(MATRIX_KEYS)}")
+    for key in ("name", "description", "device"):
+        if key in data:
+            check_value(data[key], str, f"{source}: {key}")
     for key in ("datasets", "methods"):
         _need(isinstance(data.get(key), list) and data[key], f"{source}: {key}",
               "expected a non-empty list")
-    methods = []
-    for i, m in enumerate(data["methods"]):
-        where = f"{source}: methods[{i}]"
-        if isinstance(m, str):
-            m = {"name": m}
-        _need(isinstance(m, dict) and isinstance(m.get("name"), str), where,
-              "expected a method name or a mapping with 'name'")
-        bad = set(m) - METHOD_KEYS
-        _need(not bad, where, f"unknown key(s) {sorted(bad)}; known: {sorted(METHOD_KEYS)}")
-        _need(isinstance(m.get("config", {}), dict), f"{where}.config", "expected a mapping")
-        _need(isinstance(m.get("datasets", {}), dict), f"{where}.datasets",
-              "expected a mapping dataset -> config overrides")
-        only = m.get("only")
-        names = [d if isinstance(d, str) else d.get("name") for d in data["datasets"]]
-        _need(only is None or (isinstance(only, list) and set(only) <= set(names)), f"{where}.only",
-              f"expected a list of this matrix's dataset names {names}")
-        methods.append(MethodEntry(m["name"], m.get("label", m["name"]), dict(m.get("config", {})),
-                                   dict(m.get("datasets", {})), None if only is None else list(only)))
+    names = []
+    for i, d in enumerate(data["datasets"]):
+        try:
+            names.append(spec_from_config(d).name)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: datasets[{i}]: {exc}") from None
+    dup = sorted({x for x in names if names.count(x) > 1})
+    _need(not dup, f"{source}: datasets", f"names must be unique, repeated: {dup}")
+    methods = [_method_entry(m, f"{source}: methods[{i}]", names) for i, m in enumerate(data["methods"])]
     labels = [m.label for m in methods]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     _need(not dup, f"{source}: methods", f"labels must be unique, repeated: {dup} (give 'label')")
     seeds = data.get("seeds", [0])
-    _need(isinstance(seeds, list) and all(isinstance(s, int) for s in seeds) and seeds,
-          f"{source}: seeds", "expected a non-empty list of integers")
+    _need(isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+          and seeds, f"{source}: seeds", "expected a non-empty list of integers")
     feats = data.get("features", {}) or {}
     _need(isinstance(feats, dict) and not set(feats) - FEATURE_KEYS, f"{source}: features",
           f"expected a mapping with keys among {sorted(FEATURE_KEYS)}")
+    for key, value in feats.items():
+        check_value(value, str, f"{source}: features.{key}")
     ev = data.get("evaluation", {}) or {}
     _need(isinstance(ev, dict), f"{source}: evaluation", "expected a mapping of EvalConfig fields")
+    _eval_config(ev, source)
     return Matrix(name=str(data.get("name", Path(source).stem)), datasets=list(data["datasets"]),
                   methods=methods, seeds=seeds, device=str(data.get("device", "auto")),
                   evaluation=ev, features=feats, description=str(data.get("description", "")),
                   source=source)
+
+
+def _method_entry(m: Any, where: str, names: list[str]) -> MethodEntry:
+    """One entry of ``methods`` (a name or a mapping) -> MethodEntry, every key checked."""
+    if isinstance(m, str):
+        m = {"name": m}
+    _need(isinstance(m, dict) and isinstance(m.get("name"), str), where,
+          "expected a method name or a mapping with 'name'")
+    bad = set(m) - METHOD_KEYS
+    _need(not bad, where, f"unknown key(s) {sorted(bad)}; known: {sorted(METHOD_KEYS)}")
+    if "label" in m:
+        check_value(m["label"], str, f"{where}.label")
+    _need(isinstance(m.get("config", {}), dict), f"{where}.config", "expected a mapping")
+    per_dataset = m.get("datasets", {})
+    _need(isinstance(per_dataset, dict), f"{where}.datasets",
+          "expected a mapping dataset -> config overrides")
+    strangers = sorted(set(per_dataset) - set(names), key=str)
+    _need(not strangers, f"{where}.datasets", f"unknown dataset(s) {', '.join(map(str, strangers))}; "
+          f"this matrix's datasets: {', '.join(names)}")
+    for key, value in per_dataset.items():
+        _need(isinstance(value, dict), f"{where}.datasets.{key}",
+              f"expected a mapping of config overrides, got {value!r}")
+    only = m.get("only")
+    _need(only is None or (isinstance(only, list) and set(only) <= set(names)), f"{where}.only",
+          f"expected a list of this matrix's dataset names {names}")
+    return MethodEntry(m["name"], m.get("label", m["name"]), dict(m.get("config", {})),
+                       dict(per_dataset), None if only is None else list(only))
+
+
+def _eval_config(evaluation: dict, source: str) -> EvalConfig:
+    try:
+        return build_config(EvalConfig, evaluation)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: evaluation: {exc}") from None
 
 
 def load_matrix(path: str | Path | None = None, preset: str | None = None) -> Matrix:
@@ -209,10 +243,15 @@ def expand_env(value: Any, where: str, field: str = "") -> Any:
 
 
 def expand(matrix: Matrix) -> list[Cell]:
-    eval_cfg = build_config(EvalConfig, matrix.evaluation)
+    """The matrix's cells, every method config (with its per-dataset overrides) built and
+    checked against its Config class: a wrong key or type stops here, before anything runs."""
+    eval_cfg = _eval_config(matrix.evaluation, matrix.source)
     cells = []
     for d in matrix.datasets:
-        spec = spec_from_config(d)
+        try:
+            spec = spec_from_config(d)
+        except ConfigError as exc:
+            raise ConfigError(f"{matrix.source}: {exc}") from None
         for entry in matrix.methods:
             if entry.only is not None and spec.name not in entry.only:
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -25,10 +26,11 @@ log = logging.getLogger(__name__)
 #: Bump when preprocessing changes what it produces: it is part of every cache key.
 PREPROCESS_VERSION = 2
 
-SPLITS = ("loo", "ratio", "fixed")
+Split = Literal["loo", "ratio", "fixed"]
 #: ``dedupe`` values: drop rows repeating an earlier row's (user, item, timestamp); drop every
 #: repeat of a (user, item) pair; drop nothing
-DEDUPE = ("exact", "user-item", "none")
+Dedupe = Literal["exact", "user-item", "none"]
+SPLITS, DEDUPE = get_args(Split), get_args(Dedupe)
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,11 @@ class PreprocessOptions:
     """
 
     k_core: int = 5
-    split: str = "loo"
+    split: Split = "loo"
     ratio: tuple[float, float, float] = (0.8, 0.1, 0.1)
     max_history: int = 20
     min_rating: float | None = None
-    dedupe: str = "exact"
+    dedupe: Dedupe = "exact"
 
     def __post_init__(self):
         if isinstance(self.dedupe, bool) or self.dedupe not in DEDUPE:
