@@ -201,7 +201,12 @@ def load_matrix(path: str | Path | None = None, preset: str | None = None) -> Ma
 
 def select(matrix: Matrix, datasets: list[str] | None = None, methods: list[str] | None = None,
            seeds: list[int] | None = None) -> Matrix:
-    """The CLI's --datasets / --methods / --seeds filters (methods by label or name)."""
+    """The CLI's --datasets / --methods / --seeds filters.
+
+    ``methods``: a matrix LABEL selects that entry; a method name that is no label selects
+    every entry of that method (e.g. ``mf`` -> the entries labelled ``mf-a`` and ``mf-b``); a
+    name the matrix lacks runs that method with its defaults. In the order given, each entry
+    once."""
     m = dataclasses.replace(matrix)
     if datasets:
         names = {(d if isinstance(d, str) else d.get("name")): d for d in matrix.datasets}
@@ -210,13 +215,23 @@ def select(matrix: Matrix, datasets: list[str] | None = None, methods: list[str]
         if missing:
             log.info("datasets %s are not in matrix %s: using catalog defaults", missing, matrix.name)
     if methods:
-        by = {e.label: e for e in matrix.methods} | {e.name: e for e in matrix.methods}
-        m.methods = [by.get(x, MethodEntry(x, x)) for x in methods]
+        m.methods = _select_methods(matrix.methods, methods)
     if datasets and missing:   # datasets named on the command line run every selected method
         m.methods = [e if e.only is None else dataclasses.replace(e, only=e.only + missing) for e in m.methods]
     if seeds:
         m.seeds = list(seeds)
     return m
+
+
+def _select_methods(entries: list[MethodEntry], wanted: list[str]) -> list[MethodEntry]:
+    """See :func:`select`: labels first, then method names, then a default entry."""
+    picked: dict[str, MethodEntry] = {}
+    for x in wanted:
+        chosen = ([e for e in entries if e.label == x] or [e for e in entries if e.name == x]
+                  or [MethodEntry(x, x)])
+        for e in chosen:
+            picked.setdefault(e.label, e)
+    return list(picked.values())
 
 
 # --------------------------------------------------------------------------- cells

@@ -170,3 +170,23 @@ def test_every_builtin_preset_expands(preset, monkeypatch):
     matrix = load_matrix(preset=preset)
     cells = expand(matrix)
     assert cells and {c.method.label for c in cells} == {m.label for m in matrix.methods}
+
+
+def test_methods_filter_selects_labels_then_names(tmp_path):
+    """--methods mf on a matrix with entries labelled mf and mf-d8 (both name: mf) ran only
+    mf-d8: the by-name lookup overwrote the label. A label selects its entry; a method name
+    that is no label selects every entry of that method; another name runs with defaults."""
+    from benchmarks.runner import select
+    entry = write_toy_recbole(tmp_path / "data")
+    m = parse_matrix({"name": "t", "datasets": [entry], "methods": [
+        "mostpop", "mf", {"name": "mf", "label": "mf-d8", "config": {"dim": 8}},
+        {"name": "sasrec", "label": "sasrec-a"}, {"name": "sasrec", "label": "sasrec-b"}]}, "m.yaml")
+    assert [e.label for e in select(m, methods=["mf"]).methods] == ["mf"]
+    assert [e.label for e in select(m, methods=["mf-d8"]).methods] == ["mf-d8"]
+    assert [e.label for e in select(m, methods=["mf-d8", "mf"]).methods] == ["mf-d8", "mf"]
+    assert [e.label for e in select(m, methods=["sasrec"]).methods] == ["sasrec-a", "sasrec-b"]
+    assert [e.label for e in select(m, methods=["sasrec", "sasrec-b"]).methods] == ["sasrec-a", "sasrec-b"]
+    picked = select(m, methods=["bert4rec"]).methods
+    assert [(e.name, e.label, e.config) for e in picked] == [("bert4rec", "bert4rec", {})]
+    assert {c.method.label: c.resolved["config"]["dim"] for c in expand(select(m, methods=["mf", "mf-d8"]))} \
+        == {"mf": 64, "mf-d8": 8}
