@@ -274,10 +274,17 @@ class Recommender(abc.ABC):
         return self
 
 
+class NaNScoreError(FloatingPointError):
+    """NaN among the scores a ranking would use (a diverged model). ``torch.topk`` puts NaN
+    first, so such a model would look like one recommending items 1..K; it is an error
+    instead, which the evaluator completes with the method and the split."""
+
+
 def topk_from_scores(scores: torch.Tensor, k: int, candidates: torch.Tensor | None = None,
                      exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask padding, non-candidates and exclusions with -inf, then top-k. Ties go to the lower
-    item id (a stable descending sort), so rankings are deterministic."""
+    item id (a stable descending sort), so rankings are deterministic. A NaN among the scores
+    left (the ones a ranking uses) is a :class:`NaNScoreError`."""
     scores[:, 0] = float("-inf")
     if candidates is not None:
         scores[:, ~candidates.to(scores.device)] = float("-inf")
@@ -286,6 +293,10 @@ def topk_from_scores(scores: torch.Tensor, k: int, candidates: torch.Tensor | No
         rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(exclude)
         keep = exclude > 0
         scores[rows[keep], exclude[keep]] = float("-inf")
+    nan = torch.isnan(scores)
+    if nan.any():
+        raise NaNScoreError(f"{int(nan.sum())} NaN score(s) for {int(nan.any(1).sum())} of "
+                            f"{scores.shape[0]} users")
     k = min(k, scores.shape[1] - 1)
     vals, idx = torch.topk(scores, k, dim=1)
     # ties at the cut: rows where the k-th score occurs beyond the top-k get a stable sort
@@ -302,3 +313,12 @@ def topk_from_scores(scores: torch.Tensor, k: int, candidates: torch.Tensor | No
     idx, vals = idx.gather(1, order), vals.gather(1, order)
     idx = torch.where(torch.isinf(vals) & (vals < 0), torch.zeros_like(idx), idx)
     return idx, vals
+
+
+def check_ranked_scores(scores: torch.Tensor, k: int) -> None:
+    """A NaN among the scores a ``rank`` returned (a decoder's beam scores) is a
+    :class:`NaNScoreError`: its ranking is meaningless."""
+    nan = torch.isnan(scores)
+    if nan.any():
+        raise NaNScoreError(f"NaN scores in the top-{k} lists of {int(nan.any(1).sum())} of "
+                            f"{scores.shape[0]} users")

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from benchmarks.data.dataset import Dataset, left_pad
 from benchmarks.evaluation.metrics import pad_targets, recall_ndcg
-from benchmarks.protocol import Recommender, UserBatch, topk_from_scores
+from benchmarks.protocol import (NaNScoreError, Recommender, UserBatch, check_ranked_scores,
+                                 topk_from_scores)
 from benchmarks.utils import PeakMemory
 
 SUBSETS = ("all", "warm", "cold", "popularity")
@@ -123,10 +124,14 @@ class Evaluator:
                                 leave=False, disable=not progress):
             batch = batch.to(model.device)
             start = time.perf_counter()
-            if exact:
-                items, _ = topk_from_scores(model.score(batch).float(), self.k, candidates, excl)
-            else:
-                items, _ = model.rank(batch, self.k, candidates=candidates, exclude=excl)
+            try:
+                if exact:
+                    items, vals = topk_from_scores(model.score(batch).float(), self.k, candidates, excl)
+                else:
+                    items, vals = model.rank(batch, self.k, candidates=candidates, exclude=excl)
+                check_ranked_scores(vals, self.k)
+            except NaNScoreError as exc:
+                raise NaNScoreError(f"method {model.name!r}: {exc}, ranking split {split!r}") from None
             if items.is_cuda:
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - start
