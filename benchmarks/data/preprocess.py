@@ -135,6 +135,33 @@ def _dedupe(df: pd.DataFrame, mode: str, timed: bool, name: str) -> tuple[pd.Dat
     return df, counts
 
 
+class _Steps:
+    """What each filtering step dropped (interactions, users, items), for the log and
+    ``Dataset.info["filtering"]``: no step drops anything without a count."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.read = len(df)
+        self._last = df
+        self.dropped: dict[str, dict[str, int]] = {}
+
+    def record(self, step: str, df: pd.DataFrame) -> pd.DataFrame:
+        before = self._last
+        self.dropped[step] = {"interactions": len(before) - len(df),
+                              "users": before["user"].nunique() - df["user"].nunique(),
+                              "items": before["item"].nunique() - df["item"].nunique()}
+        self._last = df
+        return df
+
+    def summary(self) -> str:
+        parts = [f"{d['interactions']} by {step} ({d['users']} users, {d['items']} items gone)"
+                 for step, d in self.dropped.items() if d["interactions"]]
+        return (f"{self.read} interactions read, {len(self._last)} kept"
+                + (f"; dropped {', '.join(parts)}" if parts else ""))
+
+    def to_dict(self) -> dict:
+        return {"read": self.read, "kept": len(self._last), "dropped": self.dropped}
+
+
 @dataclass
 class _Built:
     train: list = field(default_factory=list)
@@ -184,15 +211,8 @@ def _check_timestamps(raw: RawData, name: str) -> None:
 def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None) -> Dataset:
     """Filter, order and split ``raw`` into a :class:`Dataset` (see the module docstring)."""
     opt = options or PreprocessOptions()
-    df = raw.interactions.copy()
-    for col in ("user", "item"):
-        df[col] = df[col].astype(str)
-    df["_order"] = np.arange(len(df))
-    if opt.min_rating is not None:
-        if "rating" not in df:
-            raise ConfigError(f"min_rating is set but dataset {name!r} has no ratings")
-        df = df[df["rating"] >= opt.min_rating]
-
+    if raw.interactions.empty:
+        raise EmptyDatasetError(f"dataset {name!r}: no interaction read from {raw.source or 'its files'}")
     _check_timestamps(raw, name)
     split = "fixed" if raw.presplit else opt.split
     if split == "fixed" and not raw.presplit:
@@ -200,20 +220,32 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
     if split == "ratio" and not raw.has_timestamps:
         raise ConfigError(f"the global chronological split needs timestamps; dataset {name!r} "
                           "has none (its format gives only the order inside each user)")
+    df = raw.interactions.copy()
+    for col in ("user", "item"):
+        df[col] = df[col].astype(str)
+    df["_order"] = np.arange(len(df))
+    steps = _Steps(df)
+    if opt.min_rating is not None:
+        if "rating" not in df:
+            raise ConfigError(f"min_rating is set but dataset {name!r} has no ratings")
+        df = steps.record(f"min_rating {opt.min_rating}", df[df["rating"] >= opt.min_rating])
 
     # chronological order: by timestamp where the format has them, ties in file order
     if raw.has_timestamps:
         df = df.sort_values(["timestamp", "_order"], kind="stable")
     df, duplicates = _dedupe(df, opt.dedupe, raw.has_timestamps, name)
+    steps.record(f"dedupe {opt.dedupe}", df)
     if split != "fixed":
-        df = k_core(df, opt.k_core)
+        df = steps.record(f"k-core {opt.k_core}", k_core(df, opt.k_core))
         if split == "loo":  # leave-one-out needs train >= 1, valid and test per user
-            df = df[df["user"].map(df["user"].value_counts()) >= 3]
+            df = steps.record("users with < 3 interactions (leave-one-out)",
+                              df[df["user"].map(df["user"].value_counts()) >= 3])
+    log.info("dataset %r: %s", name, steps.summary())
     if df.empty:
         raise EmptyDatasetError(
             f"dataset {name!r}: no interaction left after filtering "
-            f"(k_core={opt.k_core}, min_rating={opt.min_rating}, split={split}); "
-            f"the raw data had {len(raw.interactions)} interactions")
+            f"(k_core={opt.k_core}, min_rating={opt.min_rating}, split={split}) of the "
+            f"{len(raw.interactions)} read from {raw.source or 'its files'}")
 
     item_ids = _natural_order(df["item"].unique())
     user_ids = _natural_order(df["user"].unique())
@@ -251,6 +283,7 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
     info = {"source": raw.source, "options": opt.to_dict(), "split": split,
             "raw_interactions": int(len(raw.interactions)),
             "has_timestamps": raw.has_timestamps, "duplicates": duplicates,
+            "filtering": steps.to_dict(),
             "preprocess_version": PREPROCESS_VERSION}
     if "warm_items" in raw.extras:  # published warm/cold lists: record how they compare
         info["published_warm_items"] = len(raw.extras["warm_items"])

@@ -91,3 +91,29 @@ def test_one_missing_timestamp_is_an_error_naming_file_and_line(tmp_path, fmt, t
     msg = str(err.value)
     assert msg.startswith(f"{path}:{first + bad}: ")
     assert "timestamp" in msg and "finite" in msg and err.value.line == first + bad
+
+
+def test_undecodable_id_in_movielens_ratings_is_an_error(tmp_path):
+    """u.data was read as latin-1, so a byte that is not text became an id of its own (and the
+    k-core filter dropped that item without a word)."""
+    rows = _rows()
+    entry, path, _ = write_movielens(tmp_path / "ml", rows)
+    data = path.read_bytes().splitlines(keepends=True)
+    u, i, _ = data[41].split(b"\t", 2)
+    data[41] = data[41].replace(b"\t" + i + b"\t", b"\t" + i + b"\xff\t", 1)
+    path.write_bytes(b"".join(data))
+    with pytest.raises(DataFormatError) as err:
+        _load(entry)
+    assert str(err.value).startswith(f"{path}:42: expected utf-8 text, got 'undecodable bytes (hex) ff'")
+
+
+@pytest.mark.parametrize("fmt", sorted(WRITERS))
+def test_empty_or_all_filtered_data_names_the_file(tmp_path, fmt):
+    entry, path, _ = WRITERS[fmt](tmp_path / "empty", [])
+    with pytest.raises(EmptyDatasetError) as err:
+        _load(entry)
+    assert str(path) in str(err.value) and "no interaction" in str(err.value)
+    entry, path, _ = WRITERS[fmt](tmp_path / "few", _rows())
+    with pytest.raises(EmptyDatasetError) as err:
+        load_dataset({"name": "few", "k_core": 50, **entry})
+    assert str(path) in str(err.value) and "k_core=50" in str(err.value)

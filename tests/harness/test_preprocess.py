@@ -213,3 +213,15 @@ def test_repeats_at_other_times_are_kept_unless_dedupe_user_item():
 def test_dedupe_takes_one_of_three_names(bad):
     with pytest.raises(ConfigError, match=r"dedupe: expected one of exact, user-item, none"):
         PreprocessOptions(dedupe=bad)
+
+
+def test_every_filtering_step_says_what_it_dropped(caplog):
+    rows = [(f"u{u}", str(i), float(10 * i)) for u in range(6) for i in range(1, 6)]
+    rows += [("u0", "rare", 99.0), ("lonely", "1", 1.0), ("lonely", "2", 2.0)]
+    with caplog.at_level("INFO", logger="benchmarks.data.preprocess"):
+        ds = preprocess(_raw(rows), "t", PreprocessOptions(k_core=3))
+    f = ds.info["filtering"]
+    assert (f["read"], f["kept"]) == (33, 30)
+    assert f["dropped"]["k-core 3"] == {"interactions": 3, "users": 1, "items": 1}
+    assert f["dropped"]["dedupe exact"]["interactions"] == 0
+    assert "dataset 't': 33 interactions read, 30 kept; dropped 3 by k-core 3 (1 users, 1 items gone)" in caplog.text
