@@ -228,6 +228,10 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
     if opt.min_rating is not None:
         if "rating" not in df:
             raise ConfigError(f"min_rating is set but dataset {name!r} has no ratings")
+        unrated = int(df["rating"].isna().sum())
+        if unrated:   # NaN >= x is false: they would vanish without a word
+            raise ConfigError(f"dataset {name!r}: min_rating is set but {unrated} of {len(df)} interactions "
+                              f"have no rating ({raw.source or 'its files'}); fill them in or drop min_rating")
         df = steps.record(f"min_rating {opt.min_rating}", df[df["rating"] >= opt.min_rating])
 
     # chronological order: by timestamp where the format has them, ties in file order

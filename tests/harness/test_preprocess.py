@@ -225,3 +225,15 @@ def test_every_filtering_step_says_what_it_dropped(caplog):
     assert f["dropped"]["k-core 3"] == {"interactions": 3, "users": 1, "items": 1}
     assert f["dropped"]["dedupe exact"]["interactions"] == 0
     assert "dataset 't': 33 interactions read, 30 kept; dropped 3 by k-core 3 (1 users, 1 items gone)" in caplog.text
+
+
+def test_min_rating_refuses_interactions_without_a_rating():
+    """A RecBole file may leave a rating empty; min_rating used to drop those rows silently
+    (NaN >= x is false)."""
+    df = pd.DataFrame([("u", "1", 1.0, 5.0), ("u", "2", 2.0, np.nan), ("u", "3", 3.0, 4.0)],
+                      columns=["user", "item", "timestamp", "rating"])
+    raw = RawData(df, source="recbole: x.inter")
+    with pytest.raises(ConfigError, match=r"^dataset 't': min_rating is set but 1 of 3 interactions have no "
+                                          r"rating \(recbole: x\.inter\)"):
+        preprocess(raw, "t", PreprocessOptions(k_core=0, min_rating=4))
+    assert preprocess(raw, "t", PreprocessOptions(k_core=0)).n_interactions == 3
