@@ -298,15 +298,23 @@ def cell_done(out: Path, cell: Cell) -> bool:
 
 class _DatasetMemo:
     """Datasets loaded once per process and shared by its cells (each cell gets a fresh
-    Evaluator: its validation sample depends on the seed)."""
+    Evaluator: its validation sample depends on the seed). A dataset that fails to load
+    (a data error) fails each of its cells with the same error, read once."""
 
     def __init__(self):
         self._data: dict[str, Any] = {}
+        self._errors: dict[str, GenrecError] = {}
 
     def get(self, spec: DatasetSpec, eval_cfg: EvalConfig, seed: int):
         key = stable_hash([spec.name, spec.format, spec.reader_args, spec.options.to_dict()])
+        if key in self._errors:
+            raise self._errors[key].with_traceback(None)
         if key not in self._data:
-            self._data[key] = load_dataset(spec)
+            try:
+                self._data[key] = load_dataset(spec)
+            except GenrecError as exc:
+                self._errors[key] = exc
+                raise
         ds = self._data[key]
         return ds, Evaluator(ds, eval_cfg, seed=seed)
 
@@ -419,10 +427,10 @@ def run_matrix_ray(matrix: Matrix, out: Path, *, address: str | None = None, cpu
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'genrec-bench[ray]'") from None
     out = Path(out)
+    cells = expand(matrix)   # every config checked before the run folder is touched
     out.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
     atomic_write_text(out / "matrix.yaml", yaml.safe_dump(_matrix_record(matrix), sort_keys=False))
-    cells = expand(matrix)
     todo = [c for c in cells if not cell_done(out, c)]
     summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
     if not ray.is_initialized():
@@ -448,25 +456,37 @@ def run_matrix_ray(matrix: Matrix, out: Path, *, address: str | None = None, cpu
         bar.update(1)
     bar.close()
     collect_results(out)
-    if summary["failed"]:
-        atomic_write_json(out / "failures.json", summary["failed"])
+    write_failures(out, summary["failed"])
     return summary
+
+
+def write_failures(out: Path, failed: list[dict]) -> None:
+    """``out/failures.json``: this run's failed cells; removed when none failed (a list
+    left from an earlier run would report cells that have run since)."""
+    path = out / "failures.json"
+    if failed:
+        atomic_write_json(path, failed)
+    elif path.exists():
+        path.unlink()
 
 
 def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: bool = False) -> dict:
     """Run every unfinished cell in-process; collect results; return a summary.
 
-    Under a multi-process launch every process runs every cell's training (data-parallel);
-    only the main process cleans, evaluates and writes."""
+    A matrix whose configs do not check stops before the run folder is touched. A cell that
+    fails at run time (a data error of its dataset, a diverged model ...) is recorded in the
+    summary and ``failures.json`` and the other cells run, unless ``fail_fast``. Under a
+    multi-process launch every process runs every cell's training (data-parallel); only the
+    main process cleans, evaluates and writes."""
     from benchmarks import distributed
 
     out = Path(out)
+    cells = expand(matrix)   # every config checked before the run folder is touched
     out.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()
     if main:
         clean_stale(out)
         atomic_write_text(out / "matrix.yaml", yaml.safe_dump(_matrix_record(matrix), sort_keys=False))
-    cells = expand(matrix)
     todo = [c for c in cells if not cell_done(out, c)]
     if distributed.current() is not None:   # decided before anyone writes: the same list everywhere
         distributed.current().barrier()
@@ -481,7 +501,7 @@ def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: b
                      memo=memo)
             summary["ran"] += 1
         except (GenrecError, RuntimeError, ValueError, FloatingPointError) as exc:
-            if fail_fast or isinstance(exc, GenrecError) or not main:
+            if fail_fast or not main:
                 raise
             log.error("cell %s failed: %s", cell.relpath, exc)
             summary["failed"].append({"cell": str(cell.relpath), "error": f"{type(exc).__name__}: {exc}",
@@ -490,6 +510,5 @@ def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: b
             collect_results(out)
     if main:
         collect_results(out)
-        if summary["failed"]:
-            atomic_write_json(out / "failures.json", summary["failed"])
+        write_failures(out, summary["failed"])
     return summary
