@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
 
 import benchmarks
 from benchmarks.data.catalog import DatasetSpec, load_dataset, spec_from_config
@@ -50,8 +49,8 @@ from benchmarks.evaluation import EvalConfig, Evaluator
 from benchmarks.protocol import Context, build_config, check_value
 from benchmarks.registry import METHODS
 from benchmarks.utils import (Timer, atomic_write_json, atomic_write_text, device_description,
-                              git_commit, package_versions, read_results_csv, resolve_device,
-                              seed_everything, stable_hash)
+                              git_commit, package_versions, progress_bar, read_results_csv,
+                              resolve_device, seed_everything, show_progress, stable_hash)
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +327,7 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
     from benchmarks import distributed
 
     main = distributed.is_main()
+    progress = show_progress(progress)   # passed on: features and identifiers draw nothing in a log
     final = out / cell.relpath
     tmp = final.with_name(final.name + f".tmp-{int(time.time() * 1e6)}")
     if main:
@@ -438,7 +438,7 @@ def run_matrix_ray(matrix: Matrix, out: Path, *, address: str | None = None, cpu
                  log_to_driver=False, runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
     task = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)(_ray_cell)
     pending = {task.remote(c, str(out), matrix.device, matrix.features): c for c in todo}
-    bar = tqdm(total=len(pending), desc=f"matrix {matrix.name} (ray)", disable=not progress)
+    bar = progress_bar(total=len(pending), desc=f"matrix {matrix.name} (ray)", enabled=progress)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         cell = pending.pop(done[0])
@@ -493,7 +493,7 @@ def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: b
     summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
     log.info("matrix %s: %d cells, %d finished already", matrix.name, len(cells), summary["skipped"])
     memo = _DatasetMemo()
-    bar = tqdm(todo, desc=f"matrix {matrix.name}", disable=not progress or not main)
+    bar = progress_bar(todo, desc=f"matrix {matrix.name}", enabled=progress and main)
     for cell in bar:
         bar.set_postfix_str(f"{cell.dataset.name}/{cell.method.label}/seed{cell.seed}")
         try:

@@ -24,13 +24,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from benchmarks.data.dataset import Dataset, left_pad
 from benchmarks.evaluation.metrics import pad_targets, recall_ndcg
 from benchmarks.protocol import (NaNScoreError, Recommender, UserBatch, check_ranked_scores,
                                  topk_from_scores)
-from benchmarks.utils import PeakMemory
+from benchmarks.utils import PeakMemory, progress_bar
 
 SUBSETS = ("all", "warm", "cold", "popularity")
 
@@ -120,8 +119,8 @@ class Evaluator:
         model.eval()
         out, seconds = [], 0.0
         n_batches = (len(users) + self.cfg.batch_size - 1) // self.cfg.batch_size
-        for batch, excl in tqdm(self._batches(split, users), total=n_batches, desc=desc,
-                                leave=False, disable=not progress):
+        for batch, excl in progress_bar(self._batches(split, users), total=n_batches, desc=desc,
+                                        leave=False, enabled=progress):
             batch = batch.to(model.device)
             start = time.perf_counter()
             try:
