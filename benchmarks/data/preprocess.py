@@ -109,20 +109,19 @@ def count_duplicates(df: pd.DataFrame, timed: bool) -> dict[str, int]:
     return {"same_user_item_time": exact, "same_user_item": int(df.duplicated(["user", "item"]).sum())}
 
 
-def _dedupe(df: pd.DataFrame, mode: str, timed: bool, name: str) -> tuple[pd.DataFrame, dict]:
-    """Apply ``dedupe`` to the time-ordered rows; log and return the counts (the first row of
-    each repeated group is kept)."""
-    counts = count_duplicates(df, timed)
+def _dedupe(df: pd.DataFrame, mode: str, timed: bool, name: str,
+            counts: dict[str, int]) -> tuple[pd.DataFrame, dict]:
+    """Apply ``dedupe`` to the time-ordered rows (the first row of each repeated group is
+    kept); log the repeats ``counts`` found at read time; return them with ``dropped``."""
+    before = len(df)
     if mode == "exact" and timed:
         df = df.drop_duplicates(["user", "item", "timestamp"], keep="first")
     elif mode == "user-item":
         df = df.drop_duplicates(["user", "item"], keep="first")
-    counts["dropped"] = counts["same_user_item"] if mode == "user-item" else (
-        counts["same_user_item_time"] if mode == "exact" else 0)
-    counts["dedupe"] = mode
+    counts = {**counts, "dropped": before - len(df), "dedupe": mode}
     exact, pairs = counts["same_user_item_time"], counts["same_user_item"]
     if exact:
-        what = (f"dropped (dedupe: {mode})" if counts["dropped"] else
+        what = (f"dropped (dedupe: {mode})" if mode != "none" else
                 "kept (dedupe: none): a doubled last row makes that user's validation item the test item")
         log.warning("dataset %r: %d rows repeat an earlier row's user, item and timestamp: %s",
                     name, exact, what)
@@ -225,6 +224,7 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
         df[col] = df[col].astype(str)
     df["_order"] = np.arange(len(df))
     steps = _Steps(df)
+    found = count_duplicates(df, raw.has_timestamps)   # at read time, before any filter
     if opt.min_rating is not None:
         if "rating" not in df:
             raise ConfigError(f"min_rating is set but dataset {name!r} has no ratings")
@@ -237,7 +237,7 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
     # chronological order: by timestamp where the format has them, ties in file order
     if raw.has_timestamps:
         df = df.sort_values(["timestamp", "_order"], kind="stable")
-    df, duplicates = _dedupe(df, opt.dedupe, raw.has_timestamps, name)
+    df, duplicates = _dedupe(df, opt.dedupe, raw.has_timestamps, name, found)
     steps.record(f"dedupe {opt.dedupe}", df)
     if split != "fixed":
         df = steps.record(f"k-core {opt.k_core}", k_core(df, opt.k_core))
