@@ -120,6 +120,7 @@ def _dedupe(df: pd.DataFrame, mode: str, timed: bool, name: str,
         df = df.drop_duplicates(["user", "item"], keep="first")
     counts = {**counts, "dropped": before - len(df), "dedupe": mode}
     exact, pairs = counts["same_user_item_time"], counts["same_user_item"]
+    # the same event twice is a warning; a repeat at another time (or without a time) is data
     if exact:
         what = (f"dropped (dedupe: {mode})" if mode != "none" else
                 "kept (dedupe: none): a doubled last row makes that user's validation item the test item")
@@ -128,7 +129,7 @@ def _dedupe(df: pd.DataFrame, mode: str, timed: bool, name: str,
     if pairs > exact:
         fate = "dropped (dedupe: user-item)" if mode == "user-item" else \
             f"kept (dedupe: {mode}; 'user-item' drops them)"
-        log.warning("dataset %r: %d rows repeat an earlier (user, item) pair%s: %s", name,
+        log.info("dataset %r: %d rows repeat an earlier (user, item) pair%s: %s", name,
                     pairs - exact, " at another time" if timed else " (no timestamps to tell a "
                     "repeat visit from a row written twice)", fate)
     return df, counts
