@@ -20,7 +20,7 @@ tokens added to the vocabulary; SETRec and LETTER-LC-Rec likewise (Qwen2.5 / LLa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -38,7 +38,7 @@ class CausalBackboneConfig:
     intermediate: int = 512
     max_positions: int = 2048
     checkpoint: str | None = None
-    lora: Any = "auto"             # "auto" | True | False
+    lora: bool | Literal["auto"] = "auto"
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05

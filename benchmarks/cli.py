@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("matrix", nargs="?", help="matrix YAML file")
     r.add_argument("--preset", help="a built-in matrix (benchmarks/presets/): quick, coldstart, fidelity or paper")
     r.add_argument("--datasets", type=_csv, help="comma-separated dataset names (filter/override)")
-    r.add_argument("--methods", type=_csv, help="comma-separated method labels (filter/override)")
+    r.add_argument("--methods", type=_csv, help="comma-separated: a matrix label selects that entry; a "
+                   "method name that is no label selects every entry of that method; a method the "
+                   "matrix lacks runs with its defaults")
     r.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
     r.add_argument("--output", help="run directory (default runs/<matrix name>)")
     r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the matrix)")

@@ -41,17 +41,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
 
 import benchmarks
 from benchmarks.data.catalog import DatasetSpec, load_dataset, spec_from_config
 from benchmarks.errors import ConfigError, GenrecError
 from benchmarks.evaluation import EvalConfig, Evaluator
-from benchmarks.protocol import Context, build_config
+from benchmarks.protocol import Context, build_config, check_value
 from benchmarks.registry import METHODS
 from benchmarks.utils import (Timer, atomic_write_json, atomic_write_text, device_description,
-                              git_commit, package_versions, read_results_csv, resolve_device,
-                              seed_everything, stable_hash)
+                              git_commit, package_versions, progress_bar, read_results_csv,
+                              resolve_device, seed_everything, show_progress, stable_hash)
 
 log = logging.getLogger(__name__)
 
@@ -105,46 +104,83 @@ def _need(cond: bool, where: str, msg: str) -> None:
 
 
 def parse_matrix(data: Any, source: str) -> Matrix:
-    """A matrix mapping (parsed YAML) -> Matrix; errors name the file and the field."""
+    """A matrix mapping (parsed YAML) -> Matrix. Every key, at every level, is checked against
+    what it can be, with its type (dataset entries by :func:`spec_from_config`, the evaluation
+    by EvalConfig's annotations; method configs need their classes and are checked by
+    :func:`expand`); errors name the file, the entry and the key."""
     _need(isinstance(data, dict), source, f"expected a mapping with keys {sorted(MATRIX_KEYS)}")
     unknown = set(data) - MATRIX_KEYS
     _need(not unknown, source, f"unknown key(s) {sorted(unknown)}; known: {sorted(MATRIX_KEYS)}")
+    for key in ("name", "description", "device"):
+        if key in data:
+            check_value(data[key], str, f"{source}: {key}")
     for key in ("datasets", "methods"):
         _need(isinstance(data.get(key), list) and data[key], f"{source}: {key}",
               "expected a non-empty list")
-    methods = []
-    for i, m in enumerate(data["methods"]):
-        where = f"{source}: methods[{i}]"
-        if isinstance(m, str):
-            m = {"name": m}
-        _need(isinstance(m, dict) and isinstance(m.get("name"), str), where,
-              "expected a method name or a mapping with 'name'")
-        bad = set(m) - METHOD_KEYS
-        _need(not bad, where, f"unknown key(s) {sorted(bad)}; known: {sorted(METHOD_KEYS)}")
-        _need(isinstance(m.get("config", {}), dict), f"{where}.config", "expected a mapping")
-        _need(isinstance(m.get("datasets", {}), dict), f"{where}.datasets",
-              "expected a mapping dataset -> config overrides")
-        only = m.get("only")
-        names = [d if isinstance(d, str) else d.get("name") for d in data["datasets"]]
-        _need(only is None or (isinstance(only, list) and set(only) <= set(names)), f"{where}.only",
-              f"expected a list of this matrix's dataset names {names}")
-        methods.append(MethodEntry(m["name"], m.get("label", m["name"]), dict(m.get("config", {})),
-                                   dict(m.get("datasets", {})), None if only is None else list(only)))
+    names = []
+    for i, d in enumerate(data["datasets"]):
+        try:
+            names.append(spec_from_config(d).name)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: datasets[{i}]: {exc}") from None
+    dup = sorted({x for x in names if names.count(x) > 1})
+    _need(not dup, f"{source}: datasets", f"names must be unique, repeated: {dup}")
+    methods = [_method_entry(m, f"{source}: methods[{i}]", names) for i, m in enumerate(data["methods"])]
     labels = [m.label for m in methods]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     _need(not dup, f"{source}: methods", f"labels must be unique, repeated: {dup} (give 'label')")
     seeds = data.get("seeds", [0])
-    _need(isinstance(seeds, list) and all(isinstance(s, int) for s in seeds) and seeds,
-          f"{source}: seeds", "expected a non-empty list of integers")
+    _need(isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+          and seeds, f"{source}: seeds", "expected a non-empty list of integers")
     feats = data.get("features", {}) or {}
     _need(isinstance(feats, dict) and not set(feats) - FEATURE_KEYS, f"{source}: features",
           f"expected a mapping with keys among {sorted(FEATURE_KEYS)}")
+    for key, value in feats.items():
+        check_value(value, str, f"{source}: features.{key}")
     ev = data.get("evaluation", {}) or {}
     _need(isinstance(ev, dict), f"{source}: evaluation", "expected a mapping of EvalConfig fields")
+    _eval_config(ev, source)
     return Matrix(name=str(data.get("name", Path(source).stem)), datasets=list(data["datasets"]),
                   methods=methods, seeds=seeds, device=str(data.get("device", "auto")),
                   evaluation=ev, features=feats, description=str(data.get("description", "")),
                   source=source)
+
+
+def _method_entry(m: Any, where: str, names: list[str]) -> MethodEntry:
+    """One entry of ``methods`` (a name or a mapping) -> MethodEntry, every key checked."""
+    if isinstance(m, str):
+        m = {"name": m}
+    _need(isinstance(m, dict) and isinstance(m.get("name"), str), where,
+          "expected a method name or a mapping with 'name'")
+    bad = set(m) - METHOD_KEYS
+    _need(not bad, where, f"unknown key(s) {sorted(bad)}; known: {sorted(METHOD_KEYS)}")
+    if "label" in m:
+        check_value(m["label"], str, f"{where}.label")
+    _need(isinstance(m.get("config", {}), dict), f"{where}.config", "expected a mapping")
+    per_dataset = m.get("datasets", {})
+    _need(isinstance(per_dataset, dict), f"{where}.datasets",
+          "expected a mapping dataset -> config overrides")
+    strangers = sorted(set(per_dataset) - set(names), key=str)
+    _need(not strangers, f"{where}.datasets", f"unknown dataset(s) {', '.join(map(str, strangers))}; "
+          f"this matrix's datasets: {', '.join(names)}")
+    for key, value in per_dataset.items():
+        _need(isinstance(value, dict), f"{where}.datasets.{key}",
+              f"expected a mapping of config overrides, got {value!r}")
+    only = m.get("only")
+    _need(only is None or (isinstance(only, list) and set(only) <= set(names)), f"{where}.only",
+          f"expected a list of this matrix's dataset names {names}")
+    return MethodEntry(m["name"], m.get("label", m["name"]), dict(m.get("config", {})),
+                       dict(per_dataset), None if only is None else list(only))
+
+
+def _eval_config(evaluation: dict, source: str) -> EvalConfig:
+    if "mask_history" in evaluation:
+        raise ConfigError(f"{source}: evaluation.mask_history was replaced by the named "
+                          f"evaluation.protocol: masked | unmasked | auto (true -> masked, false -> unmasked)")
+    try:
+        return build_config(EvalConfig, evaluation)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: evaluation: {exc}") from None
 
 
 def load_matrix(path: str | Path | None = None, preset: str | None = None) -> Matrix:
@@ -167,7 +203,12 @@ def load_matrix(path: str | Path | None = None, preset: str | None = None) -> Ma
 
 def select(matrix: Matrix, datasets: list[str] | None = None, methods: list[str] | None = None,
            seeds: list[int] | None = None) -> Matrix:
-    """The CLI's --datasets / --methods / --seeds filters (methods by label or name)."""
+    """The CLI's --datasets / --methods / --seeds filters.
+
+    ``methods``: a matrix LABEL selects that entry; a method name that is no label selects
+    every entry of that method (e.g. ``mf`` -> the entries labelled ``mf-a`` and ``mf-b``); a
+    name the matrix lacks runs that method with its defaults. In the order given, each entry
+    once."""
     m = dataclasses.replace(matrix)
     if datasets:
         names = {(d if isinstance(d, str) else d.get("name")): d for d in matrix.datasets}
@@ -176,13 +217,23 @@ def select(matrix: Matrix, datasets: list[str] | None = None, methods: list[str]
         if missing:
             log.info("datasets %s are not in matrix %s: using catalog defaults", missing, matrix.name)
     if methods:
-        by = {e.label: e for e in matrix.methods} | {e.name: e for e in matrix.methods}
-        m.methods = [by.get(x, MethodEntry(x, x)) for x in methods]
+        m.methods = _select_methods(matrix.methods, methods)
     if datasets and missing:   # datasets named on the command line run every selected method
         m.methods = [e if e.only is None else dataclasses.replace(e, only=e.only + missing) for e in m.methods]
     if seeds:
         m.seeds = list(seeds)
     return m
+
+
+def _select_methods(entries: list[MethodEntry], wanted: list[str]) -> list[MethodEntry]:
+    """See :func:`select`: labels first, then method names, then a default entry."""
+    picked: dict[str, MethodEntry] = {}
+    for x in wanted:
+        chosen = ([e for e in entries if e.label == x] or [e for e in entries if e.name == x]
+                  or [MethodEntry(x, x)])
+        for e in chosen:
+            picked.setdefault(e.label, e)
+    return list(picked.values())
 
 
 # --------------------------------------------------------------------------- cells
@@ -209,13 +260,15 @@ def expand_env(value: Any, where: str, field: str = "") -> Any:
 
 
 def expand(matrix: Matrix) -> list[Cell]:
-    if "mask_history" in matrix.evaluation:
-        raise ConfigError(f"{matrix.source}: evaluation.mask_history was replaced by the named "
-                          f"evaluation.protocol: masked | unmasked | auto (true -> masked, false -> unmasked)")
-    eval_cfg = build_config(EvalConfig, matrix.evaluation)
+    """The matrix's cells, every method config (with its per-dataset overrides) built and
+    checked against its Config class: a wrong key or type stops here, before anything runs."""
+    eval_cfg = _eval_config(matrix.evaluation, matrix.source)
     cells = []
     for d in matrix.datasets:
-        spec = spec_from_config(d)
+        try:
+            spec = spec_from_config(d)
+        except ConfigError as exc:
+            raise ConfigError(f"{matrix.source}: {exc}") from None
         for entry in matrix.methods:
             if entry.only is not None and spec.name not in entry.only:
                 continue
@@ -247,15 +300,23 @@ def cell_done(out: Path, cell: Cell) -> bool:
 
 class _DatasetMemo:
     """Datasets loaded once per process and shared by its cells (each cell gets a fresh
-    Evaluator: its validation sample depends on the seed)."""
+    Evaluator: its validation sample depends on the seed). A dataset that fails to load
+    (a data error) fails each of its cells with the same error, read once."""
 
     def __init__(self):
         self._data: dict[str, Any] = {}
+        self._errors: dict[str, GenrecError] = {}
 
     def get(self, spec: DatasetSpec, eval_cfg: EvalConfig, seed: int):
         key = stable_hash([spec.name, spec.format, spec.reader_args, spec.options.to_dict()])
+        if key in self._errors:
+            raise self._errors[key].with_traceback(None)
         if key not in self._data:
-            self._data[key] = load_dataset(spec)
+            try:
+                self._data[key] = load_dataset(spec)
+            except GenrecError as exc:
+                self._errors[key] = exc
+                raise
         ds = self._data[key]
         return ds, Evaluator(ds, eval_cfg, seed=seed)
 
@@ -269,6 +330,7 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
     from benchmarks import distributed
 
     main = distributed.is_main()
+    progress = show_progress(progress)   # passed on: features and identifiers draw nothing in a log
     final = out / cell.relpath
     tmp = final.with_name(final.name + f".tmp-{int(time.time() * 1e6)}")
     if main:
@@ -398,10 +460,10 @@ def run_matrix_ray(matrix: Matrix, out: Path, *, address: str | None = None, cpu
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'genrec-bench[ray]'") from None
     out = Path(out)
+    cells = expand(matrix)   # every config checked before the run folder is touched
     out.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
     atomic_write_text(out / "matrix.yaml", yaml.safe_dump(_matrix_record(matrix), sort_keys=False))
-    cells = expand(matrix)
     todo = [c for c in cells if not cell_done(out, c)]
     summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
     if not ray.is_initialized():
@@ -409,7 +471,7 @@ def run_matrix_ray(matrix: Matrix, out: Path, *, address: str | None = None, cpu
                  log_to_driver=False, runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
     task = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)(_ray_cell)
     pending = {task.remote(c, str(out), matrix.device, matrix.features): c for c in todo}
-    bar = tqdm(total=len(pending), desc=f"matrix {matrix.name} (ray)", disable=not progress)
+    bar = progress_bar(total=len(pending), desc=f"matrix {matrix.name} (ray)", enabled=progress)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         cell = pending.pop(done[0])
@@ -427,32 +489,44 @@ def run_matrix_ray(matrix: Matrix, out: Path, *, address: str | None = None, cpu
         bar.update(1)
     bar.close()
     collect_results(out)
-    if summary["failed"]:
-        atomic_write_json(out / "failures.json", summary["failed"])
+    write_failures(out, summary["failed"])
     return summary
+
+
+def write_failures(out: Path, failed: list[dict]) -> None:
+    """``out/failures.json``: this run's failed cells; removed when none failed (a list
+    left from an earlier run would report cells that have run since)."""
+    path = out / "failures.json"
+    if failed:
+        atomic_write_json(path, failed)
+    elif path.exists():
+        path.unlink()
 
 
 def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: bool = False) -> dict:
     """Run every unfinished cell in-process; collect results; return a summary.
 
-    Under a multi-process launch every process runs every cell's training (data-parallel);
-    only the main process cleans, evaluates and writes."""
+    A matrix whose configs do not check stops before the run folder is touched. A cell that
+    fails at run time (a data error of its dataset, a diverged model ...) is recorded in the
+    summary and ``failures.json`` and the other cells run, unless ``fail_fast``. Under a
+    multi-process launch every process runs every cell's training (data-parallel); only the
+    main process cleans, evaluates and writes."""
     from benchmarks import distributed
 
     out = Path(out)
+    cells = expand(matrix)   # every config checked before the run folder is touched
     out.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()
     if main:
         clean_stale(out)
         atomic_write_text(out / "matrix.yaml", yaml.safe_dump(_matrix_record(matrix), sort_keys=False))
-    cells = expand(matrix)
     todo = [c for c in cells if not cell_done(out, c)]
     if distributed.current() is not None:   # decided before anyone writes: the same list everywhere
         distributed.current().barrier()
     summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
     log.info("matrix %s: %d cells, %d finished already", matrix.name, len(cells), summary["skipped"])
     memo = _DatasetMemo()
-    bar = tqdm(todo, desc=f"matrix {matrix.name}", disable=not progress or not main)
+    bar = progress_bar(todo, desc=f"matrix {matrix.name}", enabled=progress and main)
     for cell in bar:
         bar.set_postfix_str(f"{cell.dataset.name}/{cell.method.label}/seed{cell.seed}")
         try:
@@ -460,7 +534,7 @@ def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: b
                      memo=memo)
             summary["ran"] += 1
         except (GenrecError, RuntimeError, ValueError, FloatingPointError) as exc:
-            if fail_fast or isinstance(exc, GenrecError) or not main:
+            if fail_fast or not main:
                 raise
             log.error("cell %s failed: %s", cell.relpath, exc)
             summary["failed"].append({"cell": str(cell.relpath), "error": f"{type(exc).__name__}: {exc}",
@@ -469,6 +543,5 @@ def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: b
             collect_results(out)
     if main:
         collect_results(out)
-        if summary["failed"]:
-            atomic_write_json(out / "failures.json", summary["failed"])
+        write_failures(out, summary["failed"])
     return summary

@@ -23,7 +23,8 @@ from benchmarks.data.catalog import load_dataset
 from benchmarks.evaluation import Evaluator
 from benchmarks.features import FeatureStore
 from benchmarks.protocol import build_config
-from benchmarks.utils import atomic_write_json, atomic_write_text, seed_everything, stable_hash
+from benchmarks.utils import (atomic_write_json, atomic_write_text, seed_everything, show_progress,
+                              stable_hash)
 from identifiers.base import IDENTIFIERS, load_or_build
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None,
     """
     from benchmarks.data.fetch import cache_dir
 
+    progress = show_progress(progress)   # no bars in a log file (identifier training included)
     ds = load_dataset(dataset)
     cls = IDENTIFIERS.get(scheme)
     cfg = build_config(cls.Config, overrides)

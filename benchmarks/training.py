@@ -20,11 +20,10 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from benchmarks import distributed
 from benchmarks.protocol import Recommender, Validator
-from benchmarks.utils import PeakMemory
+from benchmarks.utils import PeakMemory, progress_bar, show_progress
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +117,15 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     epochs: list[dict] = []
     stopped = "max epochs"
     started = time.perf_counter()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {model.name}", disable=not model.ctx.progress)
+    progress = show_progress(model.ctx.progress)   # off in a log file: the epoch lines below are the record
+    bar = progress_bar(range(1, cfg.epochs + 1), desc=f"train {model.name}", enabled=progress)
     for epoch in bar:
         model.train()
         total, steps = 0.0, 0
         t0 = time.perf_counter()
         with PeakMemory() as mem:
-            for i, batch in enumerate(tqdm(model.batches(rng), total=n_batches, leave=False,
-                                           desc=f"epoch {epoch}", disable=not model.ctx.progress)):
+            for i, batch in enumerate(progress_bar(model.batches(rng), total=n_batches, leave=False,
+                                                   desc=f"epoch {epoch}", enabled=progress)):
                 if dist is not None:
                     if i >= per_rank * world:
                         break

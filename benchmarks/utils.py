@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, atomic writes, memory sampling, run provenance."""
+"""Small shared helpers: seeding, atomic writes, memory sampling, run provenance, progress bars."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def show_progress(requested: bool = True) -> bool:
+    """Whether progress bars are drawn: the one place that decides. Bars are drawn when asked
+    for AND stderr (where they draw) is a terminal; in a log file a bar is a stream of redraws
+    (``\r`` lines and cursor escape codes), and the training loop's per-epoch log line is the
+    record there. Callers pass the answer on as their ``progress`` flag (features, identifier
+    training), so nothing below them draws either."""
+    if not requested:
+        return False
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):   # no stderr, or a closed one
+        return False
+
+
+def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs):
+    """``tqdm(iterable, **kwargs)``, drawn only where :func:`show_progress` says so (every bar
+    of the suite goes through here)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not show_progress(enabled), **kwargs)
 
 
 def stable_hash(obj: Any, n: int = 12) -> str:

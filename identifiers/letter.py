@@ -34,6 +34,11 @@ class LetterConfig(LCRecConfig):
     cf_source: str = "auto"                 # FeatureStore.cf_embeddings source
     cf_sasrec: dict | None = None           # SASRec config overrides when CF embeddings are trained
 
+    def nested_configs(self) -> dict[str, type]:
+        """``cf_sasrec`` holds SASRec config fields (checked by ``build_config``)."""
+        from benchmarks.registry import METHODS
+        return {"cf_sasrec": METHODS.get("sasrec").Config}
+
 
 @register_identifier("letter")
 class Letter(CodebookScheme):

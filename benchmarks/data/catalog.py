@@ -177,33 +177,92 @@ def _option_fields() -> set[str]:
     return {f.name for f in fields(PreprocessOptions)}
 
 
+#: keys of a dataset mapping besides the PreprocessOptions fields and the reader's arguments
+ENTRY_TYPES = {"name": str, "format": str, "catalog": str, "cf_embeddings": str | None}
+
+
+def _reader_params(fmt: str) -> dict[str, tuple[object, bool]]:
+    """The reader's arguments as a matrix entry spells them: {key: (annotation, required)};
+    the reader's ``name`` (the files' common prefix) is the entry's ``stem``."""
+    import inspect
+    import typing
+
+    from benchmarks.data.formats import FORMATS
+
+    if fmt not in FORMATS:
+        raise UnknownNameError("format", fmt, list(FORMATS))
+    reader = FORMATS[fmt]
+    hints = typing.get_type_hints(reader)
+    out = {}
+    for p in inspect.signature(reader).parameters.values():
+        key = "stem" if p.name == "name" else p.name
+        out[key] = (hints.get(p.name, object), p.default is inspect.Parameter.empty)
+    return out
+
+
 def spec_from_config(entry: str | dict) -> DatasetSpec:
-    """A matrix's dataset entry (catalog name, or mapping) -> DatasetSpec."""
+    """A matrix's dataset entry (catalog name, or mapping) -> DatasetSpec.
+
+    Every key of a mapping is checked: ``name``, ``format`` (files of your own, read by that
+    reader: its arguments are keys too, the files' prefix as ``stem``) or ``catalog`` (a
+    catalog dataset under another name; a mapping whose name is a catalog name is one too),
+    ``cf_embeddings`` and the PreprocessOptions fields, each with its type. An unknown key, a
+    wrong type or a missing reader argument is one ConfigError naming the dataset, the key
+    and the known keys."""
     if isinstance(entry, str):
         if entry not in CATALOG:
             raise UnknownNameError("dataset", entry, list(CATALOG))
         return CATALOG[entry]
-    if not isinstance(entry, dict) or "name" not in entry:
-        raise ConfigError(f"dataset entry: expected a catalog name or a mapping with 'name', got {entry!r}")
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise ConfigError(f"dataset entry: expected a catalog name or a mapping with a 'name' (a string), "
+                          f"got {entry!r}")
+    from benchmarks.protocol import check_value
+
     entry = dict(entry)
-    name = entry.pop("name")
-    opts = {k: entry.pop(k) for k in list(entry) if k in _option_fields()}
-    if "ratio" in opts:
-        opts["ratio"] = tuple(opts["ratio"])
-    cf = entry.pop("cf_embeddings", None)
-    fmt = entry.pop("format", None)
-    if "stem" in entry:   # the files' common prefix (letter-json, recbole): the reader's `name`
-        entry["name"] = entry.pop("stem")
-    base_name = entry.pop("catalog", name)   # a catalog dataset under another name (other options)
+    name = entry["name"]
+    where = f"dataset {name!r}"
+    fmt, catalog = entry.get("format"), entry.get("catalog")
+    if fmt is not None and catalog is not None:
+        raise ConfigError(f"{where}: give 'format' (files of your own) or 'catalog' (a catalog "
+                          f"dataset under another name), not both")
+    for key in ("format", "catalog", "cf_embeddings"):
+        if key in entry:
+            check_value(entry[key], ENTRY_TYPES[key], f"{where}: field {key!r}")
+    params = {} if fmt is None else _reader_params(fmt)
+    known = {"name", "cf_embeddings"} | _option_fields() | ({"catalog"} if fmt is None else {"format"}) | set(params)
+    unknown = sorted(set(entry) - known, key=str)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: "
+                          f"{', '.join(sorted(known))}")
+    opts = {k: entry[k] for k in entry if k in _option_fields()}
+    cf = entry.get("cf_embeddings")
     if fmt is None:
+        base_name = catalog or name
         if base_name not in CATALOG:
-            raise ConfigError(f"dataset {base_name!r}: not in the catalog, so it needs a 'format' "
-                              f"(one of the readers) and its file paths")
+            raise ConfigError(f"dataset {base_name!r}: not in the catalog, so it needs a 'format' (one "
+                              f"of the readers) and its file paths; catalog: {', '.join(sorted(CATALOG))}")
         base = CATALOG[base_name]
-        merged = {**base.options.to_dict(), **opts}
-        return DatasetSpec(name, base.format, base.reader_args, PreprocessOptions(**merged),
+        options = _options(where, {**base.options.to_dict(), **opts})
+        return DatasetSpec(name, base.format, base.reader_args, options,
                            base.locate, cf or base.cf_embeddings, base.description, base.codes_file)
-    return DatasetSpec(name, fmt, entry, PreprocessOptions(**opts), None, cf)
+    missing = [k for k, (_, required) in params.items() if required and k not in entry]
+    if missing:
+        raise ConfigError(f"{where}: format {fmt!r} needs {', '.join(repr(k) for k in missing)}")
+    reader_args = {}
+    for key, (annotation, _) in params.items():
+        if key in entry:
+            check_value(entry[key], annotation, f"{where}: field {key!r}")
+            reader_args["name" if key == "stem" else key] = entry[key]
+    return DatasetSpec(name, fmt, reader_args, _options(where, opts), None, cf)
+
+
+def _options(where: str, opts: dict) -> PreprocessOptions:
+    from benchmarks.protocol import build_config
+
+    try:
+        return build_config(PreprocessOptions, opts)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- cache key

@@ -246,6 +246,7 @@ class Dataset:
         lens = np.array([len(self.train[u]) + len(self.valid[u]) + len(self.test[u])
                          for u in range(self.n_users)])
         warm = self.warm_mask()
+        dup = self.info.get("duplicates", {})
         return {
             "dataset": self.name,
             "split": self.split,
@@ -262,6 +263,13 @@ class Dataset:
             "warm_items": int(warm.sum()),
             "cold_items": int(self.n_items - warm.sum()),
             "users_over_history_cap": int((lens > self.max_history + 1).sum()),
+            # repeats among the rows read (preprocess.count_duplicates) and what dedupe dropped
+            "duplicate_rows": dup.get("same_user_item_time"),
+            "repeated_user_item": dup.get("same_user_item"),
+            "dropped_duplicates": dup.get("dropped"),
+            # a held-out item that is also the other split's target (a repeat, or a leak)
+            "users_valid_item_is_test_item": int(sum(
+                bool(len(v) and len(t) and np.isin(v, t).any()) for v, t in zip(self.valid, self.test))),
             "item_text_fields": sorted(self.item_text),
         }
 

@@ -28,9 +28,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence
 
-from tqdm import tqdm
 
 from benchmarks.errors import GenrecError
+from benchmarks.utils import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def download(url: str, dest: str | Path, *, desc: str | None = None,
                     length = resp.headers.get("Content-Length", "")
                     total = int(length) if length.isdigit() else None
                     done = 0
-                    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                              desc=desc or dest.name, disable=None, leave=False) as bar:
+                    with progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                      desc=desc or dest.name, leave=False) as bar:
                         while chunk := resp.read(1 << 16):
                             out.write(chunk)
                             done += len(chunk)

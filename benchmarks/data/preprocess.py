@@ -2,28 +2,37 @@
 
 The common protocol (LETTER Table 1, TIGER, LC-Rec, P5): 5-core repeated until stable; each
 user's interactions sorted by timestamp (ties and timestamp-less formats keep file order,
-stably); leave-one-out (last -> test, second last -> validation, rest -> training).
+stably; timestamps are on every interaction or on none, a mix is an error); leave-one-out (last -> test, second last -> validation, rest -> training).
 SETRec's evaluation adds a GLOBAL chronological ratio split (all interactions cut by time,
 e.g. 8:1:1), which leaves items that occur in no training interaction: cold items.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.data.dataset import Dataset
 from benchmarks.data.raw import RawData
-from benchmarks.errors import ConfigError, EmptyDatasetError
+from benchmarks.errors import ConfigError, DataFormatError, EmptyDatasetError
+
+log = logging.getLogger(__name__)
 
 #: Bump when preprocessing changes what it produces: it is part of every cache key.
 #: 2: the dataset keeps every interaction's timestamp (``Dataset.train_times`` ...).
-PREPROCESS_VERSION = 2
+#: 3: duplicate rows are counted and dropped by default (``dedupe: exact``).
+PREPROCESS_VERSION = 3
 
-SPLITS = ("loo", "ratio", "fixed")
+Split = Literal["loo", "ratio", "fixed"]
+#: ``dedupe`` values: drop rows repeating an earlier row's (user, item, timestamp); drop every
+#: repeat of a (user, item) pair; drop nothing
+Dedupe = Literal["exact", "user-item", "none"]
+SPLITS, DEDUPE = get_args(Split), get_args(Dedupe)
 
 
 @dataclass(frozen=True)
@@ -37,18 +46,28 @@ class PreprocessOptions:
     - ``ratio``: train/valid/test shares of the global chronological split.
     - ``max_history``: the history cap (20 in every paper this suite follows).
     - ``min_rating``: keep interactions with rating >= this (None keeps all, as the papers do).
-    - ``dedupe``: drop repeated (user, item) interactions, keeping the first (default keeps
-      them, as the papers' files do; Yelp has many).
+    - ``dedupe``: ``exact`` (default) drops a row that repeats an earlier row's user, item AND
+      timestamp (the same event written twice: left in, a doubled last row makes the validation
+      item the test item); ``user-item`` drops every repeat of a (user, item) pair, keeping the
+      first in time order; ``none`` keeps every row. Repeats at another time (a user who
+      comes back to an item, as on Yelp) are the data and kept by ``exact``; without
+      timestamps no two rows are known to be one event, so ``exact`` drops nothing there.
+      Whatever is chosen, the repeats are counted (``Dataset.info["duplicates"]``, ``data
+      stats``) and logged.
     """
 
     k_core: int = 5
-    split: str = "loo"
+    split: Split = "loo"
     ratio: tuple[float, float, float] = (0.8, 0.1, 0.1)
     max_history: int = 20
     min_rating: float | None = None
-    dedupe: bool = False
+    dedupe: Dedupe = "exact"
 
     def __post_init__(self):
+        if isinstance(self.dedupe, bool) or self.dedupe not in DEDUPE:
+            hint = " (the boolean form is gone: true is now 'user-item', false 'none')" \
+                if isinstance(self.dedupe, bool) else ""
+            raise ConfigError(f"dedupe: expected one of {', '.join(DEDUPE)}, got {self.dedupe!r}{hint}")
         if self.split not in SPLITS:
             raise ConfigError(f"split: expected one of {', '.join(SPLITS)}, got {self.split!r}")
         if len(self.ratio) != 3 or any(r < 0 for r in self.ratio) or not np.isclose(sum(self.ratio), 1):
@@ -84,6 +103,67 @@ def k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
             return df
 
 
+def count_duplicates(df: pd.DataFrame, timed: bool) -> dict[str, int]:
+    """Repeats among the rows read: ``same_user_item_time`` rows repeat an earlier row's user,
+    item and timestamp (0 without timestamps: no two rows are known to be one event);
+    ``same_user_item`` rows repeat an earlier row's user and item (at any time)."""
+    exact = int(df.duplicated(["user", "item", "timestamp"]).sum()) if timed else 0
+    return {"same_user_item_time": exact, "same_user_item": int(df.duplicated(["user", "item"]).sum())}
+
+
+def _dedupe(df: pd.DataFrame, mode: str, timed: bool, name: str,
+            counts: dict[str, int]) -> tuple[pd.DataFrame, dict]:
+    """Apply ``dedupe`` to the time-ordered rows (the first row of each repeated group is
+    kept); log the repeats ``counts`` found at read time; return them with ``dropped``."""
+    before = len(df)
+    if mode == "exact" and timed:
+        df = df.drop_duplicates(["user", "item", "timestamp"], keep="first")
+    elif mode == "user-item":
+        df = df.drop_duplicates(["user", "item"], keep="first")
+    counts = {**counts, "dropped": before - len(df), "dedupe": mode}
+    exact, pairs = counts["same_user_item_time"], counts["same_user_item"]
+    # the same event twice is a warning; a repeat at another time (or without a time) is data
+    if exact:
+        what = (f"dropped (dedupe: {mode})" if mode != "none" else
+                "kept (dedupe: none): a doubled last row makes that user's validation item the test item")
+        log.warning("dataset %r: %d rows repeat an earlier row's user, item and timestamp: %s",
+                    name, exact, what)
+    if pairs > exact:
+        fate = "dropped (dedupe: user-item)" if mode == "user-item" else \
+            f"kept (dedupe: {mode}; 'user-item' drops them)"
+        log.info("dataset %r: %d rows repeat an earlier (user, item) pair%s: %s", name,
+                    pairs - exact, " at another time" if timed else " (no timestamps to tell a "
+                    "repeat visit from a row written twice)", fate)
+    return df, counts
+
+
+class _Steps:
+    """What each filtering step dropped (interactions, users, items), for the log and
+    ``Dataset.info["filtering"]``: no step drops anything without a count."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.read = len(df)
+        self._last = df
+        self.dropped: dict[str, dict[str, int]] = {}
+
+    def record(self, step: str, df: pd.DataFrame) -> pd.DataFrame:
+        before = self._last
+        self.dropped[step] = {"interactions": len(before) - len(df),
+                              "users": before["user"].nunique() - df["user"].nunique(),
+                              "items": before["item"].nunique() - df["item"].nunique()}
+        self._last = df
+        return df
+
+    def summary(self) -> str:
+        parts = [f"{d['interactions']} by {step} ({d['users']} users, {d['items']} items gone)"
+                 for step, d in self.dropped.items() if d["interactions"]]
+        return (f"{self.read} interactions read, {len(self._last)} kept"
+                + (f"; dropped {', '.join(parts)}" if parts else ""))
+
+    def to_dict(self) -> dict:
+        return {"read": self.read, "kept": len(self._last), "dropped": self.dropped}
+
+
 @dataclass
 class _Built:
     train: list = field(default_factory=list)
@@ -117,39 +197,64 @@ def _split_groups(df: pd.DataFrame, n_users: int, label: np.ndarray | None,
     return out
 
 
+def _check_timestamps(raw: RawData, name: str) -> None:
+    """Timestamps on every interaction (time order) or on none (file order); a mix is refused
+    (the readers already refuse it with file and line; this covers any other RawData): one
+    missing timestamp must not switch time ordering off for every user."""
+    missing = raw.missing_timestamps()
+    if 0 < missing < len(raw.interactions):
+        ts = raw.interactions["timestamp"].to_numpy(dtype=np.float64)
+        first = int(np.argmax(~np.isfinite(ts)))
+        row = raw.interactions.iloc[first]
+        raise DataFormatError(raw.source or f"dataset {name!r}",
+                              "a finite timestamp on every interaction or on none",
+                              got=f"{missing} of {len(ts)} without one, the first at row "
+                                  f"{first + 1} in file order (user {row['user']}, item {row['item']})")
+
+
 def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None) -> Dataset:
     """Filter, order and split ``raw`` into a :class:`Dataset` (see the module docstring)."""
     opt = options or PreprocessOptions()
-    df = raw.interactions.copy()
-    for col in ("user", "item"):
-        df[col] = df[col].astype(str)
-    df["_order"] = np.arange(len(df))
-    if opt.min_rating is not None:
-        if "rating" not in df:
-            raise ConfigError(f"min_rating is set but dataset {name!r} has no ratings")
-        df = df[df["rating"] >= opt.min_rating]
-
+    if raw.interactions.empty:
+        raise EmptyDatasetError(f"dataset {name!r}: no interaction read from {raw.source or 'its files'}")
+    _check_timestamps(raw, name)
     split = "fixed" if raw.presplit else opt.split
     if split == "fixed" and not raw.presplit:
         raise ConfigError(f"split 'fixed' needs files that ship a split; {name!r} does not")
     if split == "ratio" and not raw.has_timestamps:
         raise ConfigError(f"the global chronological split needs timestamps; dataset {name!r} "
                           "has none (its format gives only the order inside each user)")
+    df = raw.interactions.copy()
+    for col in ("user", "item"):
+        df[col] = df[col].astype(str)
+    df["_order"] = np.arange(len(df))
+    steps = _Steps(df)
+    found = count_duplicates(df, raw.has_timestamps)   # at read time, before any filter
+    if opt.min_rating is not None:
+        if "rating" not in df:
+            raise ConfigError(f"min_rating is set but dataset {name!r} has no ratings")
+        unrated = int(df["rating"].isna().sum())
+        if unrated:   # NaN >= x is false: they would vanish without a word
+            raise ConfigError(f"dataset {name!r}: min_rating is set but {unrated} of {len(df)} interactions "
+                              f"have no rating ({raw.source or 'its files'}); fill them in or drop min_rating")
+        df = steps.record(f"min_rating {opt.min_rating}", df[df["rating"] >= opt.min_rating])
 
     # chronological order: by timestamp where the format has them, ties in file order
     if raw.has_timestamps:
         df = df.sort_values(["timestamp", "_order"], kind="stable")
-    if opt.dedupe:
-        df = df.drop_duplicates(["user", "item"], keep="first")
+    df, duplicates = _dedupe(df, opt.dedupe, raw.has_timestamps, name, found)
+    steps.record(f"dedupe {opt.dedupe}", df)
     if split != "fixed":
-        df = k_core(df, opt.k_core)
+        df = steps.record(f"k-core {opt.k_core}", k_core(df, opt.k_core))
         if split == "loo":  # leave-one-out needs train >= 1, valid and test per user
-            df = df[df["user"].map(df["user"].value_counts()) >= 3]
+            df = steps.record("users with < 3 interactions (leave-one-out)",
+                              df[df["user"].map(df["user"].value_counts()) >= 3])
+    log.info("dataset %r: %s", name, steps.summary())
     if df.empty:
         raise EmptyDatasetError(
             f"dataset {name!r}: no interaction left after filtering "
-            f"(k_core={opt.k_core}, min_rating={opt.min_rating}, split={split}); "
-            f"the raw data had {len(raw.interactions)} interactions")
+            f"(k_core={opt.k_core}, min_rating={opt.min_rating}, split={split}) of the "
+            f"{len(raw.interactions)} read from {raw.source or 'its files'}")
 
     item_ids = _natural_order(df["item"].unique())
     user_ids = _natural_order(df["user"].unique())
@@ -190,7 +295,9 @@ def preprocess(raw: RawData, name: str, options: PreprocessOptions | None = None
 
     info = {"source": raw.source, "options": opt.to_dict(), "split": split,
             "raw_interactions": int(len(raw.interactions)),
-            "has_timestamps": raw.has_timestamps, "preprocess_version": PREPROCESS_VERSION}
+            "has_timestamps": raw.has_timestamps, "duplicates": duplicates,
+            "filtering": steps.to_dict(),
+            "preprocess_version": PREPROCESS_VERSION}
     if "warm_items" in raw.extras:  # published warm/cold lists: record how they compare
         info["published_warm_items"] = len(raw.extras["warm_items"])
         info["published_cold_items"] = len(raw.extras.get("cold_items", []))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 #: Canonical item text fields. Readers map their format's names onto these
@@ -22,7 +23,8 @@ class RawData:
     ``interactions``: one row per interaction, in FILE ORDER, with columns
       - ``user`` (str), ``item`` (str): raw ids as written in the files;
       - ``timestamp`` (float64, seconds; NaN where the format carries none: the row order is
-        then the only time information);
+        then the only time information). On every row or on none: a reader refuses a row
+        without one in a format that has them;
       - optional ``rating`` (float64);
       - optional ``split`` (str: ``train`` / ``valid`` / ``test``) for formats that ship a
         fixed split (SETRec's dicts). Such data are not re-split.
@@ -39,8 +41,18 @@ class RawData:
 
     @property
     def has_timestamps(self) -> bool:
+        """True when every interaction has a finite timestamp (time order applies)."""
+        return len(self.interactions) > 0 and self.missing_timestamps() == 0
+
+    def missing_timestamps(self) -> int:
+        """How many interactions have no finite timestamp (NaN, inf or no column at all).
+
+        Readers give a timestamp on every row or on none; anything in between is refused by
+        :func:`benchmarks.data.preprocess.preprocess`, never turned into file order."""
         ts = self.interactions.get("timestamp")
-        return ts is not None and bool(ts.notna().all()) and len(ts) > 0
+        if ts is None:
+            return len(self.interactions)
+        return int((~np.isfinite(ts.to_numpy(dtype=np.float64))).sum())
 
     @property
     def presplit(self) -> bool:

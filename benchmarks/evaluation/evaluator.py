@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from benchmarks.data.dataset import Dataset, left_pad
 from benchmarks.evaluation import protocols
 from benchmarks.evaluation.metrics import pad_targets, recall_ndcg
-from benchmarks.protocol import Recommender, UserBatch, topk_from_scores
-from benchmarks.utils import PeakMemory
+from benchmarks.protocol import (NaNScoreError, Recommender, UserBatch, check_ranked_scores,
+                                 topk_from_scores)
+from benchmarks.utils import PeakMemory, progress_bar
 
 SUBSETS = ("all", "warm", "cold", "popularity")
 
@@ -145,15 +145,18 @@ class Evaluator:
         model.eval()
         out, seconds = [], 0.0
         n_batches = (len(users) + self.cfg.batch_size - 1) // self.cfg.batch_size
-        for batch, excl in tqdm(self._batches(split, users, model.reads_target_time),
-                                total=n_batches, desc=desc,
-                                leave=False, disable=not progress):
+        for batch, excl in progress_bar(self._batches(split, users, model.reads_target_time),
+                                        total=n_batches, desc=desc, leave=False, enabled=progress):
             batch = batch.to(model.device)
             start = time.perf_counter()
-            if exact:
-                items, _ = topk_from_scores(model.score(batch).float(), self.k, candidates, excl)
-            else:
-                items, _ = model.rank(batch, self.k, candidates=candidates, exclude=excl)
+            try:
+                if exact:
+                    items, vals = topk_from_scores(model.score(batch).float(), self.k, candidates, excl)
+                else:
+                    items, vals = model.rank(batch, self.k, candidates=candidates, exclude=excl)
+                check_ranked_scores(vals, self.k)
+            except NaNScoreError as exc:
+                raise NaNScoreError(f"method {model.name!r}: {exc}, ranking split {split!r}") from None
             if items.is_cuda:
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - start

@@ -46,6 +46,7 @@ import torch
 from backbones.base import GenerativeBackbone, pad_sequences
 from backbones.generation import beam_search, global_scores
 from backbones.trie import Trie
+from benchmarks.errors import ConfigError
 from benchmarks.prompts import TASKS, split_template
 from benchmarks.protocol import UserBatch, build_config, topk_from_scores
 from benchmarks.registry import register_method
@@ -78,6 +79,26 @@ class GenerativeConfig(TrainConfig):
     batch_size: int = 256
     epochs: int = 200
     patience: int = 10
+
+    def nested_configs(self) -> dict[str, type]:
+        """The dataclasses ``identifier_config`` and ``backbone_config`` must fit (checked by
+        ``build_config``)."""
+        try:
+            scheme = IDENTIFIERS.get(self.identifier)
+        except ConfigError as exc:
+            raise ConfigError(f"field 'identifier': {exc}") from None
+        return {"identifier_config": scheme.Config, "backbone_config": backbone_config_class(self.backbone)}
+
+
+def backbone_config_class(backbone: str) -> type:
+    """The config dataclass of backbone ``t5`` or ``causal``; ConfigError for another name."""
+    if backbone == "t5":
+        from backbones.t5 import T5BackboneConfig
+        return T5BackboneConfig
+    if backbone == "causal":
+        from backbones.causal import CausalBackboneConfig
+        return CausalBackboneConfig
+    raise ConfigError(f"field 'backbone': expected one of t5, causal, got {backbone!r}")
 
 
 # --------------------------------------------------------------------------- token space

@@ -86,6 +86,14 @@ class SETRecConfig(TrainConfig):
     epochs: int = 30
     patience: int = 10
 
+    def nested_configs(self) -> dict[str, type]:
+        """The dataclasses ``backbone_config`` and ``cf_sasrec_config`` must fit (checked by
+        ``build_config``)."""
+        from benchmarks.methods.generative import backbone_config_class
+        from benchmarks.registry import METHODS
+        return {"backbone_config": backbone_config_class(self.backbone),
+                "cf_sasrec_config": METHODS.get("sasrec").Config}
+
 
 # --------------------------------------------------------------------------- scoring helpers
 def combine_scores(per_query: torch.Tensor, beta: float, n_cf: int) -> torch.Tensor:

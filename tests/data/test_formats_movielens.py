@@ -107,3 +107,13 @@ def test_1m_errors(tmp_path):
     (d / "movies.dat").unlink()
     with pytest.raises(DataFormatError, match=r"movies\.dat: expected an existing file"):
         read_movielens_1m(d)
+
+
+def test_100k_nan_rating_or_timestamp_names_the_field(tmp_path):
+    d = write_100k(tmp_path / "ml", udata="1\t2\t3\t4\n1\t3\tnan\t5\n")
+    with pytest.raises(DataFormatError, match=r"u\.data:2: field 'rating': expected a finite number"):
+        read_movielens_100k(d)
+    d = write_100k(tmp_path / "ml", udata="1\t2\t3\t4\n1\t3\t3\tNaN\n")
+    with pytest.raises(DataFormatError, match=r"u\.data:2: field 'timestamp': expected a finite number "
+                                              r"\(the timestamp, seconds\)"):
+        read_movielens_100k(d)

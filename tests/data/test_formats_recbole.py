@@ -83,7 +83,7 @@ def test_row_with_wrong_number_of_columns(tmp_path):
 
 def test_bad_number_and_bad_item_file(tmp_path):
     d = write(tmp_path / "x", inter=INTER.replace("4.5", "high"))
-    with pytest.raises(DataFormatError, match=r"x\.inter:4: field 'rating': expected a number"):
+    with pytest.raises(DataFormatError, match=r"x\.inter:4: field 'rating': expected a finite number"):
         read_recbole(d)
     d = write(tmp_path / "y", item="item_id:token\ttitle:token_seq\n1\tA\tB\n")
     with pytest.raises(DataFormatError, match=r"y\.item:2: expected 2 tab-separated fields"):

@@ -59,3 +59,17 @@ def test_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert err.startswith("error: ") and "bad.yaml: methods[0]" in err and "\n" not in err
     assert main(["run", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_data_stats_counts_duplicates(tmp_path, monkeypatch, capsys):
+    _ml100k_copy(tmp_path / "data" / "ml-100k")
+    udata = tmp_path / "data" / "ml-100k" / "u.data"
+    lines = udata.read_text().splitlines(keepends=True)
+    udata.write_text("".join(lines + lines[:4]))          # four rows written twice
+    monkeypatch.setenv("GENREC_BENCH_DATA", str(tmp_path / "data"))
+    assert main(["data", "stats", "ml-100k", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["duplicate_rows"] == 4 and stats["dropped_duplicates"] == 4
+    assert main(["data", "stats", "ml-100k"]) == 0
+    out = capsys.readouterr().out
+    assert "duplicate_rows" in out and "users_valid_item_is_test_item" in out

@@ -142,3 +142,34 @@ def test_beam_vs_global_rows():
     # methods that do not decode get no such rows
     r = _rows(Evaluator(ds, EvalConfig(ks=(1,), subsets=("all",), global_ranking=True)).evaluate(Fixed(TABLE, ds), progress=False))
     assert "global" not in r.index.get_level_values("subset")
+
+
+class Ranked(Fixed):
+    """Ranks directly (a decoder's rank), returning the fixed table's top-k and its scores."""
+
+    def rank(self, batch, k, candidates=None, exclude=None):
+        vals, idx = torch.sort(self.table[batch.users][:, 1:], dim=1, descending=True)
+        return idx[:, :k] + 1, vals[:, :k]
+
+
+def test_nan_scores_are_an_error_naming_the_method_and_the_split():
+    """torch.topk puts NaN first: a diverged model looked like one recommending items 1..K."""
+    from benchmarks.protocol import NaNScoreError, topk_from_scores
+    ds = _ds()
+    table = [row[:] for row in TABLE]
+    table[1][2] = float("nan")
+    ev = Evaluator(ds, EvalConfig(ks=(1, 2)))
+    with pytest.raises(NaNScoreError) as err:
+        ev.evaluate(Fixed(table, ds), progress=False)
+    assert str(err.value) == "method 'fixed': 1 NaN score(s) for 1 of 3 users, ranking split 'valid'"
+    with pytest.raises(NaNScoreError, match=r"^method 'fixed': 1 NaN score\(s\) .*, ranking split 'valid'$"):
+        ev.validation_ndcg(Fixed(table, ds))
+    with pytest.raises(NaNScoreError, match=r"^method 'fixed': NaN scores in the top-2 lists of 1 of 3 users, "
+                                            r"ranking split 'valid'$"):
+        ev.evaluate(Ranked(table, ds), progress=False)
+    assert isinstance(err.value, FloatingPointError)     # the runner records it as the cell's failure
+    # a NaN where no ranking looks (padding, an excluded item, a non-candidate) is harmless
+    scores = torch.tensor([[float("nan"), 1.0, float("nan"), 3.0, float("nan")]])
+    items, _ = topk_from_scores(scores.clone(), 2, candidates=torch.tensor([True, True, True, True, False]),
+                                exclude=torch.tensor([[2]]))
+    assert items.tolist() == [[3, 1]]

@@ -128,6 +128,24 @@ def test_ratio_split_needs_timestamps():
         preprocess(raw, "t", PreprocessOptions(k_core=0, split="ratio"))
 
 
+def test_a_partly_missing_timestamp_is_refused_not_turned_into_file_order():
+    """RawData from any reader: timestamps on every row or on none. One NaN among them used
+    to make the whole dataset fall back to file order, and the global time-line split then
+    said the dataset 'has no timestamps'."""
+    rows = [("u", "1", 30.0), ("u", "2", 10.0), ("u", "3", np.nan), ("u", "4", 20.0)]
+    raw = RawData(pd.DataFrame(rows, columns=["user", "item", "timestamp"]), source="mine.csv")
+    for split in ("loo", "ratio"):
+        with pytest.raises(DataFormatError) as err:
+            preprocess(raw, "t", PreprocessOptions(k_core=0, split=split))
+        assert str(err.value) == ("mine.csv: expected a finite timestamp on every interaction or on "
+                                  "none, got '1 of 4 without one, the first at row 3 in file order "
+                                  "(user u, item 3)'")
+    raw.interactions.loc[2, "timestamp"] = np.inf
+    with pytest.raises(DataFormatError, match="1 of 4 without one"):
+        preprocess(raw, "t", PreprocessOptions(k_core=0))
+    assert not raw.has_timestamps and raw.missing_timestamps() == 1
+
+
 def test_empty_after_filter_is_one_clear_error():
     with pytest.raises(EmptyDatasetError, match="k_core=50"):
         preprocess(toy_raw(), "toy", PreprocessOptions(k_core=50))
@@ -188,3 +206,75 @@ def test_shared_beauty_and_setrec_counts(shared_datasets, monkeypatch):
     st = setrec.stats()
     assert (st["train_interactions"], st["valid_interactions"], st["test_interactions"]) == (132990, 16641, 17579)
     assert (st["warm_items"], st["cold_items"]) == (11407, 617)
+
+
+def _doubled_last_rows(n_users=20, doubled=(0, 3, 7)):
+    """Each user: items 1..6 at times 10..60; users in ``doubled`` have their last row twice."""
+    rows = [(f"u{u}", str(k + 1 + u % 3), float(10 * (k + 1))) for u in range(n_users) for k in range(6)]
+    rows += [r for r in rows if int(r[0][1:]) in doubled and r[2] == 60.0]
+    return rows
+
+
+def test_duplicate_rows_are_dropped_by_default_and_never_leak_the_test_item(caplog):
+    """A (user, item, time) row written twice made the validation item equal the test item for
+    that user (the last row twice: second last = last). The default drops the exact repeats,
+    counts them and says so."""
+    raw = _raw(_doubled_last_rows())
+    with caplog.at_level("WARNING", logger="benchmarks.data.preprocess"):
+        ds = preprocess(raw, "t", PreprocessOptions(k_core=0))
+    assert PreprocessOptions().dedupe == "exact"
+    assert all(set(v).isdisjoint(t) for v, t in zip(ds.valid, ds.test))
+    stats = ds.stats()
+    assert (stats["duplicate_rows"], stats["repeated_user_item"], stats["dropped_duplicates"]) == (3, 3, 3)
+    assert stats["users_valid_item_is_test_item"] == 0 and stats["interactions"] == 120
+    assert "dataset 't': 3 rows repeat an earlier row's user, item and timestamp: dropped" in caplog.text
+    # kept on request (dedupe: none): counted, warned about, and the leak is visible in the stats
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="benchmarks.data.preprocess"):
+        kept = preprocess(raw, "t", PreprocessOptions(k_core=0, dedupe="none"))
+    assert kept.stats()["users_valid_item_is_test_item"] == 3 and kept.stats()["dropped_duplicates"] == 0
+    assert "3 rows repeat an earlier row's user, item and timestamp: kept (dedupe: none)" in caplog.text
+
+
+def test_repeats_at_other_times_are_kept_unless_dedupe_user_item():
+    rows = [("u", "1", 10.0), ("u", "2", 20.0), ("u", "1", 30.0), ("u", "3", 40.0), ("u", "1", 50.0)]
+    ds = preprocess(_raw(rows), "t", PreprocessOptions(k_core=0))
+    assert ds.stats()["interactions"] == 5 and ds.stats()["duplicate_rows"] == 0
+    assert ds.stats()["repeated_user_item"] == 2
+    once = preprocess(_raw(rows), "t", PreprocessOptions(k_core=0, dedupe="user-item"))
+    assert [once.item_ids[i - 1] for i in np.concatenate([once.train[0], once.valid[0], once.test[0]])] == ["1", "2", "3"]
+    assert once.stats()["dropped_duplicates"] == 2
+    # without timestamps no two rows are known to be the same event: repeats are counted, kept
+    flat = preprocess(_raw([(u, i, np.nan) for u, i, _ in rows]), "t", PreprocessOptions(k_core=0))
+    assert flat.stats()["duplicate_rows"] == 0 and flat.stats()["repeated_user_item"] == 2
+    assert flat.stats()["interactions"] == 5
+
+
+@pytest.mark.parametrize("bad", [True, False, "yes", 1])
+def test_dedupe_takes_one_of_three_names(bad):
+    with pytest.raises(ConfigError, match=r"dedupe: expected one of exact, user-item, none"):
+        PreprocessOptions(dedupe=bad)
+
+
+def test_every_filtering_step_says_what_it_dropped(caplog):
+    rows = [(f"u{u}", str(i), float(10 * i)) for u in range(6) for i in range(1, 6)]
+    rows += [("u0", "rare", 99.0), ("lonely", "1", 1.0), ("lonely", "2", 2.0)]
+    with caplog.at_level("INFO", logger="benchmarks.data.preprocess"):
+        ds = preprocess(_raw(rows), "t", PreprocessOptions(k_core=3))
+    f = ds.info["filtering"]
+    assert (f["read"], f["kept"]) == (33, 30)
+    assert f["dropped"]["k-core 3"] == {"interactions": 3, "users": 1, "items": 1}
+    assert f["dropped"]["dedupe exact"]["interactions"] == 0
+    assert "dataset 't': 33 interactions read, 30 kept; dropped 3 by k-core 3 (1 users, 1 items gone)" in caplog.text
+
+
+def test_min_rating_refuses_interactions_without_a_rating():
+    """A RecBole file may leave a rating empty; min_rating used to drop those rows silently
+    (NaN >= x is false)."""
+    df = pd.DataFrame([("u", "1", 1.0, 5.0), ("u", "2", 2.0, np.nan), ("u", "3", 3.0, 4.0)],
+                      columns=["user", "item", "timestamp", "rating"])
+    raw = RawData(df, source="recbole: x.inter")
+    with pytest.raises(ConfigError, match=r"^dataset 't': min_rating is set but 1 of 3 interactions have no "
+                                          r"rating \(recbole: x\.inter\)"):
+        preprocess(raw, "t", PreprocessOptions(k_core=0, min_rating=4))
+    assert preprocess(raw, "t", PreprocessOptions(k_core=0)).n_interactions == 3

@@ -10,7 +10,7 @@ import pytest
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError
 from benchmarks.report import write_report
-from benchmarks.runner import expand, parse_matrix, run_matrix
+from benchmarks.runner import parse_matrix, run_matrix
 
 SMALL_MF = {"name": "mf", "config": {"epochs": 4, "dim": 8, "patience": 10}}
 SMALL_SASREC = {"name": "sasrec", "config": {"epochs": 2, "hidden": 16, "inner": 32, "n_layers": 1}}
@@ -38,7 +38,7 @@ def test_rows_and_run_json_carry_the_resolved_protocol(tmp_path):
 
 def test_mask_history_key_names_its_replacement(tmp_path):
     with pytest.raises(ConfigError, match="evaluation.mask_history was replaced by the named evaluation.protocol"):
-        expand(_matrix(tmp_path, ["mostpop"], {"mask_history": True}))
+        _matrix(tmp_path, ["mostpop"], {"mask_history": True})
 
 
 def test_a_run_with_two_protocols_gets_one_table_each_and_a_warning(tmp_path):

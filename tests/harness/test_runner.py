@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from benchmarks.data.toy import write_toy_recbole
-from benchmarks.errors import ConfigError
+from benchmarks.errors import ConfigError, DataFormatError
 from benchmarks.report import write_report
 from benchmarks.runner import PRESETS, RESULT_COLUMNS, expand, load_matrix, parse_matrix, run_matrix
 
@@ -170,3 +170,100 @@ def test_every_builtin_preset_expands(preset, monkeypatch):
     matrix = load_matrix(preset=preset)
     cells = expand(matrix)
     assert cells and {c.method.label for c in cells} == {m.label for m in matrix.methods}
+
+
+def test_methods_filter_selects_labels_then_names(tmp_path):
+    """--methods mf on a matrix with entries labelled mf and mf-d8 (both name: mf) ran only
+    mf-d8: the by-name lookup overwrote the label. A label selects its entry; a method name
+    that is no label selects every entry of that method; another name runs with defaults."""
+    from benchmarks.runner import select
+    entry = write_toy_recbole(tmp_path / "data")
+    m = parse_matrix({"name": "t", "datasets": [entry], "methods": [
+        "mostpop", "mf", {"name": "mf", "label": "mf-d8", "config": {"dim": 8}},
+        {"name": "sasrec", "label": "sasrec-a"}, {"name": "sasrec", "label": "sasrec-b"}]}, "m.yaml")
+    assert [e.label for e in select(m, methods=["mf"]).methods] == ["mf"]
+    assert [e.label for e in select(m, methods=["mf-d8"]).methods] == ["mf-d8"]
+    assert [e.label for e in select(m, methods=["mf-d8", "mf"]).methods] == ["mf-d8", "mf"]
+    assert [e.label for e in select(m, methods=["sasrec"]).methods] == ["sasrec-a", "sasrec-b"]
+    assert [e.label for e in select(m, methods=["sasrec", "sasrec-b"]).methods] == ["sasrec-a", "sasrec-b"]
+    picked = select(m, methods=["bert4rec"]).methods
+    assert [(e.name, e.label, e.config) for e in picked] == [("bert4rec", "bert4rec", {})]
+    assert {c.method.label: c.resolved["config"]["dim"] for c in expand(select(m, methods=["mf", "mf-d8"]))} \
+        == {"mf": 64, "mf-d8": 8}
+
+
+def _broken_copy(tmp_path, name, line=6):
+    """The toy data as RecBole files with line ``line`` of the .inter file malformed."""
+    entry = write_toy_recbole(tmp_path / name)
+    inter = Path(entry["path"]) / "toy.inter"
+    lines = inter.read_text().splitlines()
+    lines[line - 1] = "u1\tonly-two-fields"
+    inter.write_text("\n".join(lines) + "\n")
+    return {**entry, "name": name}, inter
+
+
+def test_a_bad_dataset_fails_its_own_cells_while_the_others_run(tmp_path, monkeypatch, capsys):
+    """One data error stopped the whole matrix (without --fail-fast): now the bad dataset's
+    cells fail (recorded, reported at the end, exit status 1), read once, and the rest run."""
+    from benchmarks.cli import main
+    from benchmarks.data import catalog
+    good = write_toy_recbole(tmp_path / "data")
+    bad, inter = _broken_copy(tmp_path, "bad")
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    (empty_dir / "e.inter").write_text("user_id:token\titem_id:token\n")
+    empty = {"name": "empty", "format": "recbole", "path": str(empty_dir)}
+    reads = []
+    real_read = catalog._read
+    monkeypatch.setattr(catalog, "_read", lambda spec, args: reads.append(spec.name) or real_read(spec, args))
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(yaml.safe_dump({"name": "t", "datasets": [bad, good, empty], "seeds": [0, 1],
+                                      "methods": ["mostpop", SMALL_SASREC]}))
+    out = tmp_path / "run"
+    assert main(["run", str(matrix), "--output", str(out), "--quiet"]) == 1
+    assert sorted(reads) == ["bad", "empty", "toy"]
+    failures = json.loads((out / "failures.json").read_text())
+    assert sorted(f["cell"].split("/")[1] for f in failures) == ["bad"] * 4 + ["empty"] * 4
+    bad_errors = {f["error"] for f in failures if f["cell"].startswith("cells/bad/")}
+    assert bad_errors == {f"DataFormatError: {inter}:6: expected 3 tab-separated fields "
+                          "(user_id:token item_id:token timestamp:float), got 'u1\\tonly-two-fields'"}
+    assert {f["error"] for f in failures if f["cell"].startswith("cells/empty/")} == {
+        f"EmptyDatasetError: dataset 'empty': no interaction read from recbole: {empty_dir / 'e.inter'}"}
+    assert set(pd.read_csv(out / "results.csv")["dataset"]) == {"toy"}
+    captured = capsys.readouterr()
+    assert captured.err.count("FAILED cells/bad/") == 4 and captured.err.count("FAILED cells/empty/") == 4
+    assert "12 cells: 4 ran, 0 already done, 8 failed" in captured.out
+    # the data fixed: the failed cells run, the finished ones are kept, the failure list goes
+    write_toy_recbole(tmp_path / "bad")
+    (empty_dir / "e.inter").unlink()
+    write_toy_recbole(empty_dir)
+    (empty_dir / "toy.inter").rename(empty_dir / "e.inter")
+    summary = run_matrix(load_matrix(matrix), out, progress=False)
+    assert summary["skipped"] == 4 and summary["ran"] == 8 and not summary["failed"]
+    assert not (out / "failures.json").exists()
+
+
+def test_fail_fast_stops_at_the_bad_dataset(tmp_path):
+    bad, inter = _broken_copy(tmp_path, "bad")
+    m = parse_matrix({"name": "t", "datasets": [bad, write_toy_recbole(tmp_path / "data")],
+                      "methods": ["mostpop"]}, "m.yaml")
+    with pytest.raises(DataFormatError, match=r"toy\.inter:6: expected 3 tab-separated"):
+        run_matrix(m, tmp_path / "run", progress=False, fail_fast=True)
+
+
+def test_a_failed_command_leaves_the_run_folder_alone(tmp_path):
+    """A bad config against an existing run folder rewrote its matrix.yaml before the config
+    was checked; against a new folder it left an empty one behind."""
+    entry = write_toy_recbole(tmp_path / "data")
+    out = tmp_path / "run"
+    run_matrix(parse_matrix({"name": "t", "datasets": [entry], "methods": ["mostpop"]}, "m.yaml"), out,
+               progress=False)
+    before = (out / "matrix.yaml").read_bytes()
+    bad = parse_matrix({"name": "t2", "datasets": [entry],
+                        "methods": ["mostpop", {"name": "mf", "config": {"epochs": "three"}}]}, "m2.yaml")
+    with pytest.raises(ConfigError, match="field 'epochs'"):
+        run_matrix(bad, out, progress=False)
+    assert (out / "matrix.yaml").read_bytes() == before
+    with pytest.raises(ConfigError, match="field 'epochs'"):
+        run_matrix(bad, tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import math
 import re
 import zlib
 from array import array
@@ -181,3 +182,19 @@ def parse_float(path: Path, lineno: int, text: str, what: str, line: str) -> flo
         return float(text)
     except ValueError:
         raise DataFormatError(path, what, line=lineno, got=line) from None
+
+
+#: what a timestamp must be; a reader refuses any other value (README "Data rules")
+TIMESTAMP = "a finite number (the timestamp, seconds)"
+
+
+def finite(path: Path, lineno: int, value: float, field: str, line: str,
+           expected: str = "a finite number") -> float:
+    """``value`` when it is a finite number, else DataFormatError naming the line and the field.
+
+    A NaN or infinite timestamp (``nan``, ``NaN``, ``inf``, JSON ``NaN`` / ``Infinity``) is
+    refused: one such row among thousands used to switch time ordering off for the whole
+    dataset (readers give a timestamp on every row or on none)."""
+    if not math.isfinite(value):
+        raise DataFormatError(path, expected, line=lineno, got=line, field=field)
+    return value

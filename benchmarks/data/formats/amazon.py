@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from pathlib import Path
 
-from benchmarks.data.formats._common import (Columns, clean_text, items_frame, join_categories,
-                                             join_text, json_records, numbered_lines)
+from benchmarks.data.formats._common import (TIMESTAMP, Columns, clean_text, finite, items_frame,
+                                             join_categories, join_text, json_records,
+                                             numbered_lines)
 from benchmarks.data.raw import RawData
 from benchmarks.errors import DataFormatError
 
@@ -37,14 +39,26 @@ def _read_reviews(path: str | Path, release: str) -> Columns:
     what = f"an Amazon {release} review file (JSON lines)"
     for lineno, rec in json_records(path, what, _REVIEW):
         try:
-            user, item = rec["reviewerID"], rec["asin"]
-            rating, ts = float(rec["overall"]), float(rec["unixReviewTime"])
+            user, item, when = rec["reviewerID"], rec["asin"], rec["unixReviewTime"]
+            rating = float(rec["overall"])
         except (KeyError, TypeError, ValueError):
             raise DataFormatError(path, _REVIEW, line=lineno, got=json.dumps(rec)) from None
         if not isinstance(user, str) or not isinstance(item, (str, int)) or not user or item == "":
             raise DataFormatError(path, _REVIEW, line=lineno, got=json.dumps(rec))
+        finite(path, lineno, rating, "overall", json.dumps(rec))
+        ts = _timestamp(path, lineno, when, rec)
         cols.add(user, str(item), ts, rating)
     return cols
+
+
+def _timestamp(path: str | Path, lineno: int, value: object, rec: dict) -> float:
+    """``unixReviewTime`` as a finite number of seconds (JSON ``NaN``, ``Infinity``, ``null``
+    or text that is not a number are refused)."""
+    try:
+        ts = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        ts = math.nan
+    return finite(path, lineno, ts, "unixReviewTime", json.dumps(rec), TIMESTAMP)
 
 
 def _literal(line: str):

@@ -1,12 +1,12 @@
 """MovieLens 100K and 1M as GroupLens publishes them (the unpacked zip folder).
 
-ML-100K ``u.data`` (tab-separated ``user item rating timestamp``) and ``u.item`` (``|``-separated,
-latin-1; 5 fields then 19 genre flags)::
+ML-100K ``u.data`` (tab-separated ``user item rating timestamp``, UTF-8) and ``u.item``
+(``|``-separated, latin-1; 5 fields then 19 genre flags)::
 
     196	242	3	881250949
     1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|0|0|0|1|1|1|0|...
 
-ML-1M ``ratings.dat`` and ``movies.dat`` (``::``-separated, latin-1; genres ``|``-separated)::
+ML-1M ``ratings.dat`` (UTF-8) and ``movies.dat`` (latin-1), ``::``-separated; genres ``|``-separated::
 
     1::1193::5::978300760
     1::Toy Story (1995)::Animation|Children's|Comedy
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.data.formats._common import (Columns, clean_text, items_frame, numbered_lines,
-                                             parse_float)
+from benchmarks.data.formats._common import (TIMESTAMP, Columns, clean_text, finite, items_frame,
+                                             numbered_lines, parse_float)
 from benchmarks.data.raw import RawData
 from benchmarks.errors import DataFormatError
 
@@ -30,15 +30,20 @@ ML100K_GENRES = (
 
 
 def _read_ratings(path: Path, what: str, sep: str, expected: str) -> Columns:
+    """The ratings file: numbers only, so UTF-8 (ASCII) text; a byte that is not (an id
+    written in another encoding, a corrupt file) is an error naming its line, never an id of
+    its own. Only the item files carry latin-1 titles."""
     cols = Columns(rating=True)
-    for lineno, line in numbered_lines(path, what, encoding="latin-1"):
+    for lineno, line in numbered_lines(path, what):
         if not line.strip():
             continue
         parts = line.split(sep)
         if len(parts) != 4 or not parts[0] or not parts[1]:
             raise DataFormatError(path, expected, line=lineno, got=line)
-        rating = parse_float(path, lineno, parts[2], expected, line)
-        ts = parse_float(path, lineno, parts[3], expected, line)
+        rating = finite(path, lineno, parse_float(path, lineno, parts[2], expected, line),
+                        "rating", line)
+        ts = finite(path, lineno, parse_float(path, lineno, parts[3], expected, line),
+                    "timestamp", line, TIMESTAMP)
         cols.add(parts[0].strip(), parts[1].strip(), ts, rating)
     return cols
 
@@ -83,7 +88,7 @@ def read_movielens_100k(path: str | Path) -> RawData:
         cats = [g for g, f in zip(genres, flags) if f == "1"]
         rows[parts[0]] = {"title": clean_text(parts[1]), "categories": ", ".join(cats) or None}
     return RawData(cols.frame(), items_frame(rows, ("title", "categories")),
-                   source=f"movielens-100k: {directory}")
+                   source=f"movielens-100k: {data_path}, {item_path}")
 
 
 def read_movielens_1m(path: str | Path) -> RawData:
@@ -107,4 +112,4 @@ def read_movielens_1m(path: str | Path) -> RawData:
         cats = [g.strip() for g in genres.split("|") if g.strip()]
         rows[movie_id.strip()] = {"title": clean_text(title), "categories": ", ".join(cats) or None}
     return RawData(cols.frame(), items_frame(rows, ("title", "categories")),
-                   source=f"movielens-1m: {directory}")
+                   source=f"movielens-1m: {directory / 'ratings.dat'}, {movies}")

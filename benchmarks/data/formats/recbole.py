@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmarks.data.formats._common import Columns, clean_text, items_frame, numbered_lines
+from benchmarks.data.formats._common import (TIMESTAMP, Columns, clean_text, finite, items_frame,
+                                             numbered_lines)
 from benchmarks.data.raw import RawData
 from benchmarks.errors import DataFormatError
 
@@ -70,13 +71,20 @@ def _rows(path: Path, what: str, required: tuple[str, ...], floats: tuple[str, .
         yield lineno, values
 
 
-def _float(path: Path, lineno: int, text: str, field: str, line: str) -> float:
+def _float(path: Path, lineno: int, text: str, field: str, line: str, *,
+           required: bool = False) -> float:
+    """A finite number; an empty field is NaN (a missing rating), or an error when
+    ``required`` (a timestamp: every row has one or the file has no timestamp column)."""
+    expected = TIMESTAMP if required else "a finite number (or an empty field)"
     if not text.strip():
+        if required:
+            raise DataFormatError(path, expected, line=lineno, got=line, field=field)
         return math.nan
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise DataFormatError(path, "a number", line=lineno, got=line, field=field) from None
+        raise DataFormatError(path, expected, line=lineno, got=line, field=field) from None
+    return finite(path, lineno, value, field, line, expected)
 
 
 def _locate(path: str | Path, name: str | None) -> tuple[Path, Path]:
@@ -108,7 +116,7 @@ def read_recbole(path: str | Path, name: str | None = None) -> RawData:
             raise DataFormatError(inter, "a user_id and an item_id", line=lineno,
                                   got="\t".join(values))
         ts = math.nan if ti is None else _float(inter, lineno, values[ti], "timestamp",
-                                                "\t".join(values))
+                                                "\t".join(values), required=True)
         rating = None if ri is None else _float(inter, lineno, values[ri], "rating",
                                                 "\t".join(values))
         cols.add(user, it, ts, rating)

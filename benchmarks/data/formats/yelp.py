@@ -15,8 +15,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.data.formats._common import (Columns, clean_text, items_frame, join_categories,
-                                             json_records)
+from benchmarks.data.formats._common import (Columns, clean_text, finite, items_frame,
+                                             join_categories, json_records)
 from benchmarks.data.raw import RawData
 from benchmarks.errors import DataFormatError
 
@@ -53,6 +53,7 @@ def read_yelp(business: str | Path | None, review: str | Path) -> RawData:
             raise DataFormatError(review, _REVIEW, line=lineno, got=json.dumps(rec)) from None
         if not (isinstance(user, str) and isinstance(item, str) and user and item):
             raise DataFormatError(review, _REVIEW, line=lineno, got=json.dumps(rec))
+        finite(review, lineno, stars, "stars", json.dumps(rec))
         cols.add(user, item, ts, stars)
     source = f"yelp: {review}" + ("" if business is None else f", {business}")
     return RawData(cols.frame(), items, source=source)
