@@ -51,7 +51,7 @@ IDENTIFIERS = Registry("identifier", "genrec_bench.identifiers", ("identifiers",
 register_identifier = IDENTIFIERS.register
 
 #: bump when the stored format or a built-in scheme's output changes (part of the cache key)
-IDENTIFIER_VERSION = 1
+IDENTIFIER_VERSION = 2   # 2: rq-kmeans keeps unit-norm centres for normalised residuals
 
 
 @dataclass

@@ -232,10 +232,15 @@ def sinkhorn_assign(d: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator,
+           spherical: bool = False) -> torch.Tensor:
     """k centres of the rows of ``x``: k-means++ seeding, then ``iters`` Lloyd steps; an empty
     cluster takes the point farthest from its centre. With fewer than k distinct points the
-    spare centres are random points plus noise of 1e-3 times the data's spread."""
+    spare centres are random points plus noise of 1e-3 times the data's spread.
+
+    ``spherical`` (for unit-norm rows): every update rescales the centres to unit norm, so the
+    nearest centre is the most cosine-similar one (spherical k-means); plain means of unit
+    vectors shrink towards the origin, where a near-zero centre ends up nearest to them all."""
     x = x.float()
     n = x.shape[0]
     if n <= k:
@@ -259,6 +264,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
         counts = torch.bincount(assign, minlength=k)
         sums = torch.zeros_like(centres).index_add_(0, assign, x)
         new = sums / counts.clamp_min(1)[:, None]
+        if spherical:
+            new = torch.nn.functional.normalize(new, dim=1)
         empty = counts == 0
         if empty.any():
             far = d.gather(1, assign[:, None]).squeeze(1).argsort(descending=True)

@@ -8,7 +8,8 @@ levels 0..l-1:
 
     r_0 = x (item text embedding);  for l = 0..L-1:
         r_l <- r_l / ||r_l||            (``normalize_residuals``, GRID's default)
-        C_l = kmeans(r_l, K)            (k-means++ seeding, Lloyd iterations)
+        C_l = kmeans(r_l, K)            (k-means++ seeding, Lloyd iterations; spherical, i.e.
+                                         unit-norm centres, where the inputs are normalised)
         c_l = argmin_k ||r_l - C_l[k]||²,   r_{l+1} = r_l - C_l[c_l]
 
 Defaults: 3 levels x 256 codes (TIGER's codebook sizes, as the issue asks; GRID sweeps widths
@@ -19,6 +20,14 @@ from in turn, so the codes are a deterministic function of the embeddings and th
 trains its k-means by mini-batch SGD (lr 0.5) over item batches; the catalogues here fit in
 memory, and full-batch Lloyd is what mini-batch k-means approximates. OneRec balances its
 clusters; this scheme does not (GRID does not).
+
+With normalised residuals the centres are kept at unit norm too (spherical k-means: nearest
+centre = most cosine-similar). Plain Euclidean means of unit vectors collapse here: an item
+alone in its level-0 cluster has a zero residual, the zero residuals form a centre at the
+origin, and a centre near the origin is nearer to EVERY unit vector than the centres of the
+actual clusters, so the next level puts almost every item into one code (measured on ML-100K,
+1,349 items, 3 x 256, seed 0: 79 % of items in one level-2 code and a collision rate of 0.557
+with plain means; 19 % and 0.093 with unit-norm centres; 0.388 without normalising at all).
 
 Collisions (items whose L codes coincide), ``collision``:
   - ``"extra-token"`` (default; TIGER's rule): a last token 0, 1, 2 ... numbers the items that
@@ -87,7 +96,7 @@ def residual_kmeans(x: np.ndarray, cfg: RQKMeansConfig, seed: int) -> dict[str, 
     for _ in range(cfg.n_levels):
         if cfg.normalize_residuals:
             residual = F.normalize(residual, dim=1)
-        centres = kmeans(residual, cfg.codebook_size, cfg.kmeans_iters, gen)
+        centres = kmeans(residual, cfg.codebook_size, cfg.kmeans_iters, gen, spherical=cfg.normalize_residuals)
         c = squared_distances(residual, centres).argmin(1)
         residual = residual - centres[c]
         codes.append(c)
