@@ -143,3 +143,30 @@ def code_frequency_lines(curves: dict[str, np.ndarray], path: Path, families: di
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def code_change_curve(curves: dict[str, list[dict]], path: Path, title: str = "") -> list[Path]:
+    """Tokenizer training: share of items whose codes changed since the previous point (left,
+    log scale) and the total loss (right), against the epoch (log scale), one line per scheme.
+    ``curves``: scheme -> the ``code_curve`` points of :func:`identifiers.quantizers.train_rqvae`."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    loss_ax = ax.twinx()
+    for i, (name, curve) in enumerate(curves.items()):
+        pts = [p for p in curve if p.get("changed") is not None]
+        color = f"C{i}"
+        ax.plot([p["epoch"] for p in pts], [max(p["changed"], 1e-5) for p in pts], color=color,
+                marker=".", label=f"{name}: items whose codes changed")
+        loss_ax.plot([p["epoch"] for p in curve], [p["total"] for p in curve], color=color, ls="--",
+                     alpha=0.6, label=f"{name}: total loss")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("share of items with changed codes (0 shown at 1e-5)")
+    loss_ax.set_ylabel("total loss (dashed)")
+    lines = ax.get_legend_handles_labels()
+    more = loss_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)

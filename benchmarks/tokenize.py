@@ -6,6 +6,8 @@ Writes into the output folder:
   the scheme's own stats; ``cf_overlap`` (LETTER Table 4) where CF embeddings are available;
   ``table3.R@10`` ... (LETTER Table 3) with ``--table3``);
 - ``code_frequency.png`` / ``.pdf`` (LETTER Fig. 6, level 0) for level-structured schemes;
+- ``code_curve.json`` / ``code_curve.png`` (trained tokenizers): the share of items whose codes
+  changed between checkpoints of training, and the loss, against the epoch;
 - ``config.json``: the scheme config, seed, dataset, suite version.
 """
 
@@ -73,6 +75,11 @@ def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None,
         from benchmarks.figures import code_frequency_lines
         code_frequency_lines({scheme: code_frequency_groups(ids, 0)}, out / "code_frequency", {scheme: cls.family},
                              title=f"{ds.name}: first-level code assignment (LETTER Fig. 6)")
+    if ids.stats.get("code_curve"):
+        from benchmarks.figures import code_change_curve
+        atomic_write_json(out / "code_curve.json", ids.stats["code_curve"])
+        code_change_curve({scheme: ids.stats["code_curve"]}, out / "code_curve",
+                          title=f"{ds.name}: {scheme} tokenizer, when the codes stop changing")
     atomic_write_json(out / "config.json", {"scheme": scheme, "config": dataclasses.asdict(cfg),
                                            "seed": seed, "dataset": ds.name, "dataset_info": ds.info,
                                            "suite_version": benchmarks.__version__})

@@ -167,6 +167,9 @@ class IdentifierScheme(abc.ABC):
         self.features = features
         self.seed = seed
         self.progress = progress
+        #: where a scheme that trains for long may keep its resumable training state (set by
+        #: ``load_or_build`` beside the cache entry; removed once the identifiers are saved)
+        self.checkpoint: Path | None = None
 
     def prepare(self) -> None:
         """Work that every process of a data-parallel launch does together before ``build``
@@ -193,6 +196,8 @@ def load_or_build(name: str, config: Any, dataset: "Dataset", features: "Feature
     cls = IDENTIFIERS.get(name)
     target = identifier_cache_dir(name, config, dataset, seed, cache_root) if cache_root else None
     scheme = cls(config, dataset, features, seed, progress)
+    if target is not None:
+        scheme.checkpoint = target.with_name(target.name + ".checkpoint.pt")
     if target is None or not (target / "meta.json").is_file():
         scheme.prepare()
     with main_first():
@@ -210,4 +215,6 @@ def _load_or_build(scheme: IdentifierScheme, name: str, dataset, target) -> Item
         ids.check_unique()
     if target is not None:
         ids.save(target, dataset.item_ids)
+        if scheme.checkpoint is not None:
+            scheme.checkpoint.unlink(missing_ok=True)
     return ids

@@ -97,10 +97,14 @@ Training: AdamW (lr 1e-3, weight decay 1e-4 as the LETTER code), batch 1024, ``e
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -445,11 +449,47 @@ def rqvae_loss(model: RQVAE, out: dict, cf: torch.Tensor | None = None,
 
 
 # ============================================================================ training
+#: seconds of training between two checkpoints (a run longer than one sitting survives a stop)
+CHECKPOINT_SECONDS = 300.0
+#: points of the code-change curve per run (every epochs / CURVE_POINTS epochs, and the last)
+CURVE_POINTS = 50
+
+
+def _training_key(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndarray | None) -> str:
+    """What a checkpoint must have been made for: the config, the seed and the inputs' bytes."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode())
+    h.update(str(seed).encode())
+    for arr in (embeddings, cf):
+        if arr is not None:
+            h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Atomically (a temporary file renamed into place): a stop mid-write keeps the last one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndarray | None = None,
-                progress: bool = True, desc: str = "rq-vae") -> tuple[RQVAE, dict]:
+                progress: bool = True, desc: str = "rq-vae", checkpoint: Path | None = None,
+                checkpoint_seconds: float = CHECKPOINT_SECONDS) -> tuple[RQVAE, dict]:
     """Train an RQ-VAE on ``embeddings`` [n, in_dim] (row i = item i+1). ``cf`` [n, latent_dim]
     is required when ``cfg.alpha > 0``. Returns the model (eval mode) and the training stats:
-    epochs, per-epoch mean losses, the final epoch's losses, seconds."""
+    epochs, per-epoch mean losses, the final epoch's losses, seconds, and ``code_curve``: at
+    ``CURVE_POINTS`` epochs of the run, the share of items whose final codes (the assignment
+    :func:`encode_items` makes) changed since the previous point, with the losses — where it
+    reaches 0 the codes have stopped changing.
+
+    ``checkpoint``: a file the training state (model, optimiser, random generators, epoch, logs,
+    LETTER's cluster tables) is written to every ``checkpoint_seconds`` of training; a run
+    started with the file present continues from it — exactly as if it had never stopped — when
+    it was made for the same config, seed and inputs, and ignores it (with a warning) otherwise.
+    """
     from tqdm.auto import tqdm
 
     from benchmarks.utils import seed_everything
@@ -472,9 +512,29 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
     else:
         opt = torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tables: list[ClusterTable] | None = None
-    log: dict[str, list[float]] = {}
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress, leave=False)
+    losses: dict[str, list[float]] = {}
+    curve: list[dict] = []
+    prev_codes: np.ndarray | None = None
+    first_epoch, elapsed = 0, 0.0
+    key = _training_key(embeddings, cfg, seed, cf) if checkpoint is not None else ""
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, weights_only=True)
+        if state.get("key") != key:
+            log.warning("%s: ignoring checkpoint %s (made for another config, seed or input)", desc, checkpoint)
+        else:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            tables = None if state["tables"] is None else [ClusterTable(t) for t in state["tables"]]
+            losses, curve, first_epoch, elapsed = state["log"], state["curve"], state["epoch"], state["seconds"]
+            prev_codes = None if state["codes"] is None else state["codes"].numpy()
+            log.info("%s: resumed from %s at epoch %d of %d", desc, checkpoint, first_epoch, cfg.epochs)
+    every = max(1, cfg.epochs // CURVE_POINTS)
+    start = time.perf_counter() - elapsed
+    last_save = time.perf_counter()
+    bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, disable=not progress, leave=False,
+               initial=first_epoch, total=cfg.epochs)
     for epoch in bar:
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -493,12 +553,28 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
         for k, v in sums.items():
-            log.setdefault(k, []).append(round(v / n, 6))
+            losses.setdefault(k, []).append(round(v / n, 6))
+        if (epoch + 1) % every == 0 or epoch + 1 == cfg.epochs:
+            codes = encode_items(model, x_all.numpy())["codes"]
+            changed = None if prev_codes is None else round(float((codes != prev_codes).any(1).mean()), 6)
+            curve.append({"epoch": epoch + 1, "changed": changed, **{k: v[-1] for k, v in losses.items()}})
+            prev_codes = codes
         if progress:
-            bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in log.items()})
+            bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in losses.items()})
+        if checkpoint is not None and (time.perf_counter() - last_save >= checkpoint_seconds
+                                       or epoch + 1 == cfg.epochs):
+            _save_checkpoint(Path(checkpoint), {
+                "key": key, "epoch": epoch + 1, "seconds": time.perf_counter() - start,
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "tables": None if tables is None else [t.labels for t in tables],
+                "log": losses, "curve": curve,
+                "codes": None if prev_codes is None else torch.from_numpy(prev_codes)})
+            last_save = time.perf_counter()
     model.eval()
-    stats = {"epochs": cfg.epochs, "loss_log": log,
-             "final_losses": {k: v[-1] for k, v in log.items()},
+    stats = {"epochs": cfg.epochs, "loss_log": losses,
+             "final_losses": {k: v[-1] for k, v in losses.items()},
+             "code_curve": curve,
              "train_seconds": round(time.perf_counter() - start, 2)}
     return model, stats
 
@@ -602,11 +678,11 @@ def level_tokens(level: int, size: int) -> list[str]:
 
 def build_codebook_identifiers(scheme: str, embeddings: np.ndarray, cfg: RQVAEConfig, seed: int,
                                cf: np.ndarray | None = None, progress: bool = True,
-                               log: Callable[[str], None] | None = None):
+                               log: Callable[[str], None] | None = None, checkpoint: Path | None = None):
     """Train the quantiser on ``embeddings`` [n_items, in_dim] and turn it into ItemIdentifiers
     (tokens, levels, n_semantic_levels, stats, arrays["quantized"], arrays["codebook_0"],
     arrays["codebooks"])."""
-    model, stats = train_rqvae(embeddings, cfg, seed, cf=cf, progress=progress, desc=scheme)
+    model, stats = train_rqvae(embeddings, cfg, seed, cf=cf, progress=progress, desc=scheme, checkpoint=checkpoint)
     enc = encode_items(model, embeddings)
     codes = enc["codes"]
     books = model.codebooks.detach().numpy()
@@ -660,4 +736,4 @@ class CodebookScheme(IdentifierScheme):
         text = self.features.text_embeddings()[1:]
         cf = self.cf_embeddings()
         return build_codebook_identifiers(self.name, text, self.config, self.seed, cf=cf,
-                                          progress=self.progress, log=log.info)
+                                          progress=self.progress, log=log.info, checkpoint=self.checkpoint)

@@ -60,3 +60,14 @@ def test_tokenize_command_writes_everything(tmp_path):
     stats = pd.read_csv(out / "stats.csv")
     assert list(stats.columns) == ["scheme", "level", "metric", "value"]
     assert "utilisation" in set(stats["metric"])
+
+
+def test_tokenize_draws_the_code_change_curve_of_a_trained_tokenizer(tmp_path):
+    import json
+
+    from benchmarks.tokenize import tokenize
+    from identifiers.quantizers import SMOKE
+    entry = write_toy_recbole(tmp_path / "data")
+    out = tokenize(entry, "tiger", overrides=dict(SMOKE), output=tmp_path / "out", progress=False)
+    curve = json.loads((out / "code_curve.json").read_text())
+    assert curve[-1]["epoch"] == SMOKE["epochs"] and (out / "code_curve.png").is_file()

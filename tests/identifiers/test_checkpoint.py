@@ -1,0 +1,88 @@
+"""Tokenizer training survives a stop: a run resumed from its checkpoint ends exactly where an
+uninterrupted one does; a checkpoint made for something else is ignored; the code-change
+curve says when the codes stop changing."""
+
+import numpy as np
+import pytest
+import torch
+
+from identifiers import quantizers
+from identifiers.quantizers import RQVAEConfig, train_rqvae
+
+
+def _data(n=40, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
+
+
+def _cfg(**kw):
+    # LETTER's losses too (CF InfoNCE, diversity with re-clustering every 3 epochs)
+    return RQVAEConfig(**{"hidden": (16,), "latent_dim": 8, "n_levels": 2, "codebook_size": 6, "epochs": 12,
+                          "batch_size": 16, "kmeans_iters": 5, "alpha": 0.1, "beta": 0.01,
+                          "recluster_every": 3, "diversity_clusters": 2, **kw})
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    x, cf = _data()
+    ref_model, ref = train_rqvae(x, _cfg(), seed=3, cf=cf, progress=False)
+    ckpt = tmp_path / "rq.checkpoint.pt"
+    calls = {"n": 0}
+    real = quantizers.rqvae_loss
+
+    def stop_in_epoch_8(*a, **k):           # 40 items / batch 16 = 3 steps an epoch
+        calls["n"] += 1
+        if calls["n"] == 7 * 3 + 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(quantizers, "rqvae_loss", stop_in_epoch_8)
+    with pytest.raises(KeyboardInterrupt):
+        train_rqvae(x, _cfg(), seed=3, cf=cf, progress=False, checkpoint=ckpt, checkpoint_seconds=0)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 7
+    monkeypatch.setattr(quantizers, "rqvae_loss", real)
+    model, stats = train_rqvae(x, _cfg(), seed=3, cf=cf, progress=False, checkpoint=ckpt, checkpoint_seconds=0)
+    for k, v in _state(ref_model).items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert stats["loss_log"] == ref["loss_log"] and stats["code_curve"] == ref["code_curve"]
+
+
+def test_a_checkpoint_for_another_config_is_ignored(tmp_path, caplog):
+    x, cf = _data()
+    ckpt = tmp_path / "c.pt"
+    train_rqvae(x, _cfg(epochs=4), seed=0, cf=cf, progress=False, checkpoint=ckpt, checkpoint_seconds=0)
+    ref_model, _ = train_rqvae(x, _cfg(epochs=5), seed=0, cf=cf, progress=False)
+    model, stats = train_rqvae(x, _cfg(epochs=5), seed=0, cf=cf, progress=False, checkpoint=ckpt)
+    assert "ignoring checkpoint" in caplog.text
+    assert len(stats["loss_log"]["total"]) == 5
+    for k, v in _state(ref_model).items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_code_curve_counts_changed_items():
+    x, cf = _data()
+    model, stats = train_rqvae(x, _cfg(epochs=12), seed=0, cf=cf, progress=False)
+    curve = stats["code_curve"]
+    assert [p["epoch"] for p in curve] == list(range(1, 13))     # fewer epochs than CURVE_POINTS
+    assert curve[0]["changed"] is None and all(0 <= p["changed"] <= 1 for p in curve[1:])
+    assert any(p["changed"] > 0 for p in curve[1:])          # codes move while it learns
+    assert all(set(p) >= {"epoch", "changed", "total", "recon"} for p in curve)
+    assert curve[-1]["total"] == stats["final_losses"]["total"]
+
+
+def test_load_or_build_keeps_the_checkpoint_beside_the_cache_and_removes_it(tmp_path):
+    from benchmarks.data.toy import toy_dataset
+    from benchmarks.features import FeatureStore
+    from identifiers.base import IDENTIFIERS, identifier_cache_dir, load_or_build
+
+    ds = toy_dataset()
+    cls = IDENTIFIERS.get("tiger")
+    cfg = cls.Config(**cls.smoke_config)
+    ids = load_or_build("tiger", cfg, ds, FeatureStore(ds, tmp_path / "c", progress=False), 0,
+                        tmp_path / "cache", progress=False)
+    target = identifier_cache_dir("tiger", cfg, ds, 0, tmp_path / "cache")
+    assert (target / "meta.json").is_file()
+    assert not target.with_name(target.name + ".checkpoint.pt").exists()
+    assert ids.stats["code_curve"][-1]["epoch"] == cfg.epochs
