@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.features import FeatureStore
     from benchmarks.methods.generative import GenerativeRecommender
     from benchmarks.methods.setrec import SETRecT5
-    from benchmarks.protocol import Context, UserBatch, build_config
+    from benchmarks.config import build_config
+    from benchmarks.protocol import Context, UserBatch
     from benchmarks.utils import seed_everything
 
     seed_everything(args.seed)

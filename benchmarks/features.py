@@ -186,7 +186,8 @@ class FeatureStore:
         return emb
 
     def _train_sasrec(self, overrides: dict) -> np.ndarray:
-        from benchmarks.protocol import Context, build_config
+        from benchmarks.config import build_config
+        from benchmarks.protocol import Context
         from benchmarks.registry import METHODS
 
         cls = METHODS.get("sasrec")

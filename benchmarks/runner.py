@@ -46,7 +46,8 @@ import benchmarks
 from benchmarks.data.catalog import DatasetSpec, load_dataset, spec_from_config
 from benchmarks.errors import ConfigError, GenrecError
 from benchmarks.evaluation import EvalConfig, Evaluator
-from benchmarks.protocol import Context, build_config, check_value
+from benchmarks.config import build_config, check_value
+from benchmarks.protocol import Context
 from benchmarks.registry import METHODS
 from benchmarks.utils import (Timer, atomic_write_json, atomic_write_text, device_description,
                               git_commit, package_versions, progress_bar, read_results_csv,

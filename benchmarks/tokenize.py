@@ -22,7 +22,7 @@ from benchmarks.analysis import code_frequency_groups, code_usage, cf_neighbour_
 from benchmarks.data.catalog import load_dataset
 from benchmarks.evaluation import Evaluator
 from benchmarks.features import FeatureStore
-from benchmarks.protocol import build_config
+from benchmarks.config import build_config
 from benchmarks.utils import (atomic_write_json, atomic_write_text, seed_everything, show_progress,
                               stable_hash)
 from identifiers.base import IDENTIFIERS, load_or_build

@@ -14,7 +14,8 @@ import torch
 from benchmarks.data.toy import toy_dataset
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
 from benchmarks.features import FeatureStore
-from benchmarks.protocol import FAMILIES, Context, build_config
+from benchmarks.config import build_config
+from benchmarks.protocol import FAMILIES, Context
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 

@@ -216,7 +216,7 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise ConfigError(f"dataset entry: expected a catalog name or a mapping with a 'name' (a string), "
                           f"got {entry!r}")
-    from benchmarks.protocol import check_value
+    from benchmarks.config import check_value
 
     entry = dict(entry)
     name = entry["name"]
@@ -257,7 +257,7 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
 
 
 def _options(where: str, opts: dict) -> PreprocessOptions:
-    from benchmarks.protocol import build_config
+    from benchmarks.config import build_config
 
     try:
         return build_config(PreprocessOptions, opts)

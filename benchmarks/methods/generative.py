@@ -48,7 +48,8 @@ from backbones.generation import beam_search, global_scores
 from backbones.trie import Trie
 from benchmarks.errors import ConfigError
 from benchmarks.prompts import TASKS, split_template
-from benchmarks.protocol import UserBatch, build_config, topk_from_scores
+from benchmarks.config import build_config
+from benchmarks.protocol import UserBatch, topk_from_scores
 from benchmarks.registry import register_method
 from benchmarks.training import TorchRecommender, TrainConfig, warmup_decay_scheduler
 from identifiers.base import IDENTIFIERS, ItemIdentifiers, load_or_build

@@ -41,7 +41,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from backbones.set_decoding import SetCausalLM, SetT5, ground
-from benchmarks.protocol import UserBatch, Validator, build_config
+from benchmarks.config import build_config
+from benchmarks.protocol import UserBatch, Validator
 from benchmarks.registry import register_method
 from benchmarks.training import TorchRecommender, TrainConfig, train_loop, warmup_decay_scheduler
 from identifiers.setrec import SetTokenizer

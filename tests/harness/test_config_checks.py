@@ -13,7 +13,7 @@ from benchmarks.data.preprocess import PreprocessOptions
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig
-from benchmarks.protocol import build_config
+from benchmarks.config import build_config
 from benchmarks.runner import expand, parse_matrix
 
 

@@ -10,7 +10,8 @@ from benchmarks.analysis import code_usage
 from benchmarks.data.toy import toy_dataset
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
-from benchmarks.protocol import Context, build_config
+from benchmarks.config import build_config
+from benchmarks.protocol import Context
 from benchmarks.registry import METHODS
 from identifiers.base import IDENTIFIERS, load_or_build
 from identifiers.quantizers import kmeans, squared_distances

@@ -12,7 +12,8 @@ from benchmarks.evaluation import EvalConfig, Evaluator
 from benchmarks.evaluation.metrics import pad_targets, recall_ndcg
 from benchmarks.features import FeatureStore
 from benchmarks.methods.setrec import BETA_GRID, combine_scores, sweep_beta
-from benchmarks.protocol import Context, build_config, topk_from_scores
+from benchmarks.config import build_config
+from benchmarks.protocol import Context, topk_from_scores
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 
