@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     seed_everything(args.seed)
     ds = load_dataset(json.loads(args.dataset) if args.dataset.lstrip().startswith("{") else args.dataset)
-    from benchmarks.data.fetch import cache_dir
+    from benchmarks.cache import cache_dir
     ev = Evaluator(ds)
     store = FeatureStore(ds, cache_dir(), seed=args.seed, validator_factory=lambda: ev.validation_ndcg)
     cfg = build_config(GenerativeRecommender.Config, {

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from benchmarks.data.catalog import load_dataset
-    from benchmarks.data.fetch import cache_dir
+    from benchmarks.cache import cache_dir
     from benchmarks.evaluation import Evaluator
     from benchmarks.features import FeatureStore
     from benchmarks.methods.generative import GenerativeRecommender

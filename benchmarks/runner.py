@@ -325,7 +325,7 @@ class _DatasetMemo:
 def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | None = None,
              progress: bool = True, memo: _DatasetMemo | None = None) -> Path:
     """Train and evaluate one cell; write its directory atomically; return its path."""
-    from benchmarks.data.fetch import cache_dir
+    from benchmarks.cache import cache_dir
     from benchmarks.features import FeatureStore
 
     from benchmarks import distributed

@@ -39,7 +39,7 @@ def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None,
     the dataset, or already needed by the scheme); "yes" trains a SASRec for them if needed;
     "no" skips it.
     """
-    from benchmarks.data.fetch import cache_dir
+    from benchmarks.cache import cache_dir
 
     progress = show_progress(progress)   # no bars in a log file (identifier training included)
     ds = load_dataset(dataset)

@@ -271,7 +271,7 @@ class GenerativeRecommender(TorchRecommender):
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, config: GenerativeConfig, ctx) -> None:
-        from benchmarks.data.fetch import cache_dir
+        from benchmarks.cache import cache_dir
 
         ds = ctx.dataset
         scheme = IDENTIFIERS.get(config.identifier)
