@@ -131,8 +131,7 @@ def cmd_tokenize(args) -> int:
 
 def cmd_plugins(args) -> int:
     from tabulate import tabulate
-    from benchmarks.registry import METHODS
-    from identifiers.base import IDENTIFIERS
+    from benchmarks.registry import IDENTIFIERS, METHODS
 
     def first_line(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0][:70] if cls.__doc__ else ""

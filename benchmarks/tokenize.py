@@ -25,7 +25,8 @@ from benchmarks.features import FeatureStore
 from benchmarks.config import build_config
 from benchmarks.utils import (atomic_write_json, atomic_write_text, seed_everything, show_progress,
                               stable_hash)
-from identifiers.base import IDENTIFIERS, load_or_build
+from benchmarks.registry import IDENTIFIERS
+from identifiers.base import load_or_build
 
 log = logging.getLogger(__name__)
 

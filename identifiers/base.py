@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from benchmarks.registry import Registry
+from benchmarks.registry import IDENTIFIERS
 from benchmarks.utils import atomic_write_bytes, atomic_write_json, stable_hash
 
 if TYPE_CHECKING:
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     from benchmarks.features import FeatureStore
 
 log = logging.getLogger(__name__)
-
-IDENTIFIERS = Registry("identifier", "genrec_bench.identifiers", ("identifiers",))
-register_identifier = IDENTIFIERS.register
 
 #: bump when the stored format or a built-in scheme's output changes (part of the cache key)
 IDENTIFIER_VERSION = 1

@@ -50,9 +50,9 @@ from benchmarks.errors import ConfigError
 from benchmarks.prompts import TASKS, split_template
 from benchmarks.config import build_config
 from benchmarks.protocol import UserBatch, topk_from_scores
-from benchmarks.registry import register_method
+from benchmarks.registry import BACKBONES, IDENTIFIERS, register_method
 from benchmarks.training import TorchRecommender, TrainConfig, warmup_decay_scheduler
-from identifiers.base import IDENTIFIERS, ItemIdentifiers, load_or_build
+from identifiers.base import ItemIdentifiers, load_or_build
 
 
 @dataclass
@@ -92,14 +92,12 @@ class GenerativeConfig(TrainConfig):
 
 
 def backbone_config_class(backbone: str) -> type:
-    """The config dataclass of backbone ``t5`` or ``causal``; ConfigError for another name."""
-    if backbone == "t5":
-        from backbones.t5 import T5BackboneConfig
-        return T5BackboneConfig
-    if backbone == "causal":
-        from backbones.causal import CausalBackboneConfig
-        return CausalBackboneConfig
-    raise ConfigError(f"field 'backbone': expected one of t5, causal, got {backbone!r}")
+    """The config dataclass of the registered backbone ``backbone``; ConfigError naming the
+    field for an unknown one."""
+    try:
+        return BACKBONES.get(backbone).Config
+    except ConfigError as exc:
+        raise ConfigError(f"field 'backbone': {exc}") from None
 
 
 # --------------------------------------------------------------------------- token space
@@ -322,14 +320,9 @@ class GenerativeRecommender(TorchRecommender):
 
     def build(self) -> GenerativeBackbone:
         cfg, sp = self.config, self.space
-        if cfg.backbone == "t5":
-            from backbones.t5 import T5Backbone, T5BackboneConfig
-            return T5Backbone(sp.vocab_size, sp.pad_id, sp.eos_id, build_config(T5BackboneConfig, cfg.backbone_config))
-        if cfg.backbone == "causal":
-            from backbones.causal import CausalBackbone, CausalBackboneConfig
-            return CausalBackbone(sp.vocab_size, sp.pad_id, sp.eos_id,
-                                  build_config(CausalBackboneConfig, cfg.backbone_config), sp.new_token_ids)
-        raise ValueError(f"backbone must be 't5' or 'causal', got {cfg.backbone!r}")
+        family = BACKBONES.get(cfg.backbone)
+        return family.sequence_model(build_config(family.Config, cfg.backbone_config), sp.vocab_size,
+                                     sp.pad_id, sp.eos_id, sp.new_token_ids)
 
     # ------------------------------------------------------------------ encoding
     def _history_tokens(self, hist: torch.Tensor) -> torch.Tensor:

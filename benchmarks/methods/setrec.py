@@ -2,8 +2,8 @@
 
 | method | backbone | defaults (the paper's / its code's) |
 |---|---|---|
-| ``setrec-t5`` | T5 encoder-decoder (:class:`backbones.set_decoding.SetT5`) | n_sem 4, alpha 0.7, lr 1e-3, 30 epochs |
-| ``setrec-causal`` | Qwen2 / LLaMA (:class:`backbones.set_decoding.SetCausalLM`), LoRA r 8, alpha 16, dropout 0.02 on q_proj, v_proj for checkpoints | n_sem 6, alpha 0.5, lr 3e-4, 20 epochs |
+| ``setrec-t5`` | T5 encoder-decoder (:class:`backbones.t5.SetT5`) | n_sem 4, alpha 0.7, lr 1e-3, 30 epochs |
+| ``setrec-causal`` | Qwen2 / LLaMA (:class:`backbones.causal.SetCausalLM`), LoRA r 8, alpha 16, dropout 0.02 on q_proj, v_proj for checkpoints | n_sem 6, alpha 0.5, lr 3e-4, 20 epochs |
 
 Both: batch 512, AdamW, linear warm-up over 100 steps then cosine decay, CF token from a 64-d
 SASRec (the dataset's published embeddings where it ships them), semantic tokens from the suite's
@@ -40,24 +40,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backbones.set_decoding import SetCausalLM, SetT5, ground
+from backbones.set_decoding import ground
 from benchmarks.config import build_config
 from benchmarks.protocol import UserBatch, Validator
-from benchmarks.registry import register_method
+from benchmarks.registry import BACKBONES, register_method
 from benchmarks.training import TorchRecommender, TrainConfig, train_loop, warmup_decay_scheduler
 from identifiers.setrec import SetTokenizer
 
 log = logging.getLogger(__name__)
 
 BETA_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
-#: SETRec's LoRA on checkpoints (paper: r 8, alpha 16, dropout 0.02, q_proj and v_proj)
-CAUSAL_DEFAULTS = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.02, "lora_targets": ("q_proj", "v_proj")}
+#: SETRec's own backbone_config defaults per backbone; on the decoder-only LM its LoRA on
+#: checkpoints (paper: r 8, alpha 16, dropout 0.02, q_proj and v_proj)
+BACKBONE_DEFAULTS = {"causal": {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.02,
+                                "lora_targets": ("q_proj", "v_proj")}}
 
 
 @dataclass
 class SETRecConfig(TrainConfig):
-    backbone: str = "t5"                    # t5 | causal
-    backbone_config: dict = field(default_factory=dict)   # T5BackboneConfig / CausalBackboneConfig fields
+    backbone: str = "t5"                    # a registered backbone: t5 | causal
+    backbone_config: dict = field(default_factory=dict)   # that backbone's Config fields
     n_cf: int = 1                           # 0 or 1
     n_sem: int = 4
     cf_dim: int = 64                        # the CF model's dimension (SETRec's SASRec: 64)
@@ -178,8 +180,6 @@ class SETRec(TorchRecommender):
     def _setup(self, cfg: SETRecConfig, ctx) -> None:
         from benchmarks.features import MissingTextError
 
-        if cfg.backbone not in ("t5", "causal"):
-            raise ValueError(f"backbone must be 't5' or 'causal', got {cfg.backbone!r}")
         if cfg.n_cf not in (0, 1):
             raise ValueError(f"n_cf must be 0 or 1, got {cfg.n_cf}")
         if cfg.recon_on not in ("history", "all"):
@@ -204,7 +204,7 @@ class SETRec(TorchRecommender):
 
     def _backbone_config(self) -> dict:
         cfg = self.config
-        base = dict(CAUSAL_DEFAULTS) if cfg.backbone == "causal" else {}
+        base = dict(BACKBONE_DEFAULTS.get(cfg.backbone, {}))
         return {**base, **cfg.backbone_config}
 
     def _prompt(self, checkpoint: str | None) -> tuple[list[int], list[int], int]:
@@ -233,15 +233,9 @@ class SETRec(TorchRecommender):
         n_query = 1 if cfg.single_query else n_tokens
         if n_tokens == 0:
             raise ValueError("SETRec needs at least one token per item (n_cf or n_sem)")
-        if cfg.backbone == "t5":
-            from backbones.t5 import T5BackboneConfig
-            backbone = SetT5(build_config(T5BackboneConfig, bcfg), n_query, vocab,
-                             sparse_mask=cfg.sparse_mask, shared_positions=cfg.shared_positions)
-        else:
-            from backbones.causal import CausalBackboneConfig
-            backbone = SetCausalLM(build_config(CausalBackboneConfig, bcfg), n_query, vocab,
-                                   sparse_mask=cfg.sparse_mask, shared_positions=cfg.shared_positions,
-                                   intra_item=cfg.intra_item)
+        family = BACKBONES.get(cfg.backbone)
+        backbone = family.set_model(build_config(family.Config, bcfg), n_query, vocab, sparse_mask=cfg.sparse_mask,
+                                    shared_positions=cfg.shared_positions, intra_item=cfg.intra_item)
         tokenizer = SetTokenizer(backbone.hidden, cf_table=self.cf_table,
                                  text_table=self.text_table if self.variant["n_sem"] else None,
                                  n_sem=self.variant["n_sem"], ae_layers=cfg.ae_layers, ae_dropout=cfg.ae_dropout)

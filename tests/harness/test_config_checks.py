@@ -114,7 +114,7 @@ def test_matrix_level_keys_and_types_are_checked(toy, extra, match):
     ({"name": "generative", "config": {"identifier": "tigr"}},
      r"GenerativeConfig: field 'identifier': unknown identifier 'tigr'; known: "),
     ({"name": "generative", "config": {"backbone": "gpt"}},
-     r"GenerativeConfig: field 'backbone': expected one of t5, causal, got 'gpt'"),
+     r"GenerativeConfig: field 'backbone': unknown backbone 'gpt'; known: causal, t5"),
     ({"name": "generative", "config": {"identifier": "letter", "identifier_config": {"cf_sasrec": {"hiden": 8}}}},
      r"field 'identifier_config': LetterConfig: field 'cf_sasrec': SASRecConfig: unknown field\(s\) hiden"),
     ({"name": "setrec-t5", "config": {"cf_sasrec_config": {"n_layers": "2"}}},
@@ -141,8 +141,7 @@ def test_a_wrong_type_in_a_method_config_is_one_line_from_the_cli(tmp_path, caps
 def _config_classes():
     from backbones.causal import CausalBackboneConfig
     from backbones.t5 import T5BackboneConfig
-    from benchmarks.registry import METHODS
-    from identifiers.base import IDENTIFIERS
+    from benchmarks.registry import IDENTIFIERS, METHODS
 
     classes = [METHODS.get(n).Config for n in METHODS.names()]
     classes += [IDENTIFIERS.get(n).Config for n in IDENTIFIERS.names()]

@@ -7,7 +7,8 @@ import pytest
 from benchmarks.data.toy import toy_dataset
 from benchmarks.features import FeatureStore
 from benchmarks.config import build_config
-from identifiers.base import IDENTIFIERS, load_or_build
+from benchmarks.registry import IDENTIFIERS
+from identifiers.base import load_or_build
 
 SCHEMES = {"tiger": 3, "lcrec": 4, "letter": 4}     # name -> semantic levels
 

@@ -12,8 +12,8 @@ from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
 from benchmarks.config import build_config
 from benchmarks.protocol import Context
-from benchmarks.registry import METHODS
-from identifiers.base import IDENTIFIERS, load_or_build
+from benchmarks.registry import IDENTIFIERS, METHODS
+from identifiers.base import load_or_build
 from identifiers.quantizers import kmeans, squared_distances
 from identifiers.rqkmeans import RQKMeansConfig, residual_kmeans
 from tests.identifiers.test_codebook_schemes import ToyFeatures
