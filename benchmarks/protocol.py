@@ -29,6 +29,7 @@ import torch
 if TYPE_CHECKING:  # imported for type hints only: the protocol must stay light
     from benchmarks.data.dataset import Dataset
     from benchmarks.features import FeatureStore
+    from benchmarks.rundir import CellDir
 
 FAMILIES = ("traditional", "id", "textual", "codebook", "set")
 
@@ -112,7 +113,9 @@ class Recommender(abc.ABC):
     # ------------------------------------------------------------------ training
     @abc.abstractmethod
     def fit(self, validator: Validator | None = None) -> dict:
-        """Train on ``self.dataset.train`` only; return a log (dict, JSON-serialisable)."""
+        """Train on ``self.dataset.train`` only; return a log (dict, JSON-serialisable: the
+        cell's train log). Its ``notes``, where given, is one free-text sentence of what the
+        method ran (a variant, the loss it trained with), which the report prints."""
 
     # ------------------------------------------------------------------ inference
     def score(self, batch: UserBatch) -> torch.Tensor:
@@ -130,6 +133,11 @@ class Recommender(abc.ABC):
         """
         scores = self.score(batch).float().clone()
         return topk_from_scores(scores, k, candidates, exclude)
+
+    def write_artefacts(self, cell: "CellDir") -> None:
+        """Keep what the method wants a finished cell to hold besides its metrics (a generative
+        method: its item identifiers and their code usage), through ``cell``'s writers. The
+        runner calls it once, after training and evaluation; default: nothing."""
 
     def cold_scoring(self) -> str | None:
         """How this method can score a COLD item (one no training interaction contains):

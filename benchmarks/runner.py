@@ -25,39 +25,31 @@ killed at any moment resumes where it stopped, losing nothing finished.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
-import shutil
-import tempfile
-import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import yaml
 
 import benchmarks
+from benchmarks.config import build_config, check_value
 from benchmarks.data.catalog import DatasetSpec, load_dataset, spec_from_config
 from benchmarks.errors import ConfigError, GenrecError
 from benchmarks.evaluation import EvalConfig, Evaluator
-from benchmarks.config import build_config, check_value
 from benchmarks.protocol import Context
 from benchmarks.registry import METHODS
-from benchmarks.utils import (Timer, atomic_write_json, atomic_write_text, device_description,
-                              git_commit, package_versions, progress_bar, read_results_csv,
+from benchmarks.rundir import CellDir, RunDir
+from benchmarks.utils import (Timer, device_description, git_commit, package_versions, progress_bar,
                               resolve_device, seed_everything, show_progress, stable_hash)
 
 log = logging.getLogger(__name__)
 
 PRESETS = Path(__file__).resolve().parent / "presets"
-RESULT_COLUMNS = ["dataset", "method", "family", "seed", "protocol", "split", "subset", "metric", "k",
-                  "value", "n_users", "config_hash"]
 MATRIX_KEYS = {"name", "description", "datasets", "seeds", "device", "evaluation", "features", "methods"}
 METHOD_KEYS = {"name", "label", "config", "datasets", "only"}
 FEATURE_KEYS = {"text_template", "text_encoder"}
@@ -95,7 +87,7 @@ class Cell:
 
     @property
     def relpath(self) -> Path:
-        return Path("cells") / self.dataset.name / self.method.label / f"seed{self.seed}-{self.hash}"
+        return CellDir.relpath(self.dataset.name, self.method.label, self.seed, self.hash)
 
 
 # --------------------------------------------------------------------------- matrix files
@@ -295,10 +287,6 @@ def expand(matrix: Matrix) -> list[Cell]:
     return cells
 
 
-def cell_done(out: Path, cell: Cell) -> bool:
-    return (out / cell.relpath / "metrics.csv").is_file()
-
-
 class _DatasetMemo:
     """Datasets loaded once per process and shared by its cells (each cell gets a fresh
     Evaluator: its validation sample depends on the seed). A dataset that fails to load
@@ -332,14 +320,9 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
 
     main = distributed.is_main()
     progress = show_progress(progress)   # passed on: features and identifiers draw nothing in a log
-    final = out / cell.relpath
-    tmp = final.with_name(final.name + f".tmp-{int(time.time() * 1e6)}")
-    if main:
-        tmp.mkdir(parents=True)
-    else:   # a data-parallel helper process: it trains, the main process writes
-        tmp = Path(tempfile.mkdtemp(prefix=f"genrec-rank{distributed.current().rank}-"))
     started = datetime.now(timezone.utc)
-    try:
+    # a data-parallel helper process trains in a scratch folder; the main process writes the cell
+    with RunDir(out).building(cell.relpath, scratch=not main) as staging:
         with Timer() as total:
             seed_everything(cell.seed)
             dev = resolve_device(device)
@@ -351,7 +334,7 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
                                  validator_factory=lambda: evaluator.validation_ndcg,
                                  **(features or {}))
             ctx = Context(dataset=ds, features=store, device=dev, seed=cell.seed,
-                          workdir=tmp / "artefacts", progress=progress)
+                          workdir=staging.artefacts, progress=progress)
             model = cls(cfg, ctx)
             with Timer() as t_fit:
                 fit_log = model.fit(evaluator.validation_ndcg)
@@ -361,8 +344,7 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
                     test_model, fit_log["refit"] = refit_on_validation(cls, cfg, ctx, fit_log)
                 fit_log["refit"]["wall_seconds"] = round(t_refit.seconds, 2)
             if not main:
-                shutil.rmtree(tmp, ignore_errors=True)
-                return final
+                return out / cell.relpath
             with Timer() as t_eval:
                 result = evaluator.evaluate(model, splits=("valid",), progress=progress)
                 test = evaluator.evaluate(test_model, splits=("test",), progress=progress)
@@ -380,11 +362,11 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
                              "metric": metric, "k": result.throughput["k"],
                              "value": result.throughput[metric],
                              "n_users": result.throughput["users"], "config_hash": cell.hash})
-        atomic_write_json(tmp / "config.json", cell.resolved)
-        atomic_write_json(tmp / "train_log.json", fit_log)
-        atomic_write_json(tmp / "throughput.json", result.throughput)
-        np.savez_compressed(tmp / "per_user.npz", **result.per_user)
-        atomic_write_json(tmp / "run.json", {
+        staging.write_config(cell.resolved)
+        staging.write_train_log(fit_log)
+        staging.write_throughput(result.throughput)
+        staging.write_per_user(result.per_user)
+        staging.write_run({
             "config_hash": cell.hash, "seed": cell.seed, "git_commit": git_commit(),
             "versions": package_versions(), "device": device_description(dev),
             "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
@@ -392,15 +374,9 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
                              "evaluate": round(t_eval.seconds, 2)},
             "protocol": result.protocol, "cold_items": model.cold_scoring(),
             "dataset": {"info": ds.info, "stats": ds.stats()}})
-        # metrics.csv last: its presence marks the cell complete inside the folder too
-        atomic_write_text(tmp / "metrics.csv", pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        return final
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        model.write_artefacts(staging)
+        staging.write_metrics(rows)   # last: marks the cell complete
+    return out / cell.relpath
 
 
 def refit_on_validation(cls, cfg, ctx: Context, fit_log: dict):
@@ -419,20 +395,6 @@ def refit_on_validation(cls, cfg, ctx: Context, fit_log: dict):
     log_ = model.fit(None)
     return model, {"epochs": epochs, "train_interactions": data.stats()["train_interactions"],
                    "log": log_}
-
-
-def collect_results(out: Path) -> pd.DataFrame:
-    """All finished cells' metrics in one tidy table (also written to ``out/results.csv``)."""
-    frames = [read_results_csv(p) for p in sorted((out / "cells").glob("*/*/*/metrics.csv"))
-              if ".tmp-" not in str(p.parent.name)]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
-    atomic_write_text(out / "results.csv", df.to_csv(index=False))
-    return df
-
-
-def clean_stale(out: Path) -> None:
-    for tmp in (out / "cells").glob("*/*/*.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _matrix_record(matrix: Matrix) -> dict:
@@ -461,11 +423,12 @@ def run_matrix_ray(matrix: Matrix, out: Path, *, address: str | None = None, cpu
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'genrec-bench[ray]'") from None
     out = Path(out)
+    run = RunDir(out)
     cells = expand(matrix)   # every config checked before the run folder is touched
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale(out)
-    atomic_write_text(out / "matrix.yaml", yaml.safe_dump(_matrix_record(matrix), sort_keys=False))
-    todo = [c for c in cells if not cell_done(out, c)]
+    run.clean_stale()
+    run.write_matrix(_matrix_record(matrix))
+    todo = [c for c in cells if not run.complete(c.relpath)]
     summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
@@ -486,22 +449,12 @@ def run_matrix_ray(matrix: Matrix, out: Path, *, address: str | None = None, cpu
                 raise
             log.error("cell %s failed: %s", cell.relpath, exc)
             summary["failed"].append({"cell": str(cell.relpath), "error": f"{type(exc).__name__}: {exc}"})
-        collect_results(out)
+        run.collect_results()
         bar.update(1)
     bar.close()
-    collect_results(out)
-    write_failures(out, summary["failed"])
+    run.collect_results()
+    run.write_failures(summary["failed"])
     return summary
-
-
-def write_failures(out: Path, failed: list[dict]) -> None:
-    """``out/failures.json``: this run's failed cells; removed when none failed (a list
-    left from an earlier run would report cells that have run since)."""
-    path = out / "failures.json"
-    if failed:
-        atomic_write_json(path, failed)
-    elif path.exists():
-        path.unlink()
 
 
 def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: bool = False) -> dict:
@@ -515,13 +468,14 @@ def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: b
     from benchmarks import distributed
 
     out = Path(out)
+    run = RunDir(out)
     cells = expand(matrix)   # every config checked before the run folder is touched
     out.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()
     if main:
-        clean_stale(out)
-        atomic_write_text(out / "matrix.yaml", yaml.safe_dump(_matrix_record(matrix), sort_keys=False))
-    todo = [c for c in cells if not cell_done(out, c)]
+        run.clean_stale()
+        run.write_matrix(_matrix_record(matrix))
+    todo = [c for c in cells if not run.complete(c.relpath)]
     if distributed.current() is not None:   # decided before anyone writes: the same list everywhere
         distributed.current().barrier()
     summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
@@ -541,8 +495,8 @@ def run_matrix(matrix: Matrix, out: Path, *, progress: bool = True, fail_fast: b
             summary["failed"].append({"cell": str(cell.relpath), "error": f"{type(exc).__name__}: {exc}",
                                       "traceback": traceback.format_exc()})
         if main:
-            collect_results(out)
+            run.collect_results()
     if main:
-        collect_results(out)
-        write_failures(out, summary["failed"])
+        run.collect_results()
+        run.write_failures(summary["failed"])
     return summary

@@ -123,11 +123,19 @@ class ItemIdentifiers:
             "scheme": self.scheme, "kind": self.kind, "vocab": self.vocab, "levels": self.levels,
             "n_semantic_levels": self.n_semantic_levels, "stats": self.stats, "ties": self.ties})
 
+    @staticmethod
+    def saved_in(directory: Path) -> bool:
+        """Whether ``directory`` holds a complete :meth:`save` (its last file is there)."""
+        return (Path(directory) / "meta.json").is_file()
+
     @classmethod
-    def load(cls, directory: Path, item_ids: list[str]) -> "ItemIdentifiers":
+    def load(cls, directory: Path, item_ids: list[str] | None = None) -> "ItemIdentifiers":
+        """What :meth:`save` wrote; ``item_ids``: the raw ids in the dataset's item order
+        (default: the saved order)."""
         directory = Path(directory)
         index = json.loads((directory / "index.json").read_text())
         meta = json.loads((directory / "meta.json").read_text())
+        item_ids = list(index) if item_ids is None else item_ids
         arrays = {}
         if (directory / "arrays.npz").is_file():
             with np.load(directory / "arrays.npz", allow_pickle=False) as z:
@@ -190,14 +198,14 @@ def load_or_build(name: str, config: Any, dataset: "Dataset", features: "Feature
     cls = IDENTIFIERS.get(name)
     target = identifier_cache_dir(name, config, dataset, seed, cache_root) if cache_root else None
     scheme = cls(config, dataset, features, seed, progress)
-    if target is None or not (target / "meta.json").is_file():
+    if target is None or not ItemIdentifiers.saved_in(target):
         scheme.prepare()
     with main_first():
         return _load_or_build(scheme, name, dataset, target)
 
 
 def _load_or_build(scheme: IdentifierScheme, name: str, dataset, target) -> ItemIdentifiers:
-    if target is not None and (target / "meta.json").is_file():
+    if target is not None and ItemIdentifiers.saved_in(target):
         log.info("identifiers %s: cached %s", name, target)
         return ItemIdentifiers.load(target, dataset.item_ids)
     ids = scheme.build()

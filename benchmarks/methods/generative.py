@@ -264,6 +264,13 @@ class GenerativeRecommender(TorchRecommender):
         self._setup(config, ctx)
         super().__init__(config, ctx)
 
+    def write_artefacts(self, cell) -> None:
+        """The cell keeps the identifiers it ran on and their code usage (the report's table
+        and LETTER Fig. 6)."""
+        from benchmarks.analysis import code_usage
+
+        cell.write_identifiers(self.identifiers, self.dataset.item_ids, code_usage(self.identifiers))
+
     def cold_scoring(self) -> str | None:
         return "content" if IDENTIFIERS.get(self.config.identifier).reads_item_content() else None
 
@@ -277,12 +284,6 @@ class GenerativeRecommender(TorchRecommender):
         cache = None if ctx.workdir is None else cache_dir()
         self.identifiers = load_or_build(config.identifier, id_cfg, ds, ctx.features, ctx.seed, cache,
                                          progress=ctx.progress)
-        if ctx.workdir is not None:   # the cell keeps its identifiers and their code usage
-            from benchmarks.analysis import code_usage
-            from benchmarks.utils import atomic_write_text
-            folder = ctx.workdir / "identifiers"
-            self.identifiers.save(folder, ds.item_ids)
-            atomic_write_text(folder / "stats.csv", code_usage(self.identifiers).to_csv(index=False))
         needs_text = (self.identifiers.kind == "text" or config.prompt
                       or any(t != "seq" for t in config.tasks)
                       or bool(config.backbone_config.get("checkpoint")))

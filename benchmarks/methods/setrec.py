@@ -23,7 +23,8 @@ vectors in ONE forward pass; s_q(i) = o_q . t_q(i) for every item by one batched
   fit log records the chosen beta and the validation NDCG@10 of every beta. ``beta`` fixes it.
   With one kind of token only (n_cf = 0 or no semantic tokens) there is nothing to choose.
 - Datasets without item text (e.g. ``setrec-beauty``) run the CF-token-only variant
-  automatically; the fit log says so (``setrec.variant``).
+  automatically; the fit log says so (its ``notes``, printed by the report; the token layout
+  in ``setrec.variant``).
 
 Ablations by config: ``n_cf: 0`` (no CF token), ``n_sem: 0`` (no semantic tokens),
 ``single_query: true`` (ONE query whose output is grounded against every token kind),
@@ -187,7 +188,8 @@ class SETRec(TorchRecommender):
         if ctx.features is None:
             raise ValueError("SETRec needs the FeatureStore (CF and text embeddings) in its Context")
         ds = ctx.dataset
-        self.variant: dict = {"n_cf": cfg.n_cf, "n_sem": cfg.n_sem, "note": ""}
+        self.variant: dict = {"n_cf": cfg.n_cf, "n_sem": cfg.n_sem}
+        self.notes = ""
         self.cf_table = ctx.features.cf_embeddings(cfg.cf_dim, cfg.cf_source, cfg.cf_sasrec_config) if cfg.n_cf else None
         self.text_table = None
         if cfg.n_sem:
@@ -196,7 +198,8 @@ class SETRec(TorchRecommender):
             except MissingTextError as exc:
                 if not cfg.n_cf:
                     raise
-                self.variant.update(n_sem=0, note=f"CF-token-only variant: {exc}")
+                self.variant.update(n_sem=0)
+                self.notes = f"CF-token-only variant: {exc}"
                 log.warning("setrec on %s: no item text, running the CF-token-only variant", ds.name)
         self.max_history = cfg.max_history or ds.max_history
         users, hist, targets = ds.training_samples(self.max_history, cfg.train_last_n)
@@ -305,6 +308,8 @@ class SETRec(TorchRecommender):
             "trainable_parameters": sum(p.numel() for p in self.module.parameters() if p.requires_grad),
             "training_samples": int(len(self.samples["targets"])),
         }
+        if self.notes:
+            out["notes"] = self.notes
         return out
 
     def _validate_with_beta(self, validator: Validator) -> float:

@@ -15,7 +15,8 @@ import yaml
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError, DataFormatError
 from benchmarks.report import write_report
-from benchmarks.runner import PRESETS, RESULT_COLUMNS, expand, load_matrix, parse_matrix, run_matrix
+from benchmarks.rundir import RESULT_COLUMNS
+from benchmarks.runner import PRESETS, expand, load_matrix, parse_matrix, run_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -82,7 +82,7 @@ def test_without_item_text_the_cf_only_variant_runs(toy, cache):
     model, log, _ = _fit("setrec-t5", bare, cache, {"epochs": 1})
     info = log["setrec"]
     assert info["variant"]["n_sem"] == 0 and info["variant"]["tokens"] == ["cf"]
-    assert "CF-token-only" in info["variant"]["note"] and info["beta"] is None
+    assert "CF-token-only" in log["notes"] and info["beta"] is None
     assert model.module.backbone.n_query == 1
 
 
