@@ -59,21 +59,31 @@ class UserBatch:
         return int(self.users.shape[0])
 
 
+#: validator(model) -> validation NDCG@10 (higher is better), computed by the harness.
+Validator = Callable[["Recommender"], float]
+
+
 @dataclass
 class Context:
-    """What a method gets besides its config: the data, lazily computed item features, the
-    device, the seed, a folder for artefacts (identifiers, logs) and whether to show progress."""
+    """What a method gets besides its config: the data, lazily computed item features and the
+    run-wide settings. A run's context is built in one place,
+    :func:`benchmarks.context.build_context` (the runner, ``tokenize``, the bench scripts).
+
+    - ``features``: the dataset's FeatureStore; None for a method whose ``needs`` is empty.
+    - ``device``, ``seed``, ``progress`` (whether bars may be drawn).
+    - ``cache``: the root folder of the suite's cache (identifier-scheme outputs are kept under
+      it); None: nothing is cached (a refit, a unit test).
+    - ``validator``: the harness's validation NDCG@10, the early-stopping signal of trainings
+      inside a method or its features (the FeatureStore's CF SASRec gets the same one); the
+      runner passes it to ``fit`` as well."""
 
     dataset: "Dataset"
     features: "FeatureStore | None" = None
     device: str = "cpu"
     seed: int = 0
-    workdir: Path | None = None
+    cache: Path | None = None
     progress: bool = True
-
-
-#: validator(model) -> validation NDCG@10 (higher is better), computed by the harness.
-Validator = Callable[["Recommender"], float]
+    validator: Validator | None = None
 
 
 @dataclass

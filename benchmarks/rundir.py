@@ -169,12 +169,13 @@ class CellDir:
                 return None
             return z[users], z[key]
 
-    def identifiers(self) -> "ItemIdentifiers | None":
-        """The saved identifiers (items in the saved order), or None."""
+    def identifiers(self, item_ids: list[str] | None = None) -> "ItemIdentifiers | None":
+        """The saved identifiers, or None; ``item_ids``: the raw ids in the dataset's item
+        order (default: the saved index's order)."""
         from identifiers.base import ItemIdentifiers
 
         folder = self.artefacts / "identifiers"
-        return ItemIdentifiers.load(folder) if ItemIdentifiers.saved_in(folder) else None
+        return ItemIdentifiers.load(folder, item_ids) if ItemIdentifiers.saved_in(folder) else None
 
     def identifier_stats(self) -> pd.DataFrame | None:
         f = self.artefacts / "identifiers" / "stats.csv"

@@ -38,6 +38,7 @@ import yaml
 
 import benchmarks
 from benchmarks.config import build_config, check_value
+from benchmarks.context import build_context
 from benchmarks.data.catalog import DatasetSpec, load_dataset, spec_from_config
 from benchmarks.errors import ConfigError, GenrecError
 from benchmarks.evaluation import EvalConfig, Evaluator
@@ -313,9 +314,6 @@ class _DatasetMemo:
 def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | None = None,
              progress: bool = True, memo: _DatasetMemo | None = None) -> Path:
     """Train and evaluate one cell; write its directory atomically; return its path."""
-    from benchmarks.cache import cache_dir
-    from benchmarks.features import FeatureStore
-
     from benchmarks import distributed
 
     main = distributed.is_main()
@@ -330,14 +328,11 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
             ds, evaluator = (memo or _DatasetMemo()).get(cell.dataset, eval_cfg, cell.seed)
             cls = METHODS.get(cell.method.name)
             cfg = build_config(cls.Config, cell.resolved["config"])
-            store = FeatureStore(ds, cache_dir(), device=dev, seed=cell.seed, progress=progress,
-                                 validator_factory=lambda: evaluator.validation_ndcg,
-                                 **(features or {}))
-            ctx = Context(dataset=ds, features=store, device=dev, seed=cell.seed,
-                          workdir=staging.artefacts, progress=progress)
+            ctx = build_context(ds, seed=cell.seed, device=dev, evaluator=evaluator, needs=cls.needs,
+                                features=features, progress=progress)
             model = cls(cfg, ctx)
             with Timer() as t_fit:
-                fit_log = model.fit(evaluator.validation_ndcg)
+                fit_log = model.fit(ctx.validator)
             test_model = model
             if evaluator.protocol.refit and not model.sequential:
                 with Timer() as t_refit:
@@ -391,7 +386,7 @@ def refit_on_validation(cls, cfg, ctx: Context, fit_log: dict):
     else:
         epochs = None
     seed_everything(ctx.seed)
-    model = cls(cfg, dataclasses.replace(ctx, dataset=data, workdir=None))
+    model = cls(cfg, dataclasses.replace(ctx, dataset=data, cache=None))
     log_ = model.fit(None)
     return model, {"epochs": epochs, "train_interactions": data.stats()["train_interactions"],
                    "log": log_}

@@ -131,7 +131,7 @@ class ItemIdentifiers:
     @classmethod
     def load(cls, directory: Path, item_ids: list[str] | None = None) -> "ItemIdentifiers":
         """What :meth:`save` wrote; ``item_ids``: the raw ids in the dataset's item order
-        (default: the saved order)."""
+        (default: the saved index's order, raw ids sorted)."""
         directory = Path(directory)
         index = json.loads((directory / "index.json").read_text())
         meta = json.loads((directory / "meta.json").read_text())

@@ -13,9 +13,9 @@ import torch
 
 from benchmarks.data.toy import toy_dataset
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
-from benchmarks.features import FeatureStore
 from benchmarks.config import build_config
-from benchmarks.protocol import FAMILIES, Context
+from benchmarks.context import build_context
+from benchmarks.protocol import FAMILIES
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 
@@ -28,12 +28,10 @@ def toy():
 def _fit(name, ds, seed, tmp_path):
     cls = METHODS.get(name)
     seed_everything(seed)
-    ev = Evaluator(ds, EvalConfig(ks=(5, 10)))
-    store = FeatureStore(ds, tmp_path / "cache", seed=seed, progress=False,
-                         validator_factory=lambda: ev.validation_ndcg)
-    model = cls(build_config(cls.Config, cls.smoke_config),
-                Context(ds, store, "cpu", seed, tmp_path / "work", progress=False))
-    log = model.fit(ev.validation_ndcg)
+    ctx = build_context(ds, seed=seed, evaluator=Evaluator(ds, EvalConfig(ks=(5, 10))), needs=cls.needs,
+                        cache=tmp_path / "cache", progress=False)
+    model = cls(build_config(cls.Config, cls.smoke_config), ctx)
+    log = model.fit(ctx.validator)
     return model, log
 
 

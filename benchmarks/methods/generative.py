@@ -276,13 +276,10 @@ class GenerativeRecommender(TorchRecommender):
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, config: GenerativeConfig, ctx) -> None:
-        from benchmarks.cache import cache_dir
-
         ds = ctx.dataset
         scheme = IDENTIFIERS.get(config.identifier)
         id_cfg = build_config(scheme.Config, config.identifier_config)
-        cache = None if ctx.workdir is None else cache_dir()
-        self.identifiers = load_or_build(config.identifier, id_cfg, ds, ctx.features, ctx.seed, cache,
+        self.identifiers = load_or_build(config.identifier, id_cfg, ds, ctx.features, ctx.seed, ctx.cache,
                                          progress=ctx.progress)
         needs_text = (self.identifiers.kind == "text" or config.prompt
                       or any(t != "seq" for t in config.tasks)
