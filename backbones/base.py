@@ -95,6 +95,8 @@ class Backbone(abc.ABC):
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
+    #: ``Config`` overrides of a tiny, seconds-long model (contract tests, smoke configs)
+    smoke_config: ClassVar[dict] = {}
 
     @classmethod
     @abc.abstractmethod

@@ -239,6 +239,7 @@ class Causal(Backbone):
     """Decoder-only LM (Qwen2 / LLaMA; tiny from a config, or a checkpoint with LoRA)."""
 
     Config = CausalBackboneConfig
+    smoke_config = {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64}
 
     @classmethod
     def sequence_model(cls, config, vocab_size, pad_id, eos_id, new_token_ids=()):

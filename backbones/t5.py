@@ -279,6 +279,7 @@ class T5(Backbone):
     """T5 encoder-decoder (TIGER's architecture; t5-small and the like from a checkpoint)."""
 
     Config = T5BackboneConfig
+    smoke_config = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}
 
     @classmethod
     def sequence_model(cls, config, vocab_size, pad_id, eos_id, new_token_ids=()):

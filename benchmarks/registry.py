@@ -98,6 +98,15 @@ class Registry:
         return name in self._classes
 
 
+def config_class(registry: Registry, name: str, field: str) -> type:
+    """``registry``'s class ``name``'s ``Config``, for the config ``field`` that names it (a
+    method's ``identifier`` or ``backbone``): an unknown name is a ConfigError naming the field."""
+    try:
+        return registry.get(name).Config
+    except ConfigError as exc:
+        raise ConfigError(f"field {field!r}: {exc}") from None
+
+
 #: recommenders the matrix runs: traditional baselines and generative methods
 METHODS = Registry("method", "genrec_bench.methods", ("baselines", "benchmarks.methods"))
 register_method = METHODS.register

@@ -42,9 +42,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from backbones.set_decoding import ground
+from baselines.sasrec import SASRecConfig
 from benchmarks.config import build_config
 from benchmarks.protocol import UserBatch, Validator
-from benchmarks.registry import BACKBONES, register_method
+from benchmarks.registry import BACKBONES, config_class, register_method
 from benchmarks.training import TorchRecommender, TrainConfig, train_loop, warmup_decay_scheduler
 from identifiers.setrec import SetTokenizer
 
@@ -93,10 +94,8 @@ class SETRecConfig(TrainConfig):
     def nested_configs(self) -> dict[str, type]:
         """The dataclasses ``backbone_config`` and ``cf_sasrec_config`` must fit (checked by
         ``build_config``)."""
-        from benchmarks.methods.generative import backbone_config_class
-        from benchmarks.registry import METHODS
-        return {"backbone_config": backbone_config_class(self.backbone),
-                "cf_sasrec_config": METHODS.get("sasrec").Config}
+        return {"backbone_config": config_class(BACKBONES, self.backbone, "backbone"),
+                "cf_sasrec_config": SASRecConfig}
 
 
 # --------------------------------------------------------------------------- scoring helpers
@@ -218,7 +217,7 @@ class SETRec(TorchRecommender):
             return [], [], 2
         from transformers import AutoTokenizer
 
-        from benchmarks.methods.generative import load_text_tokenizer
+        from benchmarks.methods.token_space import load_text_tokenizer
 
         tok = AutoTokenizer.from_pretrained(checkpoint) if checkpoint else load_text_tokenizer(cfg.text_tokenizer)
         pre = tok.encode(cfg.instruction, add_special_tokens=False)
