@@ -136,7 +136,8 @@ def cmd_plugins(args) -> int:
     def first_line(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0][:70] if cls.__doc__ else ""
 
-    rows = [(n, METHODS.get(n).family, METHODS.origin(n), first_line(METHODS.get(n))) for n in METHODS.names()]
+    rows = [(n, METHODS.get(n).family_of() or "(its identifier's)", METHODS.origin(n), first_line(METHODS.get(n)))
+            for n in METHODS.names()]
     print(tabulate(rows, headers=["method", "family", "from", "description"], tablefmt="simple"))
     rows = [(n, IDENTIFIERS.get(n).kind, IDENTIFIERS.origin(n), first_line(IDENTIFIERS.get(n)))
             for n in IDENTIFIERS.names()]

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
+from benchmarks.errors import ConfigError
+
 if TYPE_CHECKING:  # imported for type hints only: the protocol must stay light
     from benchmarks.data.dataset import Dataset
     from benchmarks.features import FeatureStore
@@ -95,7 +97,9 @@ class Recommender(abc.ABC):
     """Base class of every method. See the module docstring for the contract."""
 
     name: ClassVar[str] = ""
-    family: ClassVar[str] = "traditional"
+    #: the report's row group (one of FAMILIES), read through :meth:`family_of`; None for a
+    #: method whose group follows its config (generative methods: their identifier scheme's)
+    family: ClassVar[str | None] = "traditional"
     Config: ClassVar[type] = NoConfig
     #: what the method reads from the FeatureStore: {"text", "cf"}; the harness builds only these
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -116,8 +120,11 @@ class Recommender(abc.ABC):
         self.device = torch.device(ctx.device)
 
     @classmethod
-    def family_of(cls, config: Any) -> str:
-        """The report's row group for this config (generative methods: their identifier's)."""
+    def family_of(cls, config: Any = None) -> str | None:
+        """The one answer to "which family is this method": the report's row group for
+        ``config`` (the runner records it in every result row), and for ``config=None`` the
+        method's own, as ``genrec-bench plugins`` lists it (None where only a config decides).
+        Default: the class's ``family``."""
         return cls.family
 
     # ------------------------------------------------------------------ training
@@ -174,6 +181,22 @@ class Recommender(abc.ABC):
 
     def train(self) -> "Recommender":
         return self
+
+
+def history_window(requested: int | None, dataset_cap: int, where: str = "") -> int:
+    """How many recent history items a method reads: the dataset's ``max_history`` (the cap
+    every split's histories are cut to, evaluation included) where the method's config says
+    None, else the config's value, which may only be SHORTER. A longer one is a ConfigError: the
+    method would train on longer histories than it is ranked on. The one rule for every
+    method config with a ``max_history`` field, checked when a matrix is expanded and when a
+    method is built."""
+    if requested is None:
+        return dataset_cap
+    if requested < 1 or requested > dataset_cap:
+        raise ConfigError(f"{where + ': ' if where else ''}field 'max_history': expected 1 .. {dataset_cap} "
+                          f"(the dataset's history cap, its max_history), got {requested}; set the dataset's "
+                          f"max_history to train on longer histories")
+    return requested
 
 
 class NaNScoreError(FloatingPointError):

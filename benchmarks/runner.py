@@ -42,7 +42,7 @@ from benchmarks.context import build_context
 from benchmarks.data.catalog import DatasetSpec, load_dataset, spec_from_config
 from benchmarks.errors import ConfigError, GenrecError
 from benchmarks.evaluation import EvalConfig, Evaluator
-from benchmarks.protocol import Context
+from benchmarks.protocol import Context, history_window
 from benchmarks.registry import METHODS
 from benchmarks.rundir import CellDir, RunDir
 from benchmarks.utils import (Timer, device_description, git_commit, package_versions, progress_bar,
@@ -271,6 +271,8 @@ def expand(matrix: Matrix) -> list[Cell]:
                                    f"{matrix.source}: method {entry.label!r}")
             try:
                 cfg = build_config(cls.Config, overrides)
+                if hasattr(cfg, "max_history"):
+                    history_window(cfg.max_history, spec.options.max_history, type(cfg).__qualname__)
             except ConfigError as exc:
                 raise ConfigError(f"{matrix.source}: method {entry.label!r}: {exc}") from None
             for seed in matrix.seeds:

@@ -42,7 +42,9 @@ def _batch(ds, users):
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_contract(name, toy, tmp_path):
     cls = METHODS.get(name)
-    assert cls.family in FAMILIES, f"{name}: family {cls.family!r} not one of {FAMILIES}"
+    family = cls.family_of(build_config(cls.Config, cls.smoke_config))
+    assert family in FAMILIES, f"{name}: family {family!r} not one of {FAMILIES}"
+    assert cls.family_of() in (family, None), f"{name}: listed as {cls.family_of()!r}, runs as {family!r}"
     model, log = _fit(name, toy, 0, tmp_path)
     json.dumps(log)
     users = np.arange(toy.n_users)

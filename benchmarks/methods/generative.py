@@ -42,7 +42,7 @@ from backbones.trie import Trie
 from benchmarks.config import build_config
 from benchmarks.methods.token_space import TokenSpace
 from benchmarks.prompts import TASKS, split_template
-from benchmarks.protocol import UserBatch, topk_from_scores
+from benchmarks.protocol import UserBatch, history_window, topk_from_scores
 from benchmarks.registry import BACKBONES, IDENTIFIERS, config_class
 from benchmarks.training import TorchRecommender, TrainConfig, warmup_decay_scheduler
 from identifiers.base import load_or_build
@@ -57,7 +57,7 @@ class GenerativeConfig(TrainConfig):
     temperature: float = 1.0                # LETTER's τ (1.0 = plain cross-entropy)
     beams: int = 20
     decoding: str = "beam"                  # beam | free-grounded (BIGRec)
-    max_history: int | None = None          # None: the dataset's cap (20)
+    max_history: int | None = None          # None: the dataset's cap (20); at most that (history_window)
     train_last_n: int | None = None         # keep each user's last n training prefixes (quick scale)
     max_input_tokens: int = 512
     max_title_tokens: int = 32
@@ -114,13 +114,20 @@ def compact_left(ids: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tenso
 class GenerativeRecommender(TorchRecommender):
     """An identifier scheme on a generative backbone (see the module docstring)."""
 
-    family = "codebook"
+    family = None              # the identifier scheme's: family_of
     Config = GenerativeConfig
     needs = frozenset({"text", "cf"})
     decodes = True
 
     @classmethod
-    def family_of(cls, config: GenerativeConfig) -> str:
+    def family_of(cls, config: GenerativeConfig | None = None) -> str | None:
+        """The family of the identifier scheme the config runs (``IdentifierScheme.family``);
+        with ``config=None``, that of the method's default scheme, or None where the method
+        sets none of its own (``generative``: whatever the config chooses)."""
+        if config is None:
+            if cls.Config is GenerativeConfig:
+                return None
+            config = cls.Config()
         return IDENTIFIERS.get(config.identifier).family
 
     def __init__(self, config: GenerativeConfig, ctx):
@@ -161,7 +168,7 @@ class GenerativeRecommender(TorchRecommender):
         self.space = TokenSpace(self.identifiers, text_tokenizer=tokenizer, user_tokens=config.user_tokens,
                                 max_title_tokens=config.max_title_tokens, titles=titles,
                                 compact=config.compact_vocab and not checkpoint, texts=prompt_texts)
-        self.max_history = config.max_history or ds.max_history
+        self.max_history = history_window(config.max_history, ds.max_history, type(config).__qualname__)
         if config.decoding not in ("beam", "free-grounded"):
             raise ValueError(f"decoding must be 'beam' or 'free-grounded', got {config.decoding!r}")
         self.decodes = config.decoding == "beam"   # free generation + grounding scores every item

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from backbones.set_decoding import ground
 from baselines.sasrec import SASRecConfig
 from benchmarks.config import build_config
-from benchmarks.protocol import UserBatch, Validator
+from benchmarks.protocol import UserBatch, Validator, history_window
 from benchmarks.registry import BACKBONES, config_class, register_method
 from benchmarks.training import TorchRecommender, TrainConfig, train_loop, warmup_decay_scheduler
 from identifiers.setrec import SetTokenizer
@@ -81,7 +81,7 @@ class SETRecConfig(TrainConfig):
     instruction: str = "Which item will the user choose next after these items:"
     response: str = "? Next item:"
     text_tokenizer: str = "all-MiniLM-L6-v2"   # prompt tokens of from-scratch backbones
-    max_history: int | None = None          # None: the dataset's cap (20)
+    max_history: int | None = None          # None: the dataset's cap (20); at most that (history_window)
     train_last_n: int | None = None         # keep each user's last n training prefixes (CPU scale)
     warmup_steps: int = 100
     schedule: str = "cosine"                # cosine | linear | constant
@@ -200,7 +200,7 @@ class SETRec(TorchRecommender):
                 self.variant.update(n_sem=0)
                 self.notes = f"CF-token-only variant: {exc}"
                 log.warning("setrec on %s: no item text, running the CF-token-only variant", ds.name)
-        self.max_history = cfg.max_history or ds.max_history
+        self.max_history = history_window(cfg.max_history, ds.max_history, type(cfg).__qualname__)
         users, hist, targets = ds.training_samples(self.max_history, cfg.train_last_n)
         self.samples = {"hist": hist, "targets": targets}
 
@@ -373,7 +373,7 @@ class SETRecT5(SETRec):
     """SETRec on T5 (the paper's T5 setting: n_sem 4, alpha 0.7, lr 1e-3, 30 epochs)."""
 
     Config = SETRecConfig
-    smoke_config = {**_SMOKE, "backbone_config": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}}
+    smoke_config = {**_SMOKE, "backbone_config": dict(BACKBONES.get("t5").smoke_config)}
 
 
 @dataclass
@@ -391,5 +391,4 @@ class SETRecCausal(SETRec):
     20 epochs; LoRA r 8, alpha 16, dropout 0.02 on q_proj, v_proj for checkpoints)."""
 
     Config = SETRecCausalConfig
-    smoke_config = {**_SMOKE, "lr": 1e-3,
-                    "backbone_config": {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64}}
+    smoke_config = {**_SMOKE, "lr": 1e-3, "backbone_config": dict(BACKBONES.get("causal").smoke_config)}
