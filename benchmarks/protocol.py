@@ -101,7 +101,10 @@ class Recommender(abc.ABC):
     #: method whose group follows its config (generative methods: their identifier scheme's)
     family: ClassVar[str | None] = "traditional"
     Config: ClassVar[type] = NoConfig
-    #: what the method reads from the FeatureStore: {"text", "cf"}; the harness builds only these
+    #: what the method reads from the FeatureStore: {"text", "cf"}. With none, the method gets no
+    #: FeatureStore (``ctx.features`` is None). With some, the matrix's feature settings (text
+    #: template, text encoder) are part of its cells' config hash. Features are computed when a
+    #: method first asks for one (and cached), so a method builds only what it reads.
     needs: ClassVar[frozenset[str]] = frozenset()
     #: config overrides for a seconds-long run on the toy dataset (contract tests, smoke runs)
     smoke_config: ClassVar[dict] = {}

@@ -153,6 +153,8 @@ class IdentifierScheme(abc.ABC):
     #: the row group in the report: "id", "textual", "codebook" (or "set")
     family: ClassVar[str] = "codebook"
     Config: ClassVar[type]
+    #: what ``build`` reads from the FeatureStore ("text" embeddings, "cf" embeddings); "text"
+    #: makes the scheme content-based by default (:meth:`reads_item_content`)
     needs: ClassVar[frozenset[str]] = frozenset()
     #: config overrides for a seconds-long build on the toy dataset (tests)
     smoke_config: ClassVar[dict] = {}
