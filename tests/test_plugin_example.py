@@ -10,7 +10,8 @@ import pytest
 
 from benchmarks.data.toy import toy_dataset, write_toy_recbole
 from benchmarks.features import FeatureStore
-from benchmarks.runner import parse_matrix, run_matrix
+from benchmarks.matrix import parse_matrix
+from benchmarks.runner import run_matrix
 from benchmarks.registry import IDENTIFIERS
 from identifiers.base import load_or_build
 

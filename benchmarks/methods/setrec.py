@@ -34,7 +34,7 @@ Ablations by config: ``n_cf: 0`` (no CF token), ``n_sem: 0`` (no semantic tokens
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch

@@ -14,7 +14,7 @@ from benchmarks.data.toy import write_toy_recbole
 from benchmarks.config import build_config
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig
-from benchmarks.runner import expand, parse_matrix
+from benchmarks.matrix import expand, parse_matrix
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.report import paired_pvalue, run_notes, significance_marks, summary_table, write_report
 from benchmarks.rundir import RESULT_COLUMNS, RunDir
-from benchmarks.runner import parse_matrix, run_matrix
+from benchmarks.matrix import parse_matrix
+from benchmarks.runner import run_matrix
 
 
 def _fake_run(tmp_path, values: dict[str, list[np.ndarray]]):
