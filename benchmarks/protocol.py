@@ -31,7 +31,6 @@ from benchmarks.errors import ConfigError
 if TYPE_CHECKING:  # imported for type hints only: the protocol must stay light
     from benchmarks.data.dataset import Dataset
     from benchmarks.features import FeatureStore
-    from benchmarks.rundir import CellDir
 
 FAMILIES = ("traditional", "id", "textual", "codebook", "set")
 
@@ -154,10 +153,12 @@ class Recommender(abc.ABC):
         scores = self.score(batch).float().clone()
         return topk_from_scores(scores, k, candidates, exclude)
 
-    def write_artefacts(self, cell: "CellDir") -> None:
+    def write_artefacts(self, cell) -> None:
         """Keep what the method wants a finished cell to hold besides its metrics (a generative
-        method: its item identifiers and their code usage), through ``cell``'s writers. The
-        runner calls it once, after training and evaluation; default: nothing."""
+        method: its item identifiers and their code usage), through the writers of ``cell``, a
+        :class:`benchmarks.rundir.CellDir` (the run directory sits above the protocol, so it is
+        not imported here). The runner calls it once, after training and evaluation; default:
+        nothing."""
 
     def cold_scoring(self) -> str | None:
         """How this method can score a COLD item (one no training interaction contains):
