@@ -12,7 +12,10 @@ seed. Two kinds:
 Backbones never import this package: the harness maps tokens to the backbone's token ids and
 hands the backbone ids, vocabulary sizes and tries.
 
-A scheme is one module under ``identifiers/`` with one class registered by name::
+A scheme is one module under ``identifiers/`` with one class registered by name (the registry,
+:data:`benchmarks.registry.IDENTIFIERS`, lives beside the method and backbone registries)::
+
+    from benchmarks.registry import register_identifier
 
     @register_identifier("my-scheme")
     class MyScheme(IdentifierScheme):
