@@ -35,8 +35,8 @@ def _ints(value: str) -> list[int]:
 
 
 def cmd_run(args) -> int:
-    from benchmarks.report import write_report
     from benchmarks.matrix import load_matrix, select
+    from benchmarks.report import write_report
     from benchmarks.runner import RayExecutor, run_matrix
 
     matrix = load_matrix(args.matrix, args.preset)

@@ -19,12 +19,12 @@ import pandas as pd
 
 import benchmarks
 from benchmarks.analysis import code_frequency_groups, code_usage, cf_neighbour_overlap, quantized_sasrec
-from benchmarks.data.catalog import load_dataset
 from benchmarks.config import build_config
 from benchmarks.context import build_context
+from benchmarks.data.catalog import load_dataset
+from benchmarks.registry import IDENTIFIERS
 from benchmarks.utils import (atomic_write_json, atomic_write_text, seed_everything, show_progress,
                               stable_hash)
-from benchmarks.registry import IDENTIFIERS
 from identifiers.base import load_or_build
 
 log = logging.getLogger(__name__)

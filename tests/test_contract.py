@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.data.toy import toy_dataset
-from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
 from benchmarks.config import build_config
 from benchmarks.context import build_context
+from benchmarks.data.toy import toy_dataset
+from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
 from benchmarks.protocol import FAMILIES
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything

@@ -6,8 +6,8 @@ import torch
 
 from baselines.bert4rec import cloze_mask
 from baselines.caser import sequence_windows
-from benchmarks.data.dataset import Dataset
 from benchmarks.config import build_config
+from benchmarks.data.dataset import Dataset
 from benchmarks.protocol import Context
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything

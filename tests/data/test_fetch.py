@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.data import fetch
 from benchmarks.cache import cache_dir
+from benchmarks.data import fetch
 from benchmarks.data.archive import UnsafeArchiveError, safe_extract
 from benchmarks.data.fetch import (DownloadError, download, fetch_movielens_1m, fetch_movielens_100k,
                                    fetch_url_files)

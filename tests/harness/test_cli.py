@@ -40,8 +40,8 @@ def test_plugins_lists_the_baselines(capsys):
 def test_plugins_and_results_read_a_methods_family_from_one_place(capsys, tmp_path):
     """A generative method's family is its identifier scheme's: plugins lists p5-id as ID,
     p5-tid and bigrec as textual, the same groups the runner writes into the result rows."""
-    from benchmarks.registry import IDENTIFIERS, METHODS
     from benchmarks.matrix import expand, parse_matrix
+    from benchmarks.registry import IDENTIFIERS, METHODS
 
     assert main(["plugins"]) == 0
     methods_table = capsys.readouterr().out.split("\n\n")[0].splitlines()[2:]

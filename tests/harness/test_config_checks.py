@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from benchmarks.cli import main
+from benchmarks.config import build_config
 from benchmarks.data.preprocess import PreprocessOptions
 from benchmarks.data.toy import write_toy_recbole
-from benchmarks.config import build_config
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig
 from benchmarks.matrix import expand, parse_matrix

@@ -9,8 +9,8 @@ import pytest
 
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError
-from benchmarks.report import write_report
 from benchmarks.matrix import parse_matrix
+from benchmarks.report import write_report
 from benchmarks.runner import run_matrix
 
 SMALL_MF = {"name": "mf", "config": {"epochs": 4, "dim": 8, "patience": 10}}

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from benchmarks.data.toy import write_toy_recbole
+from benchmarks.matrix import parse_matrix
 from benchmarks.report import paired_pvalue, run_notes, significance_marks, summary_table, write_report
 from benchmarks.rundir import RESULT_COLUMNS, RunDir
-from benchmarks.matrix import parse_matrix
 from benchmarks.runner import run_matrix
 
 

@@ -14,9 +14,9 @@ import yaml
 
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError, DataFormatError
+from benchmarks.matrix import PRESETS, expand, load_matrix, parse_matrix
 from benchmarks.report import write_report
 from benchmarks.rundir import RESULT_COLUMNS
-from benchmarks.matrix import PRESETS, expand, load_matrix, parse_matrix
 from benchmarks.runner import run_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,8 +116,8 @@ def test_killed_process_resumes_without_losing_finished_cells(tmp_path):
     assert len(list(finished.iterdir())) == 1
     assert list((out / "cells" / "toy" / "sleepy").glob("*.tmp-*")), "expected the killed cell's temp folder"
     stamp = next(finished.iterdir()).joinpath("metrics.csv").stat().st_mtime_ns
-    from tests.harness import _sleepy_plugin  # noqa: F401
     from benchmarks.matrix import load_matrix
+    from tests.harness import _sleepy_plugin  # noqa: F401
     summary = run_matrix(load_matrix(matrix), out, progress=False)
     assert summary["skipped"] == 1 and summary["ran"] == 1
     assert not list(out.glob("cells/*/*/*.tmp-*"))

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from benchmarks.analysis import code_usage
+from benchmarks.config import build_config
 from benchmarks.data.toy import toy_dataset
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
-from benchmarks.config import build_config
 from benchmarks.protocol import Context
 from benchmarks.registry import IDENTIFIERS, METHODS
 from benchmarks.rundir import CellDir
