@@ -7,6 +7,7 @@ them, and nothing else knows a file name of a run::
       matrix.yaml               the matrix as run (its method labels order the report's rows)
       results.csv               every finished cell's metrics.csv, one tidy table (RESULT_COLUMNS)
       failures.json             this run's failed cells (absent when none failed)
+      report.md, table.*, figures/   the report's own output (benchmarks.report), from the above
       cells/<dataset>/<method>/seed<S>-<hash>/      one CellDir (<hash>: of the resolved config)
         config.json             the resolved config the hash is taken over
         train_log.json          the fit log: per-epoch loss, validation NDCG@10, seconds, memory;
