@@ -13,12 +13,18 @@ the harness turns identifiers into ids and hands over the vocabulary size and th
   :mod:`backbones.generation`.
 - ``candidate_logprobs(inputs, input_mask, candidates)``: exact log-probability of every
   candidate sequence for every input, teacher-forced (global ranking).
+
+A backbone FAMILY is one file that registers a :class:`Backbone` by name
+(``@register_backbone("t5")``): its config dataclass (what a method's ``backbone_config`` must
+fit) and the factories of the models the methods build from it, a :class:`GenerativeBackbone`
+for sequence identifiers and, optionally, a set model for SETRec. Methods choose one by their
+config's ``backbone`` field and never name a backbone class.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -76,3 +82,28 @@ class GenerativeBackbone(nn.Module, abc.ABC):
     @abc.abstractmethod
     def candidate_logprobs(self, inputs: torch.Tensor, input_mask: torch.Tensor,
                            candidates: torch.Tensor) -> torch.Tensor: ...
+
+
+class Backbone(abc.ABC):
+    """A registered backbone family: ``Config`` and the models built from one of its configs.
+
+    ``sequence_model``: the :class:`GenerativeBackbone` over ``vocab_size`` token ids (``pad_id``,
+    ``eos_id``; ``new_token_ids``: the ids the harness added to a checkpoint's vocabulary, which
+    a LoRA-adapted model keeps trainable). ``set_model``: SETRec's set model
+    (:mod:`backbones.set_decoding`) with ``n_query`` queries and a text vocabulary of
+    ``vocab_size`` prompt tokens; a family without one raises NotImplementedError."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    #: ``Config`` overrides of a tiny, seconds-long model (contract tests, smoke configs)
+    smoke_config: ClassVar[dict] = {}
+
+    @classmethod
+    @abc.abstractmethod
+    def sequence_model(cls, config: Any, vocab_size: int, pad_id: int, eos_id: int,
+                       new_token_ids: list[int] | tuple = ()) -> GenerativeBackbone: ...
+
+    @classmethod
+    def set_model(cls, config: Any, n_query: int, vocab_size: int, *, sparse_mask: bool = True,
+                  shared_positions: bool = True, intra_item: str = "bidirectional") -> nn.Module:
+        raise NotImplementedError(f"backbone {cls.name!r} has no set-identifier model (SETRec)")

@@ -15,6 +15,9 @@ tokens added to the vocabulary; SETRec and LETTER-LC-Rec likewise (Qwen2.5 / LLa
   (LLaMA) is trained whole (``modules_to_save``).
 - Sequences: the prompt is LEFT-padded, the target appended right after it; positions come
   from the attention mask, so padding does not shift them. Loss on target tokens only.
+
+Registered as backbone ``causal`` (:class:`Causal`): :class:`CausalBackbone` for sequence
+identifiers, :class:`SetCausalLM` for SETRec's set identifiers.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
-from backbones.base import GenerativeBackbone, tempered_cross_entropy
+from backbones.base import Backbone, GenerativeBackbone, tempered_cross_entropy
+from backbones.set_decoding import additive, causal_set_mask, set_layout
 from backbones.t5 import cache_kw, out_cache
+from benchmarks.registry import register_backbone
 
 
 @dataclass
@@ -163,3 +169,84 @@ class CausalBackbone(GenerativeBackbone):
         else:
             total = logp0
         return total.view(b, c)
+
+
+# --------------------------------------------------------------------------- set identifiers (SETRec)
+class SetCausalLM(nn.Module):
+    """A decoder-only LM (Qwen2 / LLaMA) for set identifiers (:mod:`backbones.set_decoding`
+    has the layout and :func:`~backbones.set_decoding.causal_set_mask` the attention mask).
+
+    ``cfg``: :class:`backbones.causal.CausalBackboneConfig`: a tiny model from a config (full
+    training) or a local ``checkpoint`` with LoRA (``lora="auto"``; rank, alpha, dropout and
+    target modules from the config). Only the transformer stack is kept (the LM head is never
+    used: outputs are grounded against item tokens)."""
+
+    def __init__(self, cfg: CausalBackboneConfig, n_query: int, vocab_size: int = 2, *,
+                 sparse_mask: bool = True, shared_positions: bool = True, intra_item: str = "bidirectional"):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        if cfg.checkpoint:
+            full = AutoModelForCausalLM.from_pretrained(cfg.checkpoint, dtype=getattr(torch, cfg.dtype))
+        else:
+            full = AutoModelForCausalLM.from_config(CausalBackbone._config(max(vocab_size, 2), 0, 0, cfg))
+        stack = full.base_model
+        use_lora = bool(cfg.checkpoint) if cfg.lora == "auto" else bool(cfg.lora)
+        if use_lora:
+            from peft import LoraConfig, get_peft_model
+
+            stack = get_peft_model(stack, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                     lora_dropout=cfg.lora_dropout,
+                                                     target_modules=list(cfg.lora_targets),
+                                                     task_type="FEATURE_EXTRACTION"))
+        self.lm = stack
+        self.lora = use_lora
+        self.hidden = int(full.config.hidden_size)
+        self.n_query = n_query
+        self.sparse_mask = sparse_mask
+        self.shared_positions = shared_positions
+        if intra_item not in ("bidirectional", "self"):
+            raise ValueError(f"intra_item must be 'bidirectional' or 'self', got {intra_item!r}")
+        self.intra_item = intra_item
+        self.queries = nn.Parameter(torch.empty(n_query, self.hidden))
+        nn.init.normal_(self.queries, mean=0.0, std=0.02)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm.get_input_embeddings().weight.dtype
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(ids)
+
+    def forward(self, items: torch.Tensor, item_mask: torch.Tensor, prefix_ids: torch.Tensor | None = None,
+                suffix_ids: torch.Tensor | None = None, return_hidden: bool = False):
+        """Like :meth:`SetT5.forward`; ``return_hidden`` also returns the hidden states of the
+        whole flattened sequence [B, L, d] (queries last)."""
+        dtype = self.dtype
+        prefix = None if prefix_ids is None or not len(prefix_ids) else self.embed(prefix_ids)
+        suffix = None if suffix_ids is None or not len(suffix_ids) else self.embed(suffix_ids)
+        lay = set_layout(items.to(dtype), item_mask, prefix, suffix, self.queries.to(dtype), self.shared_positions)
+        mask = additive(causal_set_mask(lay, self.sparse_mask, self.intra_item), dtype)
+        hidden = self.lm(inputs_embeds=lay.embeds, attention_mask=mask, position_ids=lay.positions,
+                         use_cache=False).last_hidden_state
+        out = hidden[:, -self.n_query:].float()
+        return (out, hidden) if return_hidden else out
+
+
+# --------------------------------------------------------------------------- the registered backbone
+@register_backbone("causal")
+class Causal(Backbone):
+    """Decoder-only LM (Qwen2 / LLaMA; tiny from a config, or a checkpoint with LoRA)."""
+
+    Config = CausalBackboneConfig
+    smoke_config = {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64}
+
+    @classmethod
+    def sequence_model(cls, config, vocab_size, pad_id, eos_id, new_token_ids=()):
+        return CausalBackbone(vocab_size, pad_id, eos_id, config, new_token_ids)
+
+    @classmethod
+    def set_model(cls, config, n_query, vocab_size, *, sparse_mask=True, shared_positions=True,
+                  intra_item="bidirectional"):
+        return SetCausalLM(config, n_query, vocab_size, sparse_mask=sparse_mask,
+                           shared_positions=shared_positions, intra_item=intra_item)

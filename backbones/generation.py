@@ -12,6 +12,9 @@ length normalisation: the same score global ranking uses).
 local-optima argument). With beams >= the number of items beam search keeps every prefix and
 returns exactly the global top-k (a test checks it).
 
+:func:`greedy_decode` — unconstrained greedy generation (BIGRec generates a title freely, then
+grounds it to items in text-embedding space).
+
 :func:`hf_constrained_generate` — the same search done the way the authors' code does it:
 transformers ``generate`` with ``prefix_allowed_tokens_fn`` (a Python callback per beam per
 step). Used by the speed benchmark and as a cross-check.
@@ -118,6 +121,26 @@ def global_scores(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask
         width = int((cand != backbone.pad_id).sum(1).max())
         out[:, chunk] = backbone.candidate_logprobs(inputs, input_mask, cand[:, :width]).float()
     return out
+
+
+@torch.no_grad()
+def greedy_decode(backbone: GenerativeBackbone, inputs: torch.Tensor, input_mask: torch.Tensor,
+                  max_len: int, eos_id: int) -> torch.Tensor:
+    """[B, T] token ids (T <= ``max_len``) generated greedily, no constraint: at every step the
+    most likely token; after a row's ``eos_id`` it gets ``backbone.pad_id``. Stops when every
+    row has finished."""
+    state = backbone.begin(inputs, input_mask, 1)
+    tokens, out = None, []
+    finished = torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device)
+    for _ in range(max_len):
+        logits = backbone.step(state, tokens)
+        tokens = logits.argmax(-1)
+        tokens = torch.where(finished, torch.full_like(tokens, backbone.pad_id), tokens)
+        finished |= tokens == eos_id
+        out.append(tokens)
+        if bool(finished.all()):
+            break
+    return torch.stack(out, 1)
 
 
 @torch.no_grad()

@@ -29,9 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers.models.t5.modeling_t5 import T5LayerCrossAttention
+from torch import nn
+from transformers.models.t5.modeling_t5 import T5Attention, T5LayerCrossAttention
 
-from backbones.base import GenerativeBackbone, tempered_cross_entropy
+from backbones.base import Backbone, GenerativeBackbone, tempered_cross_entropy
+from backbones.set_decoding import additive, set_layout
+from benchmarks.registry import register_backbone
 
 
 @dataclass
@@ -164,3 +167,126 @@ class T5Backbone(GenerativeBackbone):
                                 decoder_input_ids=self._decoder_inputs(targets), use_cache=False).logits
         logp = torch.log_softmax(logits.float(), dim=-1).gather(2, targets.unsqueeze(2)).squeeze(2)
         return (logp * (targets != self.pad_id)).sum(1).view(b, c)
+
+
+# --------------------------------------------------------------------------- set identifiers (SETRec)
+class _SharedPositionBias(T5Attention):
+    """T5 attention whose relative position bias follows per-token positions when they are set
+    (``set_positions`` [B or 1, L]); else the parent's behaviour."""
+
+    set_positions: torch.Tensor | None = None
+
+    def compute_bias(self, query_length, key_length, device=None, past_seen_tokens=0):
+        pos = self.set_positions
+        if pos is None:
+            return super().compute_bias(query_length, key_length, device, past_seen_tokens)
+        # rows with the same positions (the same number of real items) share one bias: computed
+        # once per distinct row, then gathered (far cheaper to back-propagate than B lookups)
+        uniq, inverse = torch.unique(pos, dim=0, return_inverse=True)
+        relative = uniq[:, None, :] - uniq[:, :, None]              # memory - context: [U, Lq, Lk]
+        bucket = self._relative_position_bucket(relative, bidirectional=not self.is_decoder,
+                                                num_buckets=self.relative_attention_num_buckets,
+                                                max_distance=self.relative_attention_max_distance)
+        bias = self.relative_attention_bias(bucket).permute(0, 3, 1, 2)   # [U, heads, Lq, Lk]
+        return bias if uniq.shape[0] == pos.shape[0] == 1 else bias[inverse]
+
+
+@contextlib.contextmanager
+def _positions(modules: list[_SharedPositionBias], positions: torch.Tensor):
+    for m in modules:
+        m.set_positions = positions
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.set_positions = None
+
+
+class SetT5(nn.Module):
+    """T5 encoder-decoder for set identifiers (:mod:`backbones.set_decoding` has the layout).
+
+    The encoder reads the flattened history (bidirectional). Its relative position bias is
+    computed from the per-token positions of the layout: the attention modules that own the
+    bias (the first layer's, T5 shares it across layers) are switched to a subclass whose
+    ``compute_bias`` reads the positions set for the current call (parameters untouched;
+    without positions it is the parent's method). The decoder's inputs are the ``n_query``
+    learnable query vectors (normal, std 0.02), all at position 0, each attending only to
+    itself (identity self-attention mask; all queries with ``sparse_mask=False``) and to the
+    whole encoder output.
+
+    ``cfg``: :class:`backbones.t5.T5BackboneConfig` (TIGER's sizes from scratch by default, or a
+    local ``checkpoint`` such as t5-small); ``vocab_size``: the text vocabulary of a from-scratch
+    model (only the prompt tokens are ever embedded)."""
+
+    def __init__(self, cfg: T5BackboneConfig, n_query: int, vocab_size: int = 2, *,
+                 sparse_mask: bool = True, shared_positions: bool = True):
+        super().__init__()
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        if cfg.checkpoint:
+            self.model = T5ForConditionalGeneration.from_pretrained(cfg.checkpoint)
+        else:
+            conf = T5Config(vocab_size=max(vocab_size, 2), d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
+                            num_layers=cfg.n_layers, num_decoder_layers=cfg.n_layers,
+                            num_heads=cfg.n_heads, dropout_rate=cfg.dropout, feed_forward_proj="relu",
+                            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                            tie_word_embeddings=True)
+            self.model = T5ForConditionalGeneration(conf)
+        self.hidden = int(self.model.config.d_model)
+        self.n_query = n_query
+        self.sparse_mask = sparse_mask
+        self.shared_positions = shared_positions
+        self.queries = nn.Parameter(torch.empty(n_query, self.hidden))
+        nn.init.normal_(self.queries, mean=0.0, std=0.02)
+        self._enc_bias, self._dec_bias = [], []
+        for stack, out in ((self.model.encoder, self._enc_bias), (self.model.decoder, self._dec_bias)):
+            for blk in stack.block:
+                att = blk.layer[0].SelfAttention
+                if att.has_relative_attention_bias:
+                    att.__class__ = _SharedPositionBias
+                    out.append(att)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def forward(self, items: torch.Tensor, item_mask: torch.Tensor, prefix_ids: torch.Tensor | None = None,
+                suffix_ids: torch.Tensor | None = None, return_encoder: bool = False):
+        """``items`` [B, H, n, d] (history items, each a set of n token vectors), ``item_mask``
+        [B, H] -> the queries' outputs [B, n_query, d] (and the encoder's hidden states
+        [B, L, d] with ``return_encoder``)."""
+        prefix = None if prefix_ids is None or not len(prefix_ids) else self.embed(prefix_ids)
+        suffix = None if suffix_ids is None or not len(suffix_ids) else self.embed(suffix_ids)
+        lay = set_layout(items, item_mask, prefix, suffix, None, self.shared_positions)
+        b = items.shape[0]
+        with _positions(self._enc_bias, lay.positions):
+            enc = self.model.encoder(inputs_embeds=lay.embeds, attention_mask=lay.valid.long()).last_hidden_state
+        q = self.queries.to(enc.dtype).unsqueeze(0).expand(b, -1, -1)
+        if self.sparse_mask:
+            self_mask = torch.eye(self.n_query, dtype=torch.bool, device=enc.device)
+        else:
+            self_mask = torch.ones(self.n_query, self.n_query, dtype=torch.bool, device=enc.device)
+        self_mask = additive(self_mask.unsqueeze(0).expand(b, -1, -1), enc.dtype)
+        zeros = torch.zeros(1, self.n_query, dtype=torch.long, device=enc.device)   # all queries at position 0
+        with _positions(self._dec_bias, zeros):
+            out = self.model.decoder(inputs_embeds=q, attention_mask=self_mask, encoder_hidden_states=enc,
+                                     encoder_attention_mask=lay.valid.long(), use_cache=False).last_hidden_state
+        return (out, enc) if return_encoder else out
+
+
+# --------------------------------------------------------------------------- the registered backbone
+@register_backbone("t5")
+class T5(Backbone):
+    """T5 encoder-decoder (TIGER's architecture; t5-small and the like from a checkpoint)."""
+
+    Config = T5BackboneConfig
+    smoke_config = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}
+
+    @classmethod
+    def sequence_model(cls, config, vocab_size, pad_id, eos_id, new_token_ids=()):
+        return T5Backbone(vocab_size, pad_id, eos_id, config)
+
+    @classmethod
+    def set_model(cls, config, n_query, vocab_size, *, sparse_mask=True, shared_positions=True,
+                  intra_item="bidirectional"):
+        # the encoder is bidirectional: every token sees its whole item whatever intra_item says
+        return SetT5(config, n_query, vocab_size, sparse_mask=sparse_mask, shared_positions=shared_positions)

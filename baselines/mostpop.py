@@ -26,7 +26,7 @@ class MostPop(Recommender):
         counts = self.dataset.item_train_counts().astype(np.float64)
         jitter = np.random.default_rng(self.ctx.seed).random(len(counts)) * 0.5
         self.popularity = torch.as_tensor(counts + jitter, dtype=torch.float32, device=self.device)
-        return {"epochs": [], "note": "counts of training interactions, ties broken at random (seeded)"}
+        return {"epochs": [], "notes": "counts of training interactions, ties broken at random (seeded)"}
 
     def score(self, batch: UserBatch) -> torch.Tensor:
         return self.popularity.unsqueeze(0).expand(len(batch), -1)

@@ -24,6 +24,7 @@ embeddings (``hidden`` = their dimension, 32 for LETTER).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +33,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from baselines.mf import sample_negatives
-from benchmarks.protocol import UserBatch
+from benchmarks.config import build_config
+from benchmarks.protocol import Context, UserBatch
 from benchmarks.registry import register_method
 from benchmarks.training import TorchRecommender, TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -190,3 +194,17 @@ class SASRec(TorchRecommender):
     def item_embeddings(self) -> np.ndarray:
         """The trained item table [n_items + 1, hidden] (row 0 = padding): CF embeddings."""
         return self.module.item_weight().detach().cpu().numpy().copy()
+
+
+def train_cf_embeddings(dataset, overrides: dict, *, device: str = "cpu", seed: int = 0,
+                        progress: bool = True, validator=None) -> np.ndarray:
+    """CF item embeddings: float32 [n_items + 1, hidden] (row 0 zeros), the item table of a
+    SASRec (``overrides``: its config fields) trained on ``dataset`` with early stopping on
+    ``validator``. The FeatureStore's CF trainer (``FeatureStore.cf_embeddings``)."""
+    cfg = build_config(SASRecConfig, overrides)
+    model = SASRec(cfg, Context(dataset=dataset, features=None, device=device, seed=seed, progress=progress))
+    log.info("training SASRec (hidden=%d) for CF embeddings of %s", cfg.hidden, dataset.name)
+    model.fit(validator)
+    emb = model.item_embeddings().astype(np.float32)
+    emb[0] = 0.0
+    return emb

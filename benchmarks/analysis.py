@@ -109,8 +109,9 @@ def quantized_sasrec(dataset, quantized: np.ndarray, *, seed: int = 0, config: d
     """Train a SASRec on ``dataset`` with the frozen ``quantized`` item table; return its test
     Recall/NDCG@5/10 (all users)."""
     from baselines.sasrec import SASRec
+    from benchmarks.config import build_config
     from benchmarks.evaluation import EvalConfig, Evaluator
-    from benchmarks.protocol import Context, build_config
+    from benchmarks.protocol import Context
     from benchmarks.utils import seed_everything
 
     seed_everything(seed)

@@ -53,22 +53,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from backbones.generation import beam_search, hf_constrained_generate
+    from benchmarks.config import build_config
+    from benchmarks.context import build_context
     from benchmarks.data.catalog import load_dataset
-    from benchmarks.evaluation import Evaluator
-    from benchmarks.features import FeatureStore
     from benchmarks.methods.generative import GenerativeRecommender
-    from benchmarks.protocol import Context, UserBatch, build_config
+    from benchmarks.protocol import UserBatch
     from benchmarks.utils import seed_everything
 
     seed_everything(args.seed)
     ds = load_dataset(json.loads(args.dataset) if args.dataset.lstrip().startswith("{") else args.dataset)
-    from benchmarks.data.fetch import cache_dir
-    ev = Evaluator(ds)
-    store = FeatureStore(ds, cache_dir(), seed=args.seed, validator_factory=lambda: ev.validation_ndcg)
     cfg = build_config(GenerativeRecommender.Config, {
         "identifier": args.identifier, "beams": args.beams,
         "backbone_config": t5_size(args)})
-    model = GenerativeRecommender(cfg, Context(ds, store, args.device, args.seed, progress=False))
+    model = GenerativeRecommender(cfg, build_context(ds, seed=args.seed, device=args.device, progress=False))
     model.eval()
     users = ds.eval_users("test")[:args.users]
     trie = model._trie(None)

@@ -60,22 +60,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", help="write the result here")
     args = p.parse_args(argv)
 
+    from benchmarks.config import build_config
+    from benchmarks.context import build_context
     from benchmarks.data.catalog import load_dataset
-    from benchmarks.data.fetch import cache_dir
-    from benchmarks.evaluation import Evaluator
-    from benchmarks.features import FeatureStore
     from benchmarks.methods.generative import GenerativeRecommender
     from benchmarks.methods.setrec import SETRecT5
-    from benchmarks.protocol import Context, UserBatch, build_config
+    from benchmarks.protocol import UserBatch
     from benchmarks.utils import seed_everything
 
     seed_everything(args.seed)
     entry = json.loads(args.dataset) if args.dataset.lstrip().startswith("{") else args.dataset
     ds = load_dataset(entry)
-    ev = Evaluator(ds)
-    store = FeatureStore(ds, cache_dir(), seed=args.seed, validator_factory=lambda: ev.validation_ndcg)
     size = t5_size(args)
-    ctx = Context(ds, store, args.device, args.seed, progress=False)
+    ctx = build_context(ds, seed=args.seed, device=args.device, progress=False)
     tiger = GenerativeRecommender(build_config(GenerativeRecommender.Config, {
         "identifier": args.identifier, "beams": args.beams, "backbone_config": size}), ctx).eval()
     setrec = SETRecT5(build_config(SETRecT5.Config, {

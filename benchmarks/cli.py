@@ -35,8 +35,9 @@ def _ints(value: str) -> list[int]:
 
 
 def cmd_run(args) -> int:
+    from benchmarks.matrix import load_matrix, select
     from benchmarks.report import write_report
-    from benchmarks.runner import load_matrix, run_matrix, select
+    from benchmarks.runner import RayExecutor, run_matrix
 
     matrix = load_matrix(args.matrix, args.preset)
     matrix = select(matrix, args.datasets, args.methods, args.seeds)
@@ -46,13 +47,10 @@ def cmd_run(args) -> int:
         matrix.evaluation = {**matrix.evaluation, **({"protocol": args.protocol} if args.protocol else {}),
                              **({"refit": True} if args.refit else {})}
     out = Path(args.output or Path("runs") / matrix.name)
+    executor = None
     if args.executor == "ray":
-        from benchmarks.runner import run_matrix_ray
-        summary = run_matrix_ray(matrix, out, address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
-                                 gpus_per_cell=args.gpus_per_cell, progress=not args.quiet,
-                                 fail_fast=args.fail_fast)
-    else:
-        summary = run_matrix(matrix, out, progress=not args.quiet, fail_fast=args.fail_fast)
+        executor = RayExecutor(args.ray_address, cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
+    summary = run_matrix(matrix, out, executor=executor, progress=not args.quiet, fail_fast=args.fail_fast)
     from benchmarks import distributed
     if not distributed.is_main():
         return 0
@@ -131,13 +129,13 @@ def cmd_tokenize(args) -> int:
 
 def cmd_plugins(args) -> int:
     from tabulate import tabulate
-    from benchmarks.registry import METHODS
-    from identifiers.base import IDENTIFIERS
+    from benchmarks.registry import IDENTIFIERS, METHODS
 
     def first_line(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0][:70] if cls.__doc__ else ""
 
-    rows = [(n, METHODS.get(n).family, METHODS.origin(n), first_line(METHODS.get(n))) for n in METHODS.names()]
+    rows = [(n, METHODS.get(n).family_of() or "(its identifier's)", METHODS.origin(n), first_line(METHODS.get(n)))
+            for n in METHODS.names()]
     print(tabulate(rows, headers=["method", "family", "from", "description"], tablefmt="simple"))
     rows = [(n, IDENTIFIERS.get(n).kind, IDENTIFIERS.origin(n), first_line(IDENTIFIERS.get(n)))
             for n in IDENTIFIERS.names()]

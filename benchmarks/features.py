@@ -15,7 +15,9 @@
 - CF embeddings: the item table of a SASRec trained on the dataset (``hidden`` = the requested
   dimension, 32 for LETTER), early-stopped on validation NDCG@10 like every method; or the
   published embeddings shipped beside a dataset (``cf_source="published"``, e.g. LETTER's
-  Beauty-32d-sasrec.npy). Cached per dataset, dimension, seed and SASRec config. Under a
+  Beauty-32d-sasrec.npy). Cached per dataset, dimension, seed and SASRec config. The training
+  is the store's ``cf_trainer`` (:func:`baselines.sasrec.train_cf_embeddings`, given by
+  :func:`benchmarks.context.build_context`), early-stopped by its ``validator``. Under a
   multi-process launch every process takes part in that SASRec's (data-parallel) training.
 Arrays are indexed by item id: row 0 is padding (zeros).
 """
@@ -88,7 +90,7 @@ class FeatureStore:
 
     def __init__(self, dataset: Dataset, cache_dir: Path, *, device: str = "cpu", seed: int = 0,
                  text_template: str = DEFAULT_TEMPLATE, text_encoder: str = DEFAULT_ENCODER,
-                 progress: bool = True, validator_factory=None):
+                 progress: bool = True, validator=None, cf_trainer=None):
         self.ds = dataset
         key = dataset.info.get("cache_key") or stable_hash([dataset.name, dataset.n_items, dataset.item_ids[:50]])
         self.dir = Path(cache_dir) / "features" / f"{dataset.name}-{key}"
@@ -97,7 +99,8 @@ class FeatureStore:
         self.text_template = text_template
         self.text_encoder = text_encoder
         self.progress = progress
-        self.validator_factory = validator_factory
+        self.validator = validator
+        self.cf_trainer = cf_trainer
         self._memo: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ text
@@ -186,17 +189,8 @@ class FeatureStore:
         return emb
 
     def _train_sasrec(self, overrides: dict) -> np.ndarray:
-        from benchmarks.protocol import Context, build_config
-        from benchmarks.registry import METHODS
-
-        cls = METHODS.get("sasrec")
-        cfg = build_config(cls.Config, overrides)
-        ctx = Context(dataset=self.ds, features=None, device=self.device, seed=self.seed,
-                      progress=self.progress)
-        model = cls(cfg, ctx)
-        validator = self.validator_factory() if self.validator_factory else None
-        log.info("training SASRec (hidden=%d) for CF embeddings of %s", cfg.hidden, self.ds.name)
-        model.fit(validator)
-        emb = model.item_embeddings().astype(np.float32)
-        emb[0] = 0.0
-        return emb
+        if self.cf_trainer is None:
+            raise GenrecError(f"dataset {self.ds.name!r}: CF embeddings must be trained, and this FeatureStore "
+                              f"has no cf_trainer (build it with benchmarks.context.build_context)")
+        return self.cf_trainer(self.ds, overrides, device=self.device, seed=self.seed,
+                               progress=self.progress, validator=self.validator)

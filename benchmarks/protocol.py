@@ -20,10 +20,6 @@ override ``rank`` instead and may leave ``score`` unimplemented.
 from __future__ import annotations
 
 import abc
-import dataclasses
-import os
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -64,21 +60,31 @@ class UserBatch:
         return int(self.users.shape[0])
 
 
+#: validator(model) -> validation NDCG@10 (higher is better), computed by the harness.
+Validator = Callable[["Recommender"], float]
+
+
 @dataclass
 class Context:
-    """What a method gets besides its config: the data, lazily computed item features, the
-    device, the seed, a folder for artefacts (identifiers, logs) and whether to show progress."""
+    """What a method gets besides its config: the data, lazily computed item features and the
+    run-wide settings. A run's context is built in one place,
+    :func:`benchmarks.context.build_context` (the runner, ``tokenize``, the bench scripts).
+
+    - ``features``: the dataset's FeatureStore; None for a method whose ``needs`` is empty.
+    - ``device``, ``seed``, ``progress`` (whether bars may be drawn).
+    - ``cache``: the root folder of the suite's cache (identifier-scheme outputs are kept under
+      it); None: nothing is cached (a refit, a unit test).
+    - ``validator``: the harness's validation NDCG@10, the early-stopping signal of trainings
+      inside a method or its features (the FeatureStore's CF SASRec gets the same one); the
+      runner passes it to ``fit`` as well."""
 
     dataset: "Dataset"
     features: "FeatureStore | None" = None
     device: str = "cpu"
     seed: int = 0
-    workdir: Path | None = None
+    cache: Path | None = None
     progress: bool = True
-
-
-#: validator(model) -> validation NDCG@10 (higher is better), computed by the harness.
-Validator = Callable[["Recommender"], float]
+    validator: Validator | None = None
 
 
 @dataclass
@@ -86,151 +92,18 @@ class NoConfig:
     """For methods without hyper-parameters."""
 
 
-_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-          type(None): "null", dict: "a mapping", Path: "a path (a string)"}
-_PLURAL = {bool: "booleans", int: "integers", float: "numbers", str: "strings", Path: "paths"}
-
-
-def describe_type(annotation: Any) -> str:
-    """A field annotation in words, for error messages: ``int | None`` -> "an integer or null",
-    ``tuple[float, ...]`` -> "a list of numbers", ``Literal["auto"]`` -> "'auto'"."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        kinds = [a for a in args if not (a is str and Path in args)]   # a path is a string
-        return " or ".join(describe_type(a) for a in kinds)
-    if origin is typing.Literal:
-        return repr(args[0]) if len(args) == 1 else f"one of {', '.join(repr(a) for a in args)}"
-    if origin in (tuple, list):
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            kinds = {a for a in args}
-            if len(kinds) == 1:
-                item = args[0]
-                return f"a list of {len(args)} {_PLURAL.get(item, describe_type(item))}"
-            return f"a list ({', '.join(describe_type(a) for a in args)})"
-        item = args[0] if args else Any
-        return "a list" if item is Any else f"a list of {_PLURAL.get(item, describe_type(item))}"
-    if origin is dict:
-        return "a mapping"
-    return _WORDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-class _Mismatch(Exception):
-    """A value that does not fit an annotation (internal to :func:`check_value`)."""
-
-
-def _fit(value: Any, annotation: Any) -> Any:
-    """``value`` as the annotation wants it (a list for a tuple field becomes a tuple; an int
-    is a float; nothing else is converted), or _Mismatch."""
-    if annotation is Any:
-        return value
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for a in args:
-            try:
-                return _fit(value, a)
-            except _Mismatch:
-                pass
-        raise _Mismatch
-    if origin is typing.Literal:
-        if any(value == a and type(value) is type(a) for a in args):
-            return value
-        raise _Mismatch
-    if origin in (tuple, list) or annotation in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise _Mismatch
-            items = [_fit(v, a) for v, a in zip(value, args)]
-        else:
-            item = args[0] if args else Any
-            items = [_fit(v, item) for v in value]
-        return tuple(items) if (origin or annotation) is tuple else list(items)
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch
-        if args:
-            return {_fit(k, args[0]): _fit(v, args[1]) for k, v in value.items()}
-        return value
-    if annotation is type(None):
-        if value is None:
-            return value
-        raise _Mismatch
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if annotation is Path:
-        if isinstance(value, (str, os.PathLike)):
-            return value
-        raise _Mismatch
-    if isinstance(annotation, type):
-        if isinstance(value, annotation):
-            return value
-        raise _Mismatch
-    raise TypeError(f"no type check for the annotation {annotation!r}")
-
-
-def check_value(value: Any, annotation: Any, where: str) -> Any:
-    """``value`` checked against a field annotation (int, float accepting ints, bool, str,
-    None / Optional, unions, Literal, tuple[...] / list[...] accepting lists, dict, Path,
-    Any); a mismatch is a ConfigError "<where>: expected <type in words>, got <value> (<type>)"."""
-    try:
-        return _fit(value, annotation)
-    except _Mismatch:
-        shown = repr(value)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise ConfigError(f"{where}: expected {describe_type(annotation)}, got {shown} "
-                          f"({type(value).__name__})") from None
-
-
-def build_config(cls: type, overrides: dict[str, Any] | None) -> Any:
-    """Instantiate the dataclass ``cls`` from its defaults and ``overrides``.
-
-    Every override is checked against its field's annotation (:func:`check_value`); an unknown
-    key or a wrong type is a ConfigError naming the class, the field and what was expected.
-    A config whose dict fields hold other configs (a backbone's, an identifier's) says which
-    through a ``nested_configs()`` method returning {field: dataclass}; those dicts are
-    checked the same way, recursively (it raises ConfigError "field 'x': ..." for a field
-    that picks an unknown nested config)."""
-    overrides = dict(overrides or {})
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - set(known), key=str)
-    if unknown:
-        raise ConfigError(f"{cls.__qualname__}: unknown field(s) {', '.join(map(str, unknown))}; "
-                          f"known: {', '.join(sorted(known))}")
-    hints = typing.get_type_hints(cls)
-    for name, value in overrides.items():
-        overrides[name] = check_value(value, hints[name], f"{cls.__qualname__}: field {name!r}")
-    config = cls(**overrides)
-    nested = getattr(config, "nested_configs", None)
-    try:   # a field that picks the nested config (``identifier``, ``backbone``) may be wrong
-        subs = nested() if nested else {}
-    except ConfigError as exc:
-        raise ConfigError(f"{cls.__qualname__}: {exc}") from None
-    for name, sub in subs.items():
-        try:
-            build_config(sub, getattr(config, name) or {})
-        except ConfigError as exc:
-            raise ConfigError(f"{cls.__qualname__}: field {name!r}: {exc}") from None
-    return config
-
-
 class Recommender(abc.ABC):
     """Base class of every method. See the module docstring for the contract."""
 
     name: ClassVar[str] = ""
-    family: ClassVar[str] = "traditional"
+    #: the report's row group (one of FAMILIES), read through :meth:`family_of`; None for a
+    #: method whose group follows its config (generative methods: their identifier scheme's)
+    family: ClassVar[str | None] = "traditional"
     Config: ClassVar[type] = NoConfig
-    #: what the method reads from the FeatureStore: {"text", "cf"}; the harness builds only these
+    #: what the method reads from the FeatureStore: {"text", "cf"}. With none, the method gets no
+    #: FeatureStore (``ctx.features`` is None). With some, the matrix's feature settings (text
+    #: template, text encoder) are part of its cells' config hash. Features are computed when a
+    #: method first asks for one (and cached), so a method builds only what it reads.
     needs: ClassVar[frozenset[str]] = frozenset()
     #: config overrides for a seconds-long run on the toy dataset (contract tests, smoke runs)
     smoke_config: ClassVar[dict] = {}
@@ -249,14 +122,19 @@ class Recommender(abc.ABC):
         self.device = torch.device(ctx.device)
 
     @classmethod
-    def family_of(cls, config: Any) -> str:
-        """The report's row group for this config (generative methods: their identifier's)."""
+    def family_of(cls, config: Any = None) -> str | None:
+        """The one answer to "which family is this method": the report's row group for
+        ``config`` (the runner records it in every result row), and for ``config=None`` the
+        method's own, as ``genrec-bench plugins`` lists it (None where only a config decides).
+        Default: the class's ``family``."""
         return cls.family
 
     # ------------------------------------------------------------------ training
     @abc.abstractmethod
     def fit(self, validator: Validator | None = None) -> dict:
-        """Train on ``self.dataset.train`` only; return a log (dict, JSON-serialisable)."""
+        """Train on ``self.dataset.train`` only; return a log (dict, JSON-serialisable: the
+        cell's train log). Its ``notes``, where given, is one free-text sentence of what the
+        method ran (a variant, the loss it trained with), which the report prints."""
 
     # ------------------------------------------------------------------ inference
     def score(self, batch: UserBatch) -> torch.Tensor:
@@ -274,6 +152,13 @@ class Recommender(abc.ABC):
         """
         scores = self.score(batch).float().clone()
         return topk_from_scores(scores, k, candidates, exclude)
+
+    def write_artefacts(self, cell) -> None:
+        """Keep what the method wants a finished cell to hold besides its metrics (a generative
+        method: its item identifiers and their code usage), through the writers of ``cell``, a
+        :class:`benchmarks.rundir.CellDir` (the run directory sits above the protocol, so it is
+        not imported here). The runner calls it once, after training and evaluation; default:
+        nothing."""
 
     def cold_scoring(self) -> str | None:
         """How this method can score a COLD item (one no training interaction contains):
@@ -300,6 +185,22 @@ class Recommender(abc.ABC):
 
     def train(self) -> "Recommender":
         return self
+
+
+def history_window(requested: int | None, dataset_cap: int, where: str = "") -> int:
+    """How many recent history items a method reads: the dataset's ``max_history`` (the cap
+    every split's histories are cut to, evaluation included) where the method's config says
+    None, else the config's value, which may only be SHORTER. A longer one is a ConfigError: the
+    method would train on longer histories than it is ranked on. The one rule for every
+    method config with a ``max_history`` field, checked when a matrix is expanded and when a
+    method is built."""
+    if requested is None:
+        return dataset_cap
+    if requested < 1 or requested > dataset_cap:
+        raise ConfigError(f"{where + ': ' if where else ''}field 'max_history': expected 1 .. {dataset_cap} "
+                          f"(the dataset's history cap, its max_history), got {requested}; set the dataset's "
+                          f"max_history to train on longer histories")
+    return requested
 
 
 class NaNScoreError(FloatingPointError):

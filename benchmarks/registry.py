@@ -1,8 +1,14 @@
-"""Registries by name, filled by decorators and by third-party entry points.
+"""The suite's registries by name, all three here, filled by decorators and by entry points.
 
-Built-in plugins register themselves when their module is imported; the registry imports
-every module of its built-in packages the first time a name is looked up, so adding a file
-under ``baselines/`` (or ``identifiers/``) with a decorated class is all it takes.
+| registry | decorator | built-in package(s) | entry-point group |
+|---|---|---|---|
+| :data:`METHODS` (recommenders the matrix runs) | ``@register_method`` | ``baselines``, ``benchmarks.methods`` | ``genrec_bench.methods`` |
+| :data:`IDENTIFIERS` (item identifier schemes) | ``@register_identifier`` | ``identifiers`` | ``genrec_bench.identifiers`` |
+| :data:`BACKBONES` (``t5``, ``causal``: config class + models) | ``@register_backbone`` | ``backbones`` | ``genrec_bench.backbones`` |
+
+Built-in plugins register themselves when their module is imported; a registry imports every
+module of its built-in packages the first time a name is looked up, so adding a file under
+``baselines/``, ``identifiers/`` or ``backbones/`` with a decorated class is all it takes.
 
 Third-party packages declare an entry point in their own ``pyproject.toml``::
 
@@ -92,6 +98,24 @@ class Registry:
         return name in self._classes
 
 
+def config_class(registry: Registry, name: str, field: str) -> type:
+    """``registry``'s class ``name``'s ``Config``, for the config ``field`` that names it (a
+    method's ``identifier`` or ``backbone``): an unknown name is a ConfigError naming the field."""
+    try:
+        return registry.get(name).Config
+    except ConfigError as exc:
+        raise ConfigError(f"field {field!r}: {exc}") from None
+
+
 #: recommenders the matrix runs: traditional baselines and generative methods
 METHODS = Registry("method", "genrec_bench.methods", ("baselines", "benchmarks.methods"))
 register_method = METHODS.register
+
+#: item identifier schemes (:class:`identifiers.base.IdentifierScheme` subclasses)
+IDENTIFIERS = Registry("identifier", "genrec_bench.identifiers", ("identifiers",))
+register_identifier = IDENTIFIERS.register
+
+#: generative backbones (:class:`backbones.base.Backbone` subclasses: a config dataclass and
+#: the models built from it), chosen by a method config's ``backbone`` field
+BACKBONES = Registry("backbone", "genrec_bench.backbones", ("backbones",))
+register_backbone = BACKBONES.register

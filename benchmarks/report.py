@@ -16,28 +16,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.protocol import FAMILIES
-from benchmarks.utils import UNRECORDED_PROTOCOL, atomic_write_text, read_results_csv
+from benchmarks.rundir import UNRECORDED_PROTOCOL, CellDir, RunDir
+from benchmarks.utils import atomic_write_text
 
 SIGNIFICANCE = 0.05
 
 FAMILY_TITLES = {"traditional": "Traditional", "id": "ID identifiers", "textual": "Textual identifiers",
                  "codebook": "Codebook identifiers", "set": "Set identifiers"}
 TABLE_METRICS = [("recall", 5, "R@5"), ("recall", 10, "R@10"), ("ndcg", 5, "N@5"), ("ndcg", 10, "N@10")]
-
-
-def load_results(run_dir: Path) -> pd.DataFrame:
-    path = Path(run_dir) / "results.csv"
-    if not path.is_file():
-        from benchmarks.errors import ConfigError
-        raise ConfigError(f"{path}: no results.csv (run `genrec-bench run ... --output {run_dir}` first)")
-    return read_results_csv(path)
 
 
 def _method_order(df: pd.DataFrame, order: list[str] | None = None) -> list[tuple[str, str]]:
@@ -142,28 +134,12 @@ def _tex(s: str) -> str:
     return s
 
 
-# --------------------------------------------------------------------------- per-user data
-def cell_paths(run_dir: Path, df: pd.DataFrame) -> dict[tuple, Path]:
-    """(dataset, method, seed) -> the cell folder of that result (via its config hash)."""
-    out = {}
-    for d, m, seed, h in df[["dataset", "method", "seed", "config_hash"]].drop_duplicates().itertuples(index=False):
-        p = Path(run_dir) / "cells" / d / m / f"seed{seed}-{h}"
-        if p.is_dir():
-            out[(d, m, int(seed))] = p
-    return out
+# --------------------------------------------------------------------------- per-cell data
+#: (dataset, method, seed) -> that cell's folder (RunDir.cells_of)
+Cells = dict[tuple[str, str, int], CellDir]
 
 
-def _per_user(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-    f = path / "per_user.npz"
-    if not f.is_file():
-        return None
-    with np.load(f, allow_pickle=False) as z:
-        if key not in z.files or "test/all/users" not in z.files:
-            return None
-        return z["test/all/users"], z[key]
-
-
-def paired_pvalue(cells: dict[tuple, Path], dataset: str, a: str, b: str, metric: str, k: int) -> float | None:
+def paired_pvalue(cells: Cells, dataset: str, a: str, b: str, metric: str, k: int) -> float | None:
     """Paired t-test of method a vs b on per-user test values, pairs of every shared seed
     pooled (users matched by id). None where per-user data are missing."""
     from scipy import stats
@@ -171,8 +147,8 @@ def paired_pvalue(cells: dict[tuple, Path], dataset: str, a: str, b: str, metric
     diffs = []
     seeds = sorted({s for d, m, s in cells if d == dataset and m == a} & {s for d, m, s in cells if d == dataset and m == b})
     for seed in seeds:
-        ua = _per_user(cells[(dataset, a, seed)], f"test/all/{metric}@{k}")
-        ub = _per_user(cells[(dataset, b, seed)], f"test/all/{metric}@{k}")
+        ua = cells[(dataset, a, seed)].per_user("test", "all", f"{metric}@{k}")
+        ub = cells[(dataset, b, seed)].per_user("test", "all", f"{metric}@{k}")
         if ua is None or ub is None:
             return None
         common, ia, ib = np.intersect1d(ua[0], ub[0], return_indices=True)
@@ -185,7 +161,7 @@ def paired_pvalue(cells: dict[tuple, Path], dataset: str, a: str, b: str, metric
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
-def significance_marks(cells: dict[tuple, Path], summary: pd.DataFrame, metrics=TABLE_METRICS) -> tuple[dict, dict]:
+def significance_marks(cells: Cells, summary: pd.DataFrame, metrics=TABLE_METRICS) -> tuple[dict, dict]:
     """Dagger marks for best values significantly above the runner-up; and the p-values."""
     marks, pvalues = {}, {}
     for d in dict.fromkeys(summary["dataset"]):
@@ -202,28 +178,25 @@ def significance_marks(cells: dict[tuple, Path], summary: pd.DataFrame, metrics=
     return marks, pvalues
 
 
-def protocol_reasons(cells: dict[tuple, Path]) -> dict[str, str]:
-    """dataset -> why its protocol is what it is (the runner's ``run.json`` record)."""
+def protocol_reasons(cells: Cells) -> dict[str, str]:
+    """dataset -> why its protocol is what it is (the runner's record of the cell)."""
     out = {}
-    for (d, _, _), path in sorted(cells.items()):
-        f = path / "run.json"
-        if d not in out and f.is_file():
-            proto = json.loads(f.read_text()).get("protocol")
+    for (d, _, _), cell in sorted(cells.items()):
+        if d not in out:
+            proto = (cell.run_info() or {}).get("protocol")
             if proto:
                 out[d] = f"`{proto['label']}` ({proto['reason']})"
     return out
 
 
-def cold_blind(cells: dict[tuple, Path]) -> set[tuple[str, str]]:
+def cold_blind(cells: Cells) -> set[tuple[str, str]]:
     """(dataset, method) pairs whose cells say the method cannot score cold items
-    (``run.json``'s ``cold_items`` is null: no item content, no training interactions)."""
+    (the run record's ``cold_items`` is null: no item content, no training interactions)."""
     out = set()
-    for (d, m, _), path in cells.items():
-        f = path / "run.json"
-        if f.is_file():
-            run = json.loads(f.read_text())
-            if "cold_items" in run and run["cold_items"] is None:
-                out.add((d, m))
+    for (d, m, _), cell in cells.items():
+        run = cell.run_info()
+        if run is not None and "cold_items" in run and run["cold_items"] is None:
+            out.add((d, m))
     return out
 
 
@@ -258,23 +231,18 @@ def warm_cold_markdown(df: pd.DataFrame, order: list[str], blind: set[tuple[str,
             f"({counts}).\n" + foot)
 
 
-def variant_notes(cells: dict[tuple, Path]) -> list[str]:
-    """What a method's fit log says it ran instead of its default (e.g. SETRec's CF-token-only
-    variant on a dataset without item text), what it says it ran under its ``notes`` key (a
-    short sentence, e.g. HSTU's loss and attention bias), and training that a time cap stopped
-    rather than early stopping or the epoch budget (a row that may be under-trained), one line
-    per (dataset, method) and kind."""
+def run_notes(cells: Cells) -> list[str]:
+    """What a method's fit log says it ran (its ``notes`` sentence: e.g. SETRec's CF-token-only
+    variant on a dataset without item text, HSTU's loss and attention bias), and training that
+    a time cap stopped rather than early stopping or the epoch budget (a row that may be
+    under-trained), one line per (dataset, method) and kind."""
     notes = {}
-    for (d, m, seed), path in sorted(cells.items()):
-        f = path / "train_log.json"
-        if not f.is_file():
+    for (d, m, seed), cell in sorted(cells.items()):
+        log = cell.train_log()
+        if log is None:
             continue
-        log = json.loads(f.read_text())
-        note = ((log.get("setrec") or {}).get("variant") or {}).get("note")
-        if note and (d, m, "variant") not in notes:
-            notes[(d, m, "variant")] = f"- {m} on {d}: {note}"
-        ran = log.get("notes")
-        if isinstance(ran, str) and ran and (d, m, "notes") not in notes:
+        ran = cell.notes()
+        if ran and (d, m, "notes") not in notes:
             notes[(d, m, "notes")] = f"- {m} on {d}: {ran}"
         stopped = str(log.get("stopped") or "")
         if stopped.startswith("time cap") and (d, m, "cap") not in notes:
@@ -285,31 +253,29 @@ def variant_notes(cells: dict[tuple, Path]) -> list[str]:
     return list(notes.values())
 
 
-def identifier_artefacts(cells: dict[tuple, Path]) -> dict[tuple[str, str], Path]:
-    """(dataset, method) -> the identifier folder saved by a generative cell (first seed)."""
+def identifier_cells(cells: Cells) -> dict[tuple[str, str], CellDir]:
+    """(dataset, method) -> the cell (first seed) that saved its identifiers and their stats."""
     out = {}
-    for (d, m, seed), path in sorted(cells.items()):
-        f = path / "artefacts" / "identifiers"
-        if (f / "meta.json").is_file() and (d, m) not in out:
-            out[(d, m)] = f
+    for (d, m, seed), cell in sorted(cells.items()):
+        if (d, m) not in out and cell.identifier_stats() is not None:
+            out[(d, m)] = cell
     return out
 
 
-def code_usage_section(run_dir: Path, cells: dict[tuple, Path], families: dict[str, str], tag: str = "") -> str:
+def code_usage_section(run_dir: Path, cells: Cells, families: dict[str, str], tag: str = "") -> str:
     """Per identifier scheme in the run: utilisation, entropy, perplexity per level, collision
     rate; and the LETTER Fig. 6 figure of first-level code frequency."""
     from benchmarks import figures
     from benchmarks.analysis import code_frequency_groups
-    from identifiers.base import ItemIdentifiers
 
-    arts = identifier_artefacts(cells)
+    arts = identifier_cells(cells)
     if not arts:
         return ""
     lines = ["| Dataset | Method | scheme | level | codes used / size | entropy (bits) | perplexity | collision rate |",
              "|---|---|---|---|---:|---:|---:|---:|"]
     curves: dict[str, dict[str, np.ndarray]] = {}
-    for (d, m), folder in arts.items():
-        stats = pd.read_csv(folder / "stats.csv")
+    for (d, m), cell in arts.items():
+        stats = cell.identifier_stats()
         st = stats.set_index(["level", "metric"])["value"]
         scheme = stats["scheme"].iloc[0]
         coll = st.get(("all", "collision_rate"), float("nan"))
@@ -317,10 +283,8 @@ def code_usage_section(run_dir: Path, cells: dict[tuple, Path], families: dict[s
         for lv in levels:
             lines.append(f"| {d} | {m} | {scheme} | {lv} | {int(st[(lv, 'used_codes')])} / {int(st[(lv, 'codebook_size')])} | "
                          f"{st[(lv, 'entropy_bits')]:.2f} | {st[(lv, 'perplexity')]:.1f} | {coll:.4f} |")
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("levels") and meta.get("kind") == "codes":
-            index = json.loads((folder / "index.json").read_text())
-            ids = ItemIdentifiers.load(folder, list(index))
+        ids = cell.identifiers()
+        if ids is not None and ids.levels and ids.kind == "codes":
             curves.setdefault(d, {})[m] = code_frequency_groups(ids, 0)
     out = "\n".join(lines) + "\n"
     for d, c in curves.items():
@@ -402,16 +366,6 @@ def set_speedup_markdown(piv: pd.DataFrame) -> str:
             "| Dataset | set method | beam-search method | ratio |\n|---|---|---|---:|\n" + "\n".join(lines) + "\n")
 
 
-def matrix_method_order(run_dir: Path) -> list[str]:
-    """Method labels in the order of the run's matrix.yaml (empty if there is none)."""
-    path = Path(run_dir) / "matrix.yaml"
-    if not path.is_file():
-        return []
-    import yaml
-    data = yaml.safe_load(path.read_text()) or {}
-    return [m.get("label", m.get("name")) for m in data.get("methods", []) if isinstance(m, dict)]
-
-
 def _figures_popularity(run_dir: Path, df: pd.DataFrame, order: list[str], tag: str = "") -> str:
     from benchmarks import figures
 
@@ -474,7 +428,7 @@ def _body(run_dir: Path, df: pd.DataFrame, cells: dict, order: list[str], label:
     reasons = protocol_reasons(cells)
     if reasons:
         parts += ["Protocol per dataset: " + "; ".join(f"{d}: {r}" for d, r in reasons.items()) + ".", ""]
-    notes = variant_notes(cells)
+    notes = run_notes(cells)
     if notes:
         parts += ["Run notes (variants, what a method says it ran, time caps):", "", *notes, ""]
     wc = warm_cold_markdown(df, order, cold_blind(cells))
@@ -504,8 +458,9 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     cells used several protocols gets every section once per protocol, under its own heading,
     with a warning at the top, and ``table.*`` hold one table per protocol."""
     run_dir = Path(run_dir)
-    df = load_results(run_dir)
-    order = matrix_method_order(run_dir)
+    run = RunDir(run_dir)
+    df = run.results()
+    order = run.method_order()
     labels = protocol_labels(df) or [UNRECORDED_PROTOCOL]
     paths = {"table.md": run_dir / "table.md", "table.tex": run_dir / "table.tex",
              "table.csv": run_dir / "table.csv", "report.md": run_dir / "report.md"}
@@ -517,7 +472,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     tables = []
     for label in labels:
         sub = df[df["protocol"].astype(str) == label] if len(df) else df
-        cells = cell_paths(run_dir, sub)
+        cells = run.cells_of(sub)
         body, table = _body(run_dir, sub, cells, order, label, "" if len(labels) == 1 else f"_{label}")
         if len(labels) > 1:
             body = [f"# Protocol `{label}`", ""] + [("#" + x if x.startswith("## ") else x) for x in body]

@@ -21,13 +21,13 @@ import pandas as pd
 
 import benchmarks
 from benchmarks.analysis import code_frequency_groups, code_usage, cf_neighbour_overlap, quantized_sasrec
+from benchmarks.config import build_config
+from benchmarks.context import build_context
 from benchmarks.data.catalog import load_dataset
-from benchmarks.evaluation import Evaluator
-from benchmarks.features import FeatureStore
-from benchmarks.protocol import build_config
+from benchmarks.registry import IDENTIFIERS
 from benchmarks.utils import (atomic_write_json, atomic_write_text, seed_everything, show_progress,
                               stable_hash)
-from identifiers.base import IDENTIFIERS, load_or_build
+from identifiers.base import load_or_build
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,17 @@ def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None,
     the dataset, or already needed by the scheme); "yes" trains a SASRec for them if needed;
     "no" skips it.
     """
-    from benchmarks.data.fetch import cache_dir
-
     progress = show_progress(progress)   # no bars in a log file (identifier training included)
     ds = load_dataset(dataset)
     cls = IDENTIFIERS.get(scheme)
     cfg = build_config(cls.Config, overrides)
     seed_everything(seed)
-    ev = Evaluator(ds)
-    store = FeatureStore(ds, cache_dir(), device=device, seed=seed, progress=progress,
-                         validator_factory=lambda: ev.validation_ndcg)
+    ctx = build_context(ds, seed=seed, device=device, progress=progress)
+    store = ctx.features
     out = Path(output or Path("runs") / "tokenize" / ds.name /
                f"{scheme}-{stable_hash([dataclasses.asdict(cfg), seed])}")
     out.mkdir(parents=True, exist_ok=True)
-    ids = load_or_build(scheme, cfg, ds, store, seed, cache_dir(), progress=progress)
+    ids = load_or_build(scheme, cfg, ds, store, seed, ctx.cache, progress=progress)
     ids.save(out, ds.item_ids)
     stats = code_usage(ids)
     extra = []

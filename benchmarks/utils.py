@@ -80,26 +80,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-#: columns of the tidy results tables (metrics.csv, results.csv) that are text, never numbers
-RESULT_TEXT_COLUMNS = ("dataset", "method", "family", "protocol", "split", "subset", "metric", "config_hash")
-
-#: what a results table from before protocols were recorded says in its ``protocol`` column
-UNRECORDED_PROTOCOL = "unrecorded"
-
-
-def read_results_csv(path: Path):
-    """A tidy results table with its text columns read as text: left to inference, a config
-    hash such as ``812108563e58`` becomes the float 8.12e+58 (and a hash of digits an int), so
-    the cell it names can no longer be found."""
-    import pandas as pd
-
-    df = pd.read_csv(path, dtype={c: str for c in RESULT_TEXT_COLUMNS})
-    if "protocol" not in df.columns:   # written before the protocol was recorded per row
-        df.insert(min(4, len(df.columns)), "protocol", UNRECORDED_PROTOCOL)
-    df["protocol"] = df["protocol"].fillna(UNRECORDED_PROTOCOL)
-    return df
-
-
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

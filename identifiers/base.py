@@ -12,7 +12,10 @@ seed. Two kinds:
 Backbones never import this package: the harness maps tokens to the backbone's token ids and
 hands the backbone ids, vocabulary sizes and tries.
 
-A scheme is one module under ``identifiers/`` with one class registered by name::
+A scheme is one module under ``identifiers/`` with one class registered by name (the registry,
+:data:`benchmarks.registry.IDENTIFIERS`, lives beside the method and backbone registries)::
+
+    from benchmarks.registry import register_identifier
 
     @register_identifier("my-scheme")
     class MyScheme(IdentifierScheme):
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from benchmarks.registry import Registry
+from benchmarks.registry import IDENTIFIERS
 from benchmarks.utils import atomic_write_bytes, atomic_write_json, stable_hash
 
 if TYPE_CHECKING:
@@ -46,9 +49,6 @@ if TYPE_CHECKING:
     from benchmarks.features import FeatureStore
 
 log = logging.getLogger(__name__)
-
-IDENTIFIERS = Registry("identifier", "genrec_bench.identifiers", ("identifiers",))
-register_identifier = IDENTIFIERS.register
 
 #: bump when the stored format or a built-in scheme's output changes (part of the cache key)
 IDENTIFIER_VERSION = 2   # 2: rq-kmeans keeps unit-norm centres for normalised residuals
@@ -126,11 +126,19 @@ class ItemIdentifiers:
             "scheme": self.scheme, "kind": self.kind, "vocab": self.vocab, "levels": self.levels,
             "n_semantic_levels": self.n_semantic_levels, "stats": self.stats, "ties": self.ties})
 
+    @staticmethod
+    def saved_in(directory: Path) -> bool:
+        """Whether ``directory`` holds a complete :meth:`save` (its last file is there)."""
+        return (Path(directory) / "meta.json").is_file()
+
     @classmethod
-    def load(cls, directory: Path, item_ids: list[str]) -> "ItemIdentifiers":
+    def load(cls, directory: Path, item_ids: list[str] | None = None) -> "ItemIdentifiers":
+        """What :meth:`save` wrote; ``item_ids``: the raw ids in the dataset's item order
+        (default: the saved index's order, raw ids sorted)."""
         directory = Path(directory)
         index = json.loads((directory / "index.json").read_text())
         meta = json.loads((directory / "meta.json").read_text())
+        item_ids = list(index) if item_ids is None else item_ids
         arrays = {}
         if (directory / "arrays.npz").is_file():
             with np.load(directory / "arrays.npz", allow_pickle=False) as z:
@@ -148,6 +156,8 @@ class IdentifierScheme(abc.ABC):
     #: the row group in the report: "id", "textual", "codebook" (or "set")
     family: ClassVar[str] = "codebook"
     Config: ClassVar[type]
+    #: what ``build`` reads from the FeatureStore ("text" embeddings, "cf" embeddings); "text"
+    #: makes the scheme content-based by default (:meth:`reads_item_content`)
     needs: ClassVar[frozenset[str]] = frozenset()
     #: config overrides for a seconds-long build on the toy dataset (tests)
     smoke_config: ClassVar[dict] = {}
@@ -198,14 +208,14 @@ def load_or_build(name: str, config: Any, dataset: "Dataset", features: "Feature
     scheme = cls(config, dataset, features, seed, progress)
     if target is not None:
         scheme.checkpoint = target.with_name(target.name + ".checkpoint.pt")
-    if target is None or not (target / "meta.json").is_file():
+    if target is None or not ItemIdentifiers.saved_in(target):
         scheme.prepare()
     with main_first():
         return _load_or_build(scheme, name, dataset, target)
 
 
 def _load_or_build(scheme: IdentifierScheme, name: str, dataset, target) -> ItemIdentifiers:
-    if target is not None and (target / "meta.json").is_file():
+    if target is not None and ItemIdentifiers.saved_in(target):
         log.info("identifiers %s: cached %s", name, target)
         return ItemIdentifiers.load(target, dataset.item_ids)
     ids = scheme.build()

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from identifiers.base import IdentifierScheme, ItemIdentifiers, register_identifier
+from benchmarks.registry import register_identifier
+from identifiers.base import IdentifierScheme, ItemIdentifiers
 
 DIGITS = [f"<{d}>" for d in range(10)]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from identifiers.base import register_identifier
+from benchmarks.registry import register_identifier
 from identifiers.quantizers import SMOKE, CodebookScheme, RQVAEConfig
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from identifiers.base import IdentifierScheme, ItemIdentifiers, register_identifier
+from benchmarks.registry import register_identifier
+from identifiers.base import IdentifierScheme, ItemIdentifiers
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from identifiers.base import IdentifierScheme, ItemIdentifiers, register_identifier
+from benchmarks.registry import register_identifier
+from identifiers.base import IdentifierScheme, ItemIdentifiers
 from identifiers.p5_cid import token_order, tree_tokens
 
 

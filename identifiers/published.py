@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.errors import ConfigError, DataFormatError
-from identifiers.base import IdentifierScheme, ItemIdentifiers, register_identifier
+from benchmarks.registry import register_identifier
+from identifiers.base import IdentifierScheme, ItemIdentifiers
 from identifiers.quantizers import LEVEL_LETTERS, code_usage, collision_report, disambiguation_token
 
 _TOKEN = re.compile(r"^<([a-z])_(\d+)>$")

@@ -56,7 +56,8 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.errors import ConfigError
-from identifiers.base import IdentifierScheme, ItemIdentifiers, register_identifier
+from benchmarks.registry import register_identifier
+from identifiers.base import IdentifierScheme, ItemIdentifiers
 from identifiers.quantizers import (LEVEL_LETTERS, code_usage, collision_report,
                                     disambiguation_token, kmeans, level_tokens, squared_distances)
 

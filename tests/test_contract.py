@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.config import build_config
+from benchmarks.context import build_context
 from benchmarks.data.toy import toy_dataset
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
-from benchmarks.features import FeatureStore
-from benchmarks.protocol import FAMILIES, Context, build_config
+from benchmarks.protocol import FAMILIES
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 
@@ -27,12 +28,10 @@ def toy():
 def _fit(name, ds, seed, tmp_path):
     cls = METHODS.get(name)
     seed_everything(seed)
-    ev = Evaluator(ds, EvalConfig(ks=(5, 10)))
-    store = FeatureStore(ds, tmp_path / "cache", seed=seed, progress=False,
-                         validator_factory=lambda: ev.validation_ndcg)
-    model = cls(build_config(cls.Config, cls.smoke_config),
-                Context(ds, store, "cpu", seed, tmp_path / "work", progress=False))
-    log = model.fit(ev.validation_ndcg)
+    ctx = build_context(ds, seed=seed, evaluator=Evaluator(ds, EvalConfig(ks=(5, 10))), needs=cls.needs,
+                        cache=tmp_path / "cache", progress=False)
+    model = cls(build_config(cls.Config, cls.smoke_config), ctx)
+    log = model.fit(ctx.validator)
     return model, log
 
 
@@ -43,7 +42,9 @@ def _batch(ds, users):
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_contract(name, toy, tmp_path):
     cls = METHODS.get(name)
-    assert cls.family in FAMILIES, f"{name}: family {cls.family!r} not one of {FAMILIES}"
+    family = cls.family_of(build_config(cls.Config, cls.smoke_config))
+    assert family in FAMILIES, f"{name}: family {family!r} not one of {FAMILIES}"
+    assert cls.family_of() in (family, None), f"{name}: listed as {cls.family_of()!r}, runs as {family!r}"
     model, log = _fit(name, toy, 0, tmp_path)
     json.dumps(log)
     users = np.arange(toy.n_users)

@@ -10,8 +10,10 @@ import pytest
 
 from benchmarks.data.toy import toy_dataset, write_toy_recbole
 from benchmarks.features import FeatureStore
-from benchmarks.runner import parse_matrix, run_matrix
-from identifiers.base import IDENTIFIERS, load_or_build
+from benchmarks.matrix import parse_matrix
+from benchmarks.registry import IDENTIFIERS
+from benchmarks.runner import run_matrix
+from identifiers.base import load_or_build
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "kmeans_tree_plugin"
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+from benchmarks.cache import cache_dir
+from benchmarks.config import build_config, check_value
 from benchmarks.data.dataset import Dataset
 from benchmarks.data.preprocess import PREPROCESS_VERSION, PreprocessOptions, preprocess
 from benchmarks.errors import ConfigError, UnknownNameError
@@ -47,11 +49,6 @@ def data_path() -> list[Path]:
     """Folders searched for local dataset copies: ``$GENREC_BENCH_DATA`` entries."""
     env = os.environ.get("GENREC_BENCH_DATA", "")
     return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-
-
-def cache_root() -> Path:
-    from benchmarks.data.fetch import cache_dir
-    return cache_dir()
 
 
 @dataclass
@@ -95,7 +92,7 @@ def _letter_locator(folder: str, stem: str, with_items: bool,
         if d is not None:
             return {"path": str(d), "name": stem}, f"local copy {d}"
         from benchmarks.data.fetch import fetch_url_files
-        dest = cache_root() / "raw" / folder
+        dest = cache_dir() / "raw" / folder
         remote = files + ([f"{stem}.index.json"] if with_codes else [])
         fetch_url_files({f: f"{LETTER_RAW}/{stem}/{f}" for f in remote}, dest)
         return {"path": str(dest), "name": stem}, f"LETTER repository files ({LETTER_RAW}/{stem})"
@@ -111,7 +108,7 @@ def _setrec_locator(folder: str, remote: str) -> Callable[[], tuple[dict, str]]:
         if d is not None:
             return {"path": str(d)}, f"local copy {d}"
         from benchmarks.data.fetch import fetch_url_files
-        dest = cache_root() / "raw" / folder
+        dest = cache_dir() / "raw" / folder
         fetch_url_files({f: f"{SETREC_RAW}/{remote}/{f}" for f in files}, dest)
         return {"path": str(dest)}, f"SETRec repository files ({SETREC_RAW}/{remote})"
     return locate
@@ -133,7 +130,7 @@ def _sports() -> tuple[dict, str]:
     if d is not None:
         return {"path": str(d), "name": "Sports", "format": "letter-json"}, f"local copy {d}"
     from benchmarks.data.fetch import fetch_url_files
-    dest = cache_root() / "raw" / "sports"
+    dest = cache_dir() / "raw" / "sports"
     url = f"{P5_RAW}/sports/sequential_data.txt"
     fetch_url_files({"sequential_data.txt": url}, dest)
     return {"path": str(dest), "format": "p5-sequential"}, f"P5 sequential data ({url})"
@@ -216,7 +213,6 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise ConfigError(f"dataset entry: expected a catalog name or a mapping with a 'name' (a string), "
                           f"got {entry!r}")
-    from benchmarks.protocol import check_value
 
     entry = dict(entry)
     name = entry["name"]
@@ -257,7 +253,6 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
 
 
 def _options(where: str, opts: dict) -> PreprocessOptions:
-    from benchmarks.protocol import build_config
 
     try:
         return build_config(PreprocessOptions, opts)
@@ -310,7 +305,7 @@ def load_dataset(entry: str | dict | DatasetSpec, *, refresh: bool = False) -> D
                "args": {k: str(v) for k, v in reader_args.items() if k != "path"},
                "options": spec.options.to_dict(), "version": PREPROCESS_VERSION}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
-    target = cache_root() / "datasets" / f"{spec.name}-{key}"
+    target = cache_dir() / "datasets" / f"{spec.name}-{key}"
     if target.is_dir() and (target / "dataset.json").is_file() and not refresh:
         ds = Dataset.load(target)
         log.info("dataset %s: cached copy %s", spec.name, target)

@@ -100,7 +100,7 @@ class EvalConfig:
 @dataclass
 class EvalResult:
     rows: list[dict] = field(default_factory=list)        # split, subset, metric, k, value, n_users
-    per_user: dict[str, np.ndarray] = field(default_factory=dict)
+    per_user: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)   # (split, subset, name)
     throughput: dict = field(default_factory=dict)
     protocol: dict = field(default_factory=dict)    # protocols.Resolved.to_dict()
 
@@ -183,11 +183,11 @@ class Evaluator:
             return
         m = recall_ndcg(topk[torch.from_numpy(keep)], pad_targets([t for t, k in zip(targets, keep) if k]),
                         self.cfg.ks)
-        result.per_user[f"{split}/{subset}/users"] = users[keep]
+        result.per_user[(split, subset, "users")] = users[keep]
         for (metric, k), vals in m.items():
             result.rows.append({"split": split, "subset": subset, "metric": metric, "k": k,
                                 "value": float(np.mean(vals)), "n_users": int(keep.sum())})
-            result.per_user[f"{split}/{subset}/{metric}@{k}"] = vals.astype(np.float32)
+            result.per_user[(split, subset, f"{metric}@{k}")] = vals.astype(np.float32)
 
     def evaluate(self, model: Recommender, splits: tuple[str, ...] = ("valid", "test"),
                  progress: bool = True, throughput: bool = True) -> EvalResult:

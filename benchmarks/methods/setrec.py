@@ -2,8 +2,8 @@
 
 | method | backbone | defaults (the paper's / its code's) |
 |---|---|---|
-| ``setrec-t5`` | T5 encoder-decoder (:class:`backbones.set_decoding.SetT5`) | n_sem 4, alpha 0.7, lr 1e-3, 30 epochs |
-| ``setrec-causal`` | Qwen2 / LLaMA (:class:`backbones.set_decoding.SetCausalLM`), LoRA r 8, alpha 16, dropout 0.02 on q_proj, v_proj for checkpoints | n_sem 6, alpha 0.5, lr 3e-4, 20 epochs |
+| ``setrec-t5`` | T5 encoder-decoder (:class:`backbones.t5.SetT5`) | n_sem 4, alpha 0.7, lr 1e-3, 30 epochs |
+| ``setrec-causal`` | Qwen2 / LLaMA (:class:`backbones.causal.SetCausalLM`), LoRA r 8, alpha 16, dropout 0.02 on q_proj, v_proj for checkpoints | n_sem 6, alpha 0.5, lr 3e-4, 20 epochs |
 
 Both: batch 512, AdamW, linear warm-up over 100 steps then cosine decay, CF token from a 64-d
 SASRec (the dataset's published embeddings where it ships them), semantic tokens from the suite's
@@ -23,7 +23,8 @@ vectors in ONE forward pass; s_q(i) = o_q . t_q(i) for every item by one batched
   fit log records the chosen beta and the validation NDCG@10 of every beta. ``beta`` fixes it.
   With one kind of token only (n_cf = 0 or no semantic tokens) there is nothing to choose.
 - Datasets without item text (e.g. ``setrec-beauty``) run the CF-token-only variant
-  automatically; the fit log says so (``setrec.variant``).
+  automatically; the fit log says so (its ``notes``, printed by the report; the token layout
+  in ``setrec.variant``).
 
 Ablations by config: ``n_cf: 0`` (no CF token), ``n_sem: 0`` (no semantic tokens),
 ``single_query: true`` (ONE query whose output is grounded against every token kind),
@@ -33,30 +34,34 @@ Ablations by config: ``n_cf: 0`` (no CF token), ``n_sem: 0`` (no semantic tokens
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backbones.set_decoding import SetCausalLM, SetT5, ground
-from benchmarks.protocol import UserBatch, Validator, build_config
-from benchmarks.registry import register_method
+from backbones.set_decoding import ground
+from baselines.sasrec import SASRecConfig
+from benchmarks.config import build_config
+from benchmarks.protocol import UserBatch, Validator, history_window
+from benchmarks.registry import BACKBONES, config_class, register_method
 from benchmarks.training import TorchRecommender, TrainConfig, train_loop, warmup_decay_scheduler
 from identifiers.setrec import SetTokenizer
 
 log = logging.getLogger(__name__)
 
 BETA_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
-#: SETRec's LoRA on checkpoints (paper: r 8, alpha 16, dropout 0.02, q_proj and v_proj)
-CAUSAL_DEFAULTS = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.02, "lora_targets": ("q_proj", "v_proj")}
+#: SETRec's own backbone_config defaults per backbone; on the decoder-only LM its LoRA on
+#: checkpoints (paper: r 8, alpha 16, dropout 0.02, q_proj and v_proj)
+BACKBONE_DEFAULTS = {"causal": {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.02,
+                                "lora_targets": ("q_proj", "v_proj")}}
 
 
 @dataclass
 class SETRecConfig(TrainConfig):
-    backbone: str = "t5"                    # t5 | causal
-    backbone_config: dict = field(default_factory=dict)   # T5BackboneConfig / CausalBackboneConfig fields
+    backbone: str = "t5"                    # a registered backbone: t5 | causal
+    backbone_config: dict = field(default_factory=dict)   # that backbone's Config fields
     n_cf: int = 1                           # 0 or 1
     n_sem: int = 4
     cf_dim: int = 64                        # the CF model's dimension (SETRec's SASRec: 64)
@@ -76,7 +81,7 @@ class SETRecConfig(TrainConfig):
     instruction: str = "Which item will the user choose next after these items:"
     response: str = "? Next item:"
     text_tokenizer: str = "all-MiniLM-L6-v2"   # prompt tokens of from-scratch backbones
-    max_history: int | None = None          # None: the dataset's cap (20)
+    max_history: int | None = None          # None: the dataset's cap (20); at most that (history_window)
     train_last_n: int | None = None         # keep each user's last n training prefixes (CPU scale)
     warmup_steps: int = 100
     schedule: str = "cosine"                # cosine | linear | constant
@@ -89,10 +94,8 @@ class SETRecConfig(TrainConfig):
     def nested_configs(self) -> dict[str, type]:
         """The dataclasses ``backbone_config`` and ``cf_sasrec_config`` must fit (checked by
         ``build_config``)."""
-        from benchmarks.methods.generative import backbone_config_class
-        from benchmarks.registry import METHODS
-        return {"backbone_config": backbone_config_class(self.backbone),
-                "cf_sasrec_config": METHODS.get("sasrec").Config}
+        return {"backbone_config": config_class(BACKBONES, self.backbone, "backbone"),
+                "cf_sasrec_config": SASRecConfig}
 
 
 # --------------------------------------------------------------------------- scoring helpers
@@ -177,8 +180,6 @@ class SETRec(TorchRecommender):
     def _setup(self, cfg: SETRecConfig, ctx) -> None:
         from benchmarks.features import MissingTextError
 
-        if cfg.backbone not in ("t5", "causal"):
-            raise ValueError(f"backbone must be 't5' or 'causal', got {cfg.backbone!r}")
         if cfg.n_cf not in (0, 1):
             raise ValueError(f"n_cf must be 0 or 1, got {cfg.n_cf}")
         if cfg.recon_on not in ("history", "all"):
@@ -186,7 +187,8 @@ class SETRec(TorchRecommender):
         if ctx.features is None:
             raise ValueError("SETRec needs the FeatureStore (CF and text embeddings) in its Context")
         ds = ctx.dataset
-        self.variant: dict = {"n_cf": cfg.n_cf, "n_sem": cfg.n_sem, "note": ""}
+        self.variant: dict = {"n_cf": cfg.n_cf, "n_sem": cfg.n_sem}
+        self.notes = ""
         self.cf_table = ctx.features.cf_embeddings(cfg.cf_dim, cfg.cf_source, cfg.cf_sasrec_config) if cfg.n_cf else None
         self.text_table = None
         if cfg.n_sem:
@@ -195,15 +197,16 @@ class SETRec(TorchRecommender):
             except MissingTextError as exc:
                 if not cfg.n_cf:
                     raise
-                self.variant.update(n_sem=0, note=f"CF-token-only variant: {exc}")
+                self.variant.update(n_sem=0)
+                self.notes = f"CF-token-only variant: {exc}"
                 log.warning("setrec on %s: no item text, running the CF-token-only variant", ds.name)
-        self.max_history = cfg.max_history or ds.max_history
+        self.max_history = history_window(cfg.max_history, ds.max_history, type(cfg).__qualname__)
         users, hist, targets = ds.training_samples(self.max_history, cfg.train_last_n)
         self.samples = {"hist": hist, "targets": targets}
 
     def _backbone_config(self) -> dict:
         cfg = self.config
-        base = dict(CAUSAL_DEFAULTS) if cfg.backbone == "causal" else {}
+        base = dict(BACKBONE_DEFAULTS.get(cfg.backbone, {}))
         return {**base, **cfg.backbone_config}
 
     def _prompt(self, checkpoint: str | None) -> tuple[list[int], list[int], int]:
@@ -214,7 +217,7 @@ class SETRec(TorchRecommender):
             return [], [], 2
         from transformers import AutoTokenizer
 
-        from benchmarks.methods.generative import load_text_tokenizer
+        from benchmarks.methods.token_space import load_text_tokenizer
 
         tok = AutoTokenizer.from_pretrained(checkpoint) if checkpoint else load_text_tokenizer(cfg.text_tokenizer)
         pre = tok.encode(cfg.instruction, add_special_tokens=False)
@@ -232,15 +235,9 @@ class SETRec(TorchRecommender):
         n_query = 1 if cfg.single_query else n_tokens
         if n_tokens == 0:
             raise ValueError("SETRec needs at least one token per item (n_cf or n_sem)")
-        if cfg.backbone == "t5":
-            from backbones.t5 import T5BackboneConfig
-            backbone = SetT5(build_config(T5BackboneConfig, bcfg), n_query, vocab,
-                             sparse_mask=cfg.sparse_mask, shared_positions=cfg.shared_positions)
-        else:
-            from backbones.causal import CausalBackboneConfig
-            backbone = SetCausalLM(build_config(CausalBackboneConfig, bcfg), n_query, vocab,
-                                   sparse_mask=cfg.sparse_mask, shared_positions=cfg.shared_positions,
-                                   intra_item=cfg.intra_item)
+        family = BACKBONES.get(cfg.backbone)
+        backbone = family.set_model(build_config(family.Config, bcfg), n_query, vocab, sparse_mask=cfg.sparse_mask,
+                                    shared_positions=cfg.shared_positions, intra_item=cfg.intra_item)
         tokenizer = SetTokenizer(backbone.hidden, cf_table=self.cf_table,
                                  text_table=self.text_table if self.variant["n_sem"] else None,
                                  n_sem=self.variant["n_sem"], ae_layers=cfg.ae_layers, ae_dropout=cfg.ae_dropout)
@@ -310,6 +307,8 @@ class SETRec(TorchRecommender):
             "trainable_parameters": sum(p.numel() for p in self.module.parameters() if p.requires_grad),
             "training_samples": int(len(self.samples["targets"])),
         }
+        if self.notes:
+            out["notes"] = self.notes
         return out
 
     def _validate_with_beta(self, validator: Validator) -> float:
@@ -374,7 +373,7 @@ class SETRecT5(SETRec):
     """SETRec on T5 (the paper's T5 setting: n_sem 4, alpha 0.7, lr 1e-3, 30 epochs)."""
 
     Config = SETRecConfig
-    smoke_config = {**_SMOKE, "backbone_config": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64}}
+    smoke_config = {**_SMOKE, "backbone_config": dict(BACKBONES.get("t5").smoke_config)}
 
 
 @dataclass
@@ -392,5 +391,4 @@ class SETRecCausal(SETRec):
     20 epochs; LoRA r 8, alpha 16, dropout 0.02 on q_proj, v_proj for checkpoints)."""
 
     Config = SETRecCausalConfig
-    smoke_config = {**_SMOKE, "lr": 1e-3,
-                    "backbone_config": {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64}}
+    smoke_config = {**_SMOKE, "lr": 1e-3, "backbone_config": dict(BACKBONES.get("causal").smoke_config)}

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from benchmarks.config import build_config
 from benchmarks.data.toy import toy_dataset
 from benchmarks.evaluation import EvalConfig, Evaluator
-from benchmarks.protocol import Context, build_config
+from benchmarks.protocol import Context
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 

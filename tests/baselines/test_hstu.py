@@ -7,11 +7,12 @@ import torch
 
 from baselines.hstu import (HSTUConfig, HSTUNet, RelativeBias, full_softmax_loss,
                             sampled_softmax_loss, time_bucket)
+from benchmarks.config import build_config
 from benchmarks.data.dataset import Dataset
 from benchmarks.data.toy import toy_dataset
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
-from benchmarks.protocol import Context, build_config
+from benchmarks.protocol import Context
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 

@@ -4,8 +4,9 @@ import numpy as np
 import torch
 
 from baselines.lightgcn import normalized_adjacency
+from benchmarks.config import build_config
 from benchmarks.data.toy import toy_dataset
-from benchmarks.protocol import Context, UserBatch, build_config
+from benchmarks.protocol import Context, UserBatch
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 

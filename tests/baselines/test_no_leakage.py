@@ -6,8 +6,9 @@ import torch
 
 from baselines.bert4rec import cloze_mask
 from baselines.caser import sequence_windows
+from benchmarks.config import build_config
 from benchmarks.data.dataset import Dataset
-from benchmarks.protocol import Context, build_config
+from benchmarks.protocol import Context
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.cache import cache_dir
 from benchmarks.data import fetch
-from benchmarks.data.fetch import (DownloadError, UnsafeArchiveError, cache_dir, download,
-                                   fetch_movielens_1m, fetch_movielens_100k, fetch_url_files,
-                                   safe_extract)
+from benchmarks.data.archive import UnsafeArchiveError, safe_extract
+from benchmarks.data.fetch import (DownloadError, download, fetch_movielens_1m, fetch_movielens_100k,
+                                   fetch_url_files)
 from benchmarks.data.formats import read_movielens_100k, read_recbole
 from benchmarks.errors import GenrecError
 

@@ -37,6 +37,24 @@ def test_plugins_lists_the_baselines(capsys):
     assert "sasrec" in out and "baselines.mf" in out
 
 
+def test_plugins_and_results_read_a_methods_family_from_one_place(capsys, tmp_path):
+    """A generative method's family is its identifier scheme's: plugins lists p5-id as ID,
+    p5-tid and bigrec as textual, the same groups the runner writes into the result rows."""
+    from benchmarks.matrix import expand, parse_matrix
+    from benchmarks.registry import IDENTIFIERS, METHODS
+
+    assert main(["plugins"]) == 0
+    methods_table = capsys.readouterr().out.split("\n\n")[0].splitlines()[2:]
+    listed = {line.split()[0]: line.split()[1] for line in methods_table}
+    assert sorted(listed) == METHODS.names()
+    assert listed["p5-id"] == "id" and listed["p5-tid"] == listed["bigrec"] == "textual"
+    assert listed["tiger"] == "codebook" and listed["setrec-t5"] == "set" and listed["generative"] == "(its"
+    entry = write_toy_recbole(tmp_path / "data")
+    cells = expand(parse_matrix({"name": "f", "datasets": [entry], "methods": [
+        "p5-id", "bigrec", {"name": "generative", "label": "g", "config": {"identifier": "textual"}}]}, "f.yaml"))
+    assert [c.resolved["family"] for c in cells] == ["id", "textual", IDENTIFIERS.get("textual").family]
+
+
 def test_run_and_report(tmp_path, capsys):
     entry = write_toy_recbole(tmp_path / "data")
     matrix = tmp_path / "m.yaml"

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from benchmarks.cli import main
+from benchmarks.config import build_config
 from benchmarks.data.preprocess import PreprocessOptions
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig
-from benchmarks.protocol import build_config
-from benchmarks.runner import expand, parse_matrix
+from benchmarks.matrix import expand, parse_matrix
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_matrix_level_keys_and_types_are_checked(toy, extra, match):
     ({"name": "generative", "config": {"identifier": "tigr"}},
      r"GenerativeConfig: field 'identifier': unknown identifier 'tigr'; known: "),
     ({"name": "generative", "config": {"backbone": "gpt"}},
-     r"GenerativeConfig: field 'backbone': expected one of t5, causal, got 'gpt'"),
+     r"GenerativeConfig: field 'backbone': unknown backbone 'gpt'; known: causal, t5"),
     ({"name": "generative", "config": {"identifier": "letter", "identifier_config": {"cf_sasrec": {"hiden": 8}}}},
      r"field 'identifier_config': LetterConfig: field 'cf_sasrec': SASRecConfig: unknown field\(s\) hiden"),
     ({"name": "setrec-t5", "config": {"cf_sasrec_config": {"n_layers": "2"}}},
@@ -125,6 +125,29 @@ def test_matrix_level_keys_and_types_are_checked(toy, extra, match):
 def test_method_configs_are_type_checked_with_their_nested_configs(toy, method, match):
     with pytest.raises(ConfigError, match=match):
         expand(_parse([toy], [method]))
+
+
+@pytest.mark.parametrize("method", ["tiger", "setrec-t5"])
+def test_a_method_history_longer_than_the_datasets_cap_is_an_error(toy, method):
+    """max_history has one owner, the dataset: a method may read fewer recent items than the
+    dataset's cap, never more (it would train on longer histories than it is ranked on)."""
+    entry = {**toy, "max_history": 8}
+    cells = expand(_parse([entry], [{"name": method, "config": {"max_history": 8}}]))
+    assert cells[0].resolved["config"]["max_history"] == 8
+    with pytest.raises(ConfigError, match=r"method '[a-z0-9-]+': \w+Config: field 'max_history': expected 1 \.\. 8 "
+                                          r"\(the dataset's history cap, its max_history\), got 9"):
+        expand(_parse([entry], [{"name": method, "config": {"max_history": 9}}]))
+
+
+def test_a_method_history_is_checked_when_the_method_is_built():
+    from benchmarks.context import build_context
+    from benchmarks.data.toy import toy_dataset
+    from benchmarks.registry import METHODS
+
+    ds = toy_dataset(max_history=4)
+    cls = METHODS.get("p5-id")
+    with pytest.raises(ConfigError, match="P5IDConfig: field 'max_history': expected 1 .. 4"):
+        cls(build_config(cls.Config, {**cls.smoke_config, "max_history": 5}), build_context(ds, progress=False))
 
 
 def test_a_wrong_type_in_a_method_config_is_one_line_from_the_cli(tmp_path, capsys, toy):
@@ -141,8 +164,7 @@ def test_a_wrong_type_in_a_method_config_is_one_line_from_the_cli(tmp_path, caps
 def _config_classes():
     from backbones.causal import CausalBackboneConfig
     from backbones.t5 import T5BackboneConfig
-    from benchmarks.registry import METHODS
-    from identifiers.base import IDENTIFIERS
+    from benchmarks.registry import IDENTIFIERS, METHODS
 
     classes = [METHODS.get(n).Config for n in METHODS.names()]
     classes += [IDENTIFIERS.get(n).Config for n in IDENTIFIERS.names()]

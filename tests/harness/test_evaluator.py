@@ -61,7 +61,7 @@ def test_all_warm_cold_rows_are_hand_computed():
     assert r["test", "all", "recall", 1] < r["test", "warm", "recall", 1]
     # cold: only u1 has a cold target (6), ranked among cold items only -> rank 1
     assert r["test", "cold", "recall", 1] == pytest.approx(1.0)
-    assert res.per_user["test/cold/users"].tolist() == [1]
+    assert res.per_user[("test", "cold", "users")].tolist() == [1]
     # validation rows exist for every user
     assert r["valid", "all", "recall", 2] == pytest.approx((0 + 0 + 0) / 3)
 

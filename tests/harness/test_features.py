@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from benchmarks.context import build_context
 from benchmarks.data.toy import toy_dataset
-from benchmarks.evaluation import Evaluator
 from benchmarks.features import FeatureStore, MissingTextError, render_template
 
 
@@ -49,8 +49,7 @@ def test_real_minilm_embeddings_offline_and_cached(tmp_path, monkeypatch):
 
 def test_cf_embeddings_train_a_sasrec_once(tmp_path):
     ds = toy_dataset()
-    ev = Evaluator(ds)
-    store = FeatureStore(ds, tmp_path, progress=False, validator_factory=lambda: ev.validation_ndcg)
+    store = build_context(ds, cache=tmp_path, progress=False).features
     emb = store.cf_embeddings(dim=8, sasrec_config={"epochs": 2, "n_heads": 1, "inner": 16})
     assert emb.shape == (ds.n_items + 1, 8) and not emb[0].any() and emb[1:].std() > 0
     files = list(store.dir.glob("cf-sasrec-*.npy"))

@@ -174,7 +174,7 @@ def _write_recbole(folder, lines):
 
 
 def test_load_dataset_caches_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
-    from benchmarks.data.fetch import cache_dir
+    from benchmarks.cache import cache_dir
     data = tmp_path / "data"
     monkeypatch.setenv("GENREC_BENCH_DATA", str(data))
     raw = toy_raw()

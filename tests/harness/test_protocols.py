@@ -9,8 +9,9 @@ import pytest
 
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError
+from benchmarks.matrix import parse_matrix
 from benchmarks.report import write_report
-from benchmarks.runner import parse_matrix, run_matrix
+from benchmarks.runner import run_matrix
 
 SMALL_MF = {"name": "mf", "config": {"epochs": 4, "dim": 8, "patience": 10}}
 SMALL_SASREC = {"name": "sasrec", "config": {"epochs": 2, "hidden": 16, "inner": 32, "n_layers": 1}}

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from benchmarks.data.toy import write_toy_recbole
-from benchmarks.runner import parse_matrix, run_matrix, run_matrix_ray
+from benchmarks.matrix import parse_matrix
+from benchmarks.runner import RayExecutor, run_matrix
 
 ray = pytest.importorskip("ray")
 
@@ -17,9 +18,9 @@ def test_ray_executor_matches_local_layout_and_resumes(tmp_path):
     out = tmp_path / "ray"
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        summary = run_matrix_ray(m, out, progress=False)
+        summary = run_matrix(m, out, executor=RayExecutor(), progress=False)
         assert summary["ran"] == 4 and not summary["failed"]
-        again = run_matrix_ray(m, out, progress=False)
+        again = run_matrix(m, out, executor=RayExecutor(), progress=False)
         assert again["skipped"] == 4 and again["ran"] == 0
     finally:
         ray.shutdown()

@@ -14,8 +14,10 @@ import yaml
 
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError, DataFormatError
+from benchmarks.matrix import PRESETS, expand, load_matrix, parse_matrix
 from benchmarks.report import write_report
-from benchmarks.runner import PRESETS, RESULT_COLUMNS, expand, load_matrix, parse_matrix, run_matrix
+from benchmarks.rundir import RESULT_COLUMNS
+from benchmarks.runner import run_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,8 +116,8 @@ def test_killed_process_resumes_without_losing_finished_cells(tmp_path):
     assert len(list(finished.iterdir())) == 1
     assert list((out / "cells" / "toy" / "sleepy").glob("*.tmp-*")), "expected the killed cell's temp folder"
     stamp = next(finished.iterdir()).joinpath("metrics.csv").stat().st_mtime_ns
+    from benchmarks.matrix import load_matrix
     from tests.harness import _sleepy_plugin  # noqa: F401
-    from benchmarks.runner import load_matrix
     summary = run_matrix(load_matrix(matrix), out, progress=False)
     assert summary["skipped"] == 1 and summary["ran"] == 1
     assert not list(out.glob("cells/*/*/*.tmp-*"))
@@ -155,7 +157,7 @@ def test_only_restricts_a_method_to_some_datasets(tmp_path):
     cells = {(c.dataset.name, c.method.label) for c in expand(m)}
     assert cells == {("toy", "mostpop"), ("toy-cold", "mostpop"), ("toy-cold", "sasrec")}
     # a dataset named on the command line (not in the matrix) runs every selected method
-    from benchmarks.runner import select
+    from benchmarks.matrix import select
     picked = select(m, datasets=["ml-100k"], methods=["sasrec"])
     assert picked.methods[0].only == ["toy-cold", "ml-100k"]
     with pytest.raises(ConfigError, match=r"methods\[0\].only: expected a list of this matrix's dataset names"):
@@ -176,7 +178,7 @@ def test_methods_filter_selects_labels_then_names(tmp_path):
     """--methods mf on a matrix with entries labelled mf and mf-d8 (both name: mf) ran only
     mf-d8: the by-name lookup overwrote the label. A label selects its entry; a method name
     that is no label selects every entry of that method; another name runs with defaults."""
-    from benchmarks.runner import select
+    from benchmarks.matrix import select
     entry = write_toy_recbole(tmp_path / "data")
     m = parse_matrix({"name": "t", "datasets": [entry], "methods": [
         "mostpop", "mf", {"name": "mf", "label": "mf-d8", "config": {"dim": 8}},

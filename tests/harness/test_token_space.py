@@ -3,7 +3,7 @@ the text tokens only, never the token sequences themselves."""
 
 import numpy as np
 
-from benchmarks.methods.generative import TokenSpace
+from benchmarks.methods.token_space import TokenSpace
 from identifiers.base import ItemIdentifiers
 
 TITLES = ["Toy Story (1995)", "GoldenEye (1995)", "Four Rooms (1995)", "Get Shorty (1995)",

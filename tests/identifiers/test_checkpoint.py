@@ -75,7 +75,8 @@ def test_code_curve_counts_changed_items():
 def test_load_or_build_keeps_the_checkpoint_beside_the_cache_and_removes_it(tmp_path):
     from benchmarks.data.toy import toy_dataset
     from benchmarks.features import FeatureStore
-    from identifiers.base import IDENTIFIERS, identifier_cache_dir, load_or_build
+    from benchmarks.registry import IDENTIFIERS
+    from identifiers.base import identifier_cache_dir, load_or_build
 
     ds = toy_dataset()
     cls = IDENTIFIERS.get("tiger")

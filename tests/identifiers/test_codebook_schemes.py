@@ -4,10 +4,12 @@ item's identifier is unique): structure, stats, arrays, determinism under the se
 import numpy as np
 import pytest
 
+from baselines.sasrec import train_cf_embeddings
+from benchmarks.config import build_config
 from benchmarks.data.toy import toy_dataset
 from benchmarks.features import FeatureStore
-from benchmarks.protocol import build_config
-from identifiers.base import IDENTIFIERS, load_or_build
+from benchmarks.registry import IDENTIFIERS
+from identifiers.base import load_or_build
 
 SCHEMES = {"tiger": 3, "lcrec": 4, "letter": 4}     # name -> semantic levels
 
@@ -15,7 +17,7 @@ SCHEMES = {"tiger": 3, "lcrec": 4, "letter": 4}     # name -> semantic levels
 class ToyFeatures(FeatureStore):
     """Text embeddings shaped like MiniLM's (unit-norm, 384-d, items of a block close together)
     without loading the encoder (tests/harness/test_features.py covers the real one); CF
-    embeddings are the real path (a SASRec trained on the toy data)."""
+    embeddings are the real path (a SASRec trained on the toy data, by SASRec's CF trainer)."""
 
     def text_embeddings(self, template=None, encoder=None, batch_size=256):
         rng = np.random.default_rng(0)
@@ -29,7 +31,7 @@ class ToyFeatures(FeatureStore):
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     ds = toy_dataset()
-    return ds, ToyFeatures(ds, tmp_path_factory.mktemp("features"), progress=False)
+    return ds, ToyFeatures(ds, tmp_path_factory.mktemp("features"), progress=False, cf_trainer=train_cf_embeddings)
 
 
 def _build(name, toy, seed=0, **over):

@@ -79,7 +79,8 @@ def test_tiger_runs_on_published_codes_in_a_matrix(tmp_path):
     import pandas as pd
 
     from benchmarks.data.toy import write_toy_recbole
-    from benchmarks.runner import parse_matrix, run_matrix
+    from benchmarks.matrix import parse_matrix
+    from benchmarks.runner import run_matrix
 
     entry = write_toy_recbole(tmp_path / "data")
     from benchmarks.data.catalog import load_dataset

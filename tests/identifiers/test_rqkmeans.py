@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from benchmarks.analysis import code_usage
+from benchmarks.config import build_config
 from benchmarks.data.toy import toy_dataset
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
-from benchmarks.protocol import Context, build_config
-from benchmarks.registry import METHODS
-from identifiers.base import IDENTIFIERS, load_or_build
+from benchmarks.protocol import Context
+from benchmarks.registry import IDENTIFIERS, METHODS
+from benchmarks.rundir import CellDir
+from identifiers.base import load_or_build
 from identifiers.quantizers import kmeans, squared_distances
 from identifiers.rqkmeans import RQKMeansConfig, residual_kmeans
 from tests.identifiers.test_codebook_schemes import ToyFeatures
@@ -125,7 +127,7 @@ def _generative(ds, store, backbone, identifier_config, tmp_path):
                                     "beams": 10, "train_last_n": 3, "backbone_config": smoke_backbone,
                                     "identifier_config": {**IDENTIFIERS.get("rq-kmeans").smoke_config,
                                                           **identifier_config}})
-    model = cls(cfg, Context(ds, store, "cpu", 0, tmp_path / "work", progress=False))
+    model = cls(cfg, Context(ds, store, "cpu", 0, cache=tmp_path / "cache", progress=False))
     model.fit(Evaluator(ds, EvalConfig(ks=(5, 10))).validation_ndcg)
     return model
 
@@ -138,7 +140,9 @@ def test_generative_runs_rq_kmeans_ids_on_either_backbone(toy, tmp_path, backbon
     users = np.arange(ds.n_users)
     items, _ = model.rank(user_batch(ds, "test", users), 10)
     assert all(len(set(r)) == 10 and 0 not in r for r in items.tolist())
-    assert (tmp_path / "work" / "identifiers" / "stats.csv").is_file()     # the cell's code usage
+    cell = CellDir(tmp_path / "cell")
+    model.write_artefacts(cell)
+    assert cell.identifier_stats() is not None and cell.identifiers(ds.item_ids).tokens == model.identifiers.tokens
 
 
 def test_generative_returns_every_item_of_a_tied_identifier_with_one_score(toy, tmp_path):

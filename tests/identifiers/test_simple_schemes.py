@@ -5,7 +5,8 @@ import pytest
 
 from benchmarks.data.toy import toy_dataset
 from benchmarks.features import FeatureStore
-from identifiers.base import IDENTIFIERS, load_or_build
+from benchmarks.registry import IDENTIFIERS
+from identifiers.base import load_or_build
 from identifiers.id import item_numbers
 from identifiers.p5_cid import cooccurrence_graph
 

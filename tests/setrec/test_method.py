@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.config import build_config
+from benchmarks.context import build_context
 from benchmarks.data.toy import toy_dataset
 from benchmarks.evaluation import EvalConfig, Evaluator
 from benchmarks.evaluation.metrics import pad_targets, recall_ndcg
-from benchmarks.features import FeatureStore
 from benchmarks.methods.setrec import BETA_GRID, combine_scores, sweep_beta
-from benchmarks.protocol import Context, build_config, topk_from_scores
+from benchmarks.protocol import topk_from_scores
 from benchmarks.registry import METHODS
 from benchmarks.utils import seed_everything
 
@@ -56,9 +57,9 @@ def _fit(name, ds, cache, overrides):
     cls = METHODS.get(name)
     seed_everything(0)
     ev = Evaluator(ds, EvalConfig(ks=(5, 10)))
-    store = FeatureStore(ds, cache, seed=0, progress=False, validator_factory=lambda: ev.validation_ndcg)
-    model = cls(build_config(cls.Config, {**cls.smoke_config, **overrides}), Context(ds, store, "cpu", 0, progress=False))
-    return model, model.fit(ev.validation_ndcg), ev
+    ctx = build_context(ds, evaluator=ev, cache=cache, progress=False)
+    model = cls(build_config(cls.Config, {**cls.smoke_config, **overrides}), ctx)
+    return model, model.fit(ctx.validator), ev
 
 
 @pytest.mark.parametrize("name,epochs,lr", [("setrec-t5", 6, 4e-3), ("setrec-causal", 4, 5e-3)])
@@ -81,7 +82,7 @@ def test_without_item_text_the_cf_only_variant_runs(toy, cache):
     model, log, _ = _fit("setrec-t5", bare, cache, {"epochs": 1})
     info = log["setrec"]
     assert info["variant"]["n_sem"] == 0 and info["variant"]["tokens"] == ["cf"]
-    assert "CF-token-only" in info["variant"]["note"] and info["beta"] is None
+    assert "CF-token-only" in log["notes"] and info["beta"] is None
     assert model.module.backbone.n_query == 1
 
 

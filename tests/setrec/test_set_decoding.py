@@ -4,9 +4,9 @@ the decoder-only sparse mask, padding, grounding."""
 import pytest
 import torch
 
-from backbones.causal import CausalBackboneConfig
-from backbones.set_decoding import SetCausalLM, SetT5, causal_set_mask, ground, set_layout
-from backbones.t5 import T5BackboneConfig
+from backbones.causal import CausalBackboneConfig, SetCausalLM
+from backbones.set_decoding import causal_set_mask, ground, set_layout
+from backbones.t5 import SetT5, T5BackboneConfig
 
 D, N_TOK = 16, 3
 PREFIX, SUFFIX = torch.tensor([1, 2, 3]), torch.tensor([4])

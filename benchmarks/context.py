@@ -1,0 +1,46 @@
+"""The one place a run's :class:`~benchmarks.protocol.Context` is built.
+
+The runner (per cell), ``genrec-bench tokenize`` and both benchmark scripts call
+:func:`build_context`, so every method and every feature gets the same run-wide settings: the
+cache root, the device, the seed and the validation callback that early-stops every training,
+including the ones a method starts inside itself (the CF SASRec of the FeatureStore, which LETTER
+and SETRec read).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks.cache import cache_dir
+from benchmarks.evaluation import Evaluator
+from benchmarks.features import FeatureStore
+from benchmarks.protocol import Context
+
+if TYPE_CHECKING:
+    from benchmarks.data.dataset import Dataset
+
+#: what a context's FeatureStore may be asked for (``Recommender.needs``, ``IdentifierScheme.needs``)
+ALL_FEATURES = frozenset({"text", "cf"})
+
+
+def build_context(dataset: "Dataset", *, seed: int = 0, device: str = "cpu", evaluator: Evaluator | None = None,
+                  needs: frozenset[str] = ALL_FEATURES, features: dict | None = None,
+                  cache: Path | None = None, progress: bool = True) -> Context:
+    """The context of a method (or an identifier build) on ``dataset``.
+
+    ``evaluator``: whose ``validation_ndcg`` early-stops the trainings (default: an Evaluator of
+    the dataset with the default settings; the runner passes the cell's). ``needs``: the
+    features the consumer reads; with none, the context has no FeatureStore. ``features``: the
+    FeatureStore settings (``text_template``, ``text_encoder``). ``cache``: the cache root
+    (default :func:`benchmarks.cache.cache_dir`)."""
+    from baselines.sasrec import train_cf_embeddings
+
+    cache = cache_dir() if cache is None else Path(cache)
+    validator = (evaluator or Evaluator(dataset)).validation_ndcg
+    store = None
+    if needs:
+        store = FeatureStore(dataset, cache, device=device, seed=seed, progress=progress, validator=validator,
+                             cf_trainer=train_cf_embeddings, **(features or {}))
+    return Context(dataset=dataset, features=store, device=device, seed=seed, cache=cache,
+                   progress=progress, validator=validator)

@@ -1,0 +1,284 @@
+"""The run directory: its layout, its files and the results columns, in one place.
+
+The runner writes through :class:`RunDir` and :class:`CellDir`, the report reads through
+them, and nothing else knows a file name of a run::
+
+    DIR/
+      matrix.yaml               the matrix as run (its method labels order the report's rows)
+      results.csv               every finished cell's metrics.csv, one tidy table (RESULT_COLUMNS)
+      failures.json             this run's failed cells (absent when none failed)
+      report.md, table.*, figures/   the report's own output (benchmarks.report), from the above
+      cells/<dataset>/<method>/seed<S>-<hash>/      one CellDir (<hash>: of the resolved config)
+        config.json             the resolved config the hash is taken over
+        train_log.json          the fit log: per-epoch loss, validation NDCG@10, seconds, memory;
+                                ``notes``: a free-text sentence of what the method ran (printed
+                                by the report); ``stopped``, ``best_epoch``
+        throughput.json         users/s, ms/user of producing the top-K on the test split
+        per_user.npz            per-user arrays, keyed (split, subset, name): the users of a
+                                row and their metric values (``ndcg@10`` ...)
+        run.json                provenance: git commit, package versions, device, wall time,
+                                protocol, cold-item scoring, dataset statistics
+        artefacts/identifiers/  a generative method's item identifiers and their stats.csv
+        metrics.csv             written LAST: its presence marks the cell complete
+
+A cell is built in a staging folder beside its final place (``<name>.tmp-<stamp>``) and renamed
+into place when complete (:meth:`RunDir.building`), so a folder under ``cells/`` without that
+suffix is a finished cell and a run killed at any moment leaves only staging folders, which
+the next run removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.errors import ConfigError
+from benchmarks.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from identifiers.base import ItemIdentifiers
+
+#: the columns of metrics.csv and results.csv, in order
+RESULT_COLUMNS = ["dataset", "method", "family", "seed", "protocol", "split", "subset", "metric", "k",
+                  "value", "n_users", "config_hash"]
+#: the columns that are text, never numbers
+RESULT_TEXT_COLUMNS = ("dataset", "method", "family", "protocol", "split", "subset", "metric", "config_hash")
+#: what a results table from before protocols were recorded says in its ``protocol`` column
+UNRECORDED_PROTOCOL = "unrecorded"
+
+_STAGING = ".tmp-"
+
+
+def read_results_csv(path: Path) -> pd.DataFrame:
+    """A tidy results table with its text columns read as text: left to inference, a config
+    hash such as ``812108563e58`` becomes the float 8.12e+58 (and a hash of digits an int), so
+    the cell it names can no longer be found."""
+    df = pd.read_csv(path, dtype={c: str for c in RESULT_TEXT_COLUMNS})
+    if "protocol" not in df.columns:   # written before the protocol was recorded per row
+        df.insert(min(4, len(df.columns)), "protocol", UNRECORDED_PROTOCOL)
+    df["protocol"] = df["protocol"].fillna(UNRECORDED_PROTOCOL)
+    return df
+
+
+def results_frame(rows: list[dict]) -> pd.DataFrame:
+    """Result rows (dicts with the RESULT_COLUMNS keys) as a table in the column order."""
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class CellDir:
+    """One cell's folder (see the module docstring): writers for the runner, readers for the
+    report. Readers return None for a file the cell does not have."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"CellDir({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, CellDir) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @staticmethod
+    def relpath(dataset: str, method: str, seed: int, config_hash: str) -> Path:
+        """Where a cell lives inside its run directory."""
+        return Path("cells") / dataset / method / f"seed{seed}-{config_hash}"
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / "metrics.csv").is_file()
+
+    @property
+    def artefacts(self) -> Path:
+        """A folder for what a method keeps of itself (``Recommender.write_artefacts``)."""
+        return self.path / "artefacts"
+
+    # ------------------------------------------------------------------ writing
+    def write_config(self, resolved: dict) -> None:
+        atomic_write_json(self.path / "config.json", resolved)
+
+    def write_train_log(self, log: dict) -> None:
+        atomic_write_json(self.path / "train_log.json", log)
+
+    def write_throughput(self, throughput: dict) -> None:
+        atomic_write_json(self.path / "throughput.json", throughput)
+
+    def write_per_user(self, arrays: dict[tuple[str, str, str], np.ndarray]) -> None:
+        """``{(split, subset, name): array}``, e.g. ``("test", "all", "users")``,
+        ``("test", "all", "ndcg@10")``."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{"/".join(key): value for key, value in arrays.items()})
+        atomic_write_bytes(self.path / "per_user.npz", buf.getvalue())
+
+    def write_run(self, record: dict) -> None:
+        atomic_write_json(self.path / "run.json", record)
+
+    def write_identifiers(self, ids: "ItemIdentifiers", item_ids: list[str], stats: pd.DataFrame) -> None:
+        """A generative method's identifiers and their code-usage table (report: code usage)."""
+        folder = self.artefacts / "identifiers"
+        ids.save(folder, item_ids)
+        atomic_write_text(folder / "stats.csv", stats.to_csv(index=False))
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        """The cell's result rows; written LAST (its presence marks the cell complete)."""
+        atomic_write_text(self.path / "metrics.csv", results_frame(rows).to_csv(index=False))
+
+    # ------------------------------------------------------------------ reading
+    def config(self) -> dict | None:
+        return _read_json(self.path / "config.json")
+
+    def train_log(self) -> dict | None:
+        return _read_json(self.path / "train_log.json")
+
+    def throughput(self) -> dict | None:
+        return _read_json(self.path / "throughput.json")
+
+    def run_info(self) -> dict | None:
+        return _read_json(self.path / "run.json")
+
+    def metrics(self) -> pd.DataFrame:
+        return read_results_csv(self.path / "metrics.csv")
+
+    def notes(self) -> str | None:
+        """The fit log's ``notes``: what the method says it ran (a sentence), or None."""
+        notes = (self.train_log() or {}).get("notes")
+        return notes if isinstance(notes, str) and notes else None
+
+    def per_user(self, split: str, subset: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(users, values of ``name``) of one (split, subset) row, or None where not recorded."""
+        f = self.path / "per_user.npz"
+        if not f.is_file():
+            return None
+        key, users = f"{split}/{subset}/{name}", f"{split}/{subset}/users"
+        with np.load(f, allow_pickle=False) as z:
+            if key not in z.files or users not in z.files:
+                return None
+            return z[users], z[key]
+
+    def identifiers(self, item_ids: list[str] | None = None) -> "ItemIdentifiers | None":
+        """The saved identifiers, or None; ``item_ids``: the raw ids in the dataset's item
+        order (default: the saved index's order)."""
+        from identifiers.base import ItemIdentifiers
+
+        folder = self.artefacts / "identifiers"
+        return ItemIdentifiers.load(folder, item_ids) if ItemIdentifiers.saved_in(folder) else None
+
+    def identifier_stats(self) -> pd.DataFrame | None:
+        f = self.artefacts / "identifiers" / "stats.csv"
+        return pd.read_csv(f) if f.is_file() else None
+
+
+class RunDir:
+    """A run directory (see the module docstring)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def cell(self, dataset: str, method: str, seed: int, config_hash: str) -> CellDir:
+        return CellDir(self.root / CellDir.relpath(dataset, method, seed, config_hash))
+
+    def complete(self, relpath: Path) -> bool:
+        """Whether the cell at ``relpath`` (:meth:`CellDir.relpath`) has finished."""
+        return CellDir(self.root / relpath).complete
+
+    def finished(self) -> list[CellDir]:
+        """The complete cells, in path order."""
+        return [CellDir(p.parent) for p in sorted((self.root / "cells").glob("*/*/*/metrics.csv"))
+                if _STAGING not in p.parent.name]
+
+    def cells_of(self, df: pd.DataFrame) -> dict[tuple[str, str, int], CellDir]:
+        """(dataset, method, seed) -> the cell folder of those result rows (via their hash)."""
+        out = {}
+        rows = df[["dataset", "method", "seed", "config_hash"]].drop_duplicates()
+        for d, m, seed, h in rows.itertuples(index=False):
+            cell = self.cell(d, m, int(seed), h)
+            if cell.path.is_dir():
+                out[(d, m, int(seed))] = cell
+        return out
+
+    # ------------------------------------------------------------------ building cells
+    @contextlib.contextmanager
+    def building(self, relpath: Path, *, scratch: bool = False) -> Iterator[CellDir]:
+        """A fresh staging CellDir for the cell at ``relpath``. When the block ends without an
+        error the staging folder replaces the cell's folder, provided its metrics were written;
+        on an error it is removed. ``scratch``: a private temporary folder that is always
+        removed (a data-parallel helper process trains but does not write the cell)."""
+        final = self.root / relpath
+        if scratch:
+            tmp = Path(tempfile.mkdtemp(prefix="genrec-cell-"))
+        else:
+            tmp = final.with_name(final.name + f"{_STAGING}{int(time.time() * 1e6)}")
+            tmp.mkdir(parents=True)
+        staging = CellDir(tmp)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if scratch or not staging.complete:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+
+    def clean_stale(self) -> None:
+        """Remove the staging folders a killed run left behind."""
+        for tmp in (self.root / "cells").glob(f"*/*/*{_STAGING}*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ run-level files
+    def collect_results(self) -> pd.DataFrame:
+        """All finished cells' metrics in one tidy table, also written to ``results.csv``."""
+        frames = [c.metrics() for c in self.finished()]
+        df = pd.concat(frames, ignore_index=True) if frames else results_frame([])
+        atomic_write_text(self.root / "results.csv", df.to_csv(index=False))
+        return df
+
+    def results(self) -> pd.DataFrame:
+        path = self.root / "results.csv"
+        if not path.is_file():
+            raise ConfigError(f"{path}: no results.csv (run `genrec-bench run ... --output {self.root}` first)")
+        return read_results_csv(path)
+
+    def write_matrix(self, record: dict) -> None:
+        import yaml
+
+        atomic_write_text(self.root / "matrix.yaml", yaml.safe_dump(record, sort_keys=False))
+
+    def method_order(self) -> list[str]:
+        """Method labels in the order of the run's matrix.yaml (empty if there is none)."""
+        path = self.root / "matrix.yaml"
+        if not path.is_file():
+            return []
+        import yaml
+
+        data = yaml.safe_load(path.read_text()) or {}
+        return [m.get("label", m.get("name")) for m in data.get("methods", []) if isinstance(m, dict)]
+
+    def write_failures(self, failed: list[dict]) -> None:
+        """``failures.json``: this run's failed cells; removed when none failed (a list left
+        from an earlier run would report cells that have run since)."""
+        path = self.root / "failures.json"
+        if failed:
+            atomic_write_json(path, failed)
+        elif path.exists():
+            path.unlink()
+
+    def failures(self) -> list[dict]:
+        return _read_json(self.root / "failures.json") or []

@@ -1,0 +1,60 @@
+"""The run directory's one owner: every cell file written and read back through CellDir, the
+staging folder renamed into place only when complete, results gathered from finished cells."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.rundir import RESULT_COLUMNS, CellDir, RunDir
+from identifiers.base import ItemIdentifiers
+
+ROW = {"dataset": "d", "method": "m", "family": "traditional", "seed": 0, "protocol": "masked", "split": "test",
+       "subset": "all", "metric": "ndcg", "k": 10, "value": 0.25, "n_users": 2, "config_hash": "0123e45"}
+
+
+def test_a_cell_round_trips_through_its_writers_and_readers(tmp_path):
+    run = RunDir(tmp_path)
+    with run.building(CellDir.relpath("d", "m", 0, "0123e45")) as cell:
+        assert cell.path.name.startswith("seed0-0123e45.tmp-") and not cell.complete
+        cell.write_config({"seed": 0})
+        cell.write_train_log({"epochs": [], "notes": "what ran"})
+        cell.write_throughput({"users_per_s": 10.0})
+        cell.write_per_user({("test", "all", "users"): np.array([3, 5]), ("test", "all", "ndcg@10"): np.array([0.5, 0.0])})
+        cell.write_run({"cold_items": None})
+        ids = ItemIdentifiers("s", "codes", [("<a_0>",), ("<a_1>",)], vocab=["<a_0>", "<a_1>"], levels=[["<a_0>", "<a_1>"]])
+        cell.write_identifiers(ids, ["i2", "i1"], pd.DataFrame([{"scheme": "s", "level": 0, "metric": "x", "value": 1.0}]))
+        cell.write_metrics([ROW])
+    done = run.cell("d", "m", 0, "0123e45")
+    assert done.complete and run.finished() == [done]
+    assert done.config() == {"seed": 0} and done.notes() == "what ran" and done.throughput() == {"users_per_s": 10.0}
+    users, values = done.per_user("test", "all", "ndcg@10")
+    assert users.tolist() == [3, 5] and values.tolist() == [0.5, 0.0]
+    assert done.per_user("test", "cold", "ndcg@10") is None and done.run_info() == {"cold_items": None}
+    assert done.identifiers(["i2", "i1"]).tokens == ids.tokens and done.identifier_stats()["scheme"].tolist() == ["s"]
+    df = run.collect_results()
+    assert list(df.columns) == RESULT_COLUMNS and df["config_hash"].tolist() == ["0123e45"]
+    assert run.results().equals(df) and run.cells_of(df) == {("d", "m", 0): done}
+
+
+def test_a_cell_is_in_place_only_when_complete(tmp_path):
+    run = RunDir(tmp_path)
+    rel = CellDir.relpath("d", "m", 0, "h")
+    with pytest.raises(RuntimeError):
+        with run.building(rel) as cell:
+            cell.write_config({})
+            raise RuntimeError("killed in fit")
+    with run.building(rel) as cell:     # no metrics written: not a finished cell
+        cell.write_config({})
+    assert not (tmp_path / "cells" / "d" / "m").exists() or not any((tmp_path / "cells" / "d" / "m").iterdir())
+    stale = tmp_path / "cells" / "d" / "m" / "seed0-h.tmp-1"
+    stale.mkdir(parents=True)
+    run.clean_stale()
+    assert not stale.exists() and not run.complete(rel) and run.collect_results().empty
+
+
+def test_failures_are_this_runs_only(tmp_path):
+    run = RunDir(tmp_path)
+    run.write_failures([{"cell": "cells/d/m/seed0-h", "error": "ValueError: x"}])
+    assert run.failures()[0]["error"] == "ValueError: x"
+    run.write_failures([])
+    assert run.failures() == [] and not (tmp_path / "failures.json").exists()
