@@ -353,6 +353,7 @@ def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, masked: bool) ->
 
 def read_ours(cell_dir: Path, stats_path: Path, cell_hash: str) -> dict:
     """Metrics, epochs and timing of one finished cell of ours."""
+    import numpy as np
     import pandas as pd
 
     df = pd.read_csv(cell_dir / "metrics.csv")
@@ -364,7 +365,12 @@ def read_ours(cell_dir: Path, stats_path: Path, cell_hash: str) -> dict:
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     if stats.get("hash") != cell_hash:
         stats = {}
-    return {"valid": metrics["valid"], "test": metrics["test"], "epochs_run": len(tl["epochs"]),
+    # the standard error of our test means over users: how far apart two runs of the same
+    # model may land by chance alone (RecBole's per-user figures are not dumped)
+    with np.load(cell_dir / "per_user.npz") as z:
+        se = {m: float(z[f"test/all/{m}"].std(ddof=1) / np.sqrt(len(z[f"test/all/{m}"])))
+              for m in ("recall@10", "ndcg@10") if f"test/all/{m}" in z.files}
+    return {"valid": metrics["valid"], "test": metrics["test"], "test_se": se, "epochs_run": len(tl["epochs"]),
             "best_epoch": tl["best_epoch"], "mean_epoch_seconds": tl["mean_epoch_seconds"],
             "stopped": tl["stopped"], "train_seconds": tl["train_seconds"],
             "peak_rss_mb": stats.get("process_peak_rss_mb"), "process_seconds": stats.get("process_seconds"),
@@ -419,6 +425,8 @@ def table_rows(dataset: str, ds, seed: int, protocol: str, results: dict) -> lis
                                      ("wall_s", "process_seconds", "process_seconds")):
             row[f"ours_{field_}"] = ours.get(src_o)
             row[f"recbole_{field_}"] = rb.get(src_r)
+        for m, v in (ours.get("test_se") or {}).items():
+            row[f"ours_test_se_{m}"] = v
         gaps = [row["gap_test_recall@10"], row["gap_test_ndcg@10"]]
         row["within_5pct_or_better"] = (None if any(g is None for g in gaps)
                                         else all(g >= -0.05 for g in gaps))
@@ -432,6 +440,10 @@ def _f(v, nd=4) -> str:
     if isinstance(v, float):
         return f"{v:.{nd}f}"
     return str(v)
+
+
+def _se(v) -> str:
+    return "" if v is None else f" ± {v:.4f}"
 
 
 def _pct(v) -> str:
@@ -450,7 +462,8 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
              + ("each model evaluated the way RecBole evaluates it (general models with the user's "
                 "history items removed from the ranking, sequential ones without)."
                 if header["protocol"] == "recbole" else f"every model {header['protocol']}.")
-             + " Gap = ours / RecBole - 1; \"within\" = both test gaps >= -5 %.", "",
+             + " Gap = ours / RecBole - 1; \"within\" = both test gaps >= -5 %; ± = the standard error "
+             "of our test NDCG@10 over the test users (the spread one run has by chance).", "",
              "Command:", "", "```", header["command"], "```", "",
              "| model (ours / RecBole) | protocol | valid R@10 ours / RB | valid N@10 ours / RB | "
              "test R@10 ours / RB | gap | test N@10 ours / RB | gap | s/epoch ours / RB | "
@@ -464,7 +477,8 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
             f"| {_f(r['ours_valid_recall@10'])} / {_f(r['recbole_valid_recall@10'])} "
             f"| {_f(r['ours_valid_ndcg@10'])} / {_f(r['recbole_valid_ndcg@10'])} "
             f"| {_f(r['ours_test_recall@10'])} / {_f(r['recbole_test_recall@10'])} | {_pct(r['gap_test_recall@10'])} "
-            f"| {_f(r['ours_test_ndcg@10'])} / {_f(r['recbole_test_ndcg@10'])} | {_pct(r['gap_test_ndcg@10'])} "
+            f"| {_f(r['ours_test_ndcg@10'])}{_se(r.get('ours_test_se_ndcg@10'))} / {_f(r['recbole_test_ndcg@10'])} "
+            f"| {_pct(r['gap_test_ndcg@10'])} "
             f"| {_f(r['ours_s_per_epoch'], 2)} / {_f(r['recbole_s_per_epoch'], 2)} "
             f"| {_f(r['ours_epochs'])} ({_f(r['ours_best_epoch'])}) / {_f(r['recbole_epochs'])} ({_f(r['recbole_best_epoch'])}) "
             f"| {_f(r['ours_peak_rss_mb'], 0)} / {_f(r['recbole_peak_rss_mb'], 0)} | {verdict} |")
