@@ -7,8 +7,9 @@
 # The recipe that works for recbole==1.2.1 with this suite's torch:
 # - torch==2.13.0 ($TORCH_SPEC), then recbole==1.2.1 WITHOUT its dependencies (its pins do not
 #   resolve against a current torch), then the packages it imports, with the versions it needs:
-#   numpy<2, pandas<2.3, scipy<1.15 (its LightGCN calls scipy's dok_matrix._update, gone in
-#   1.15), colorlog==4.7.2, colorama==0.4.4, and tqdm, scikit-learn, pyyaml, tensorboard, thop,
+#   numpy<2, pandas<2.3, scipy<1.13 (its LightGCN calls scipy's dok_matrix._update, which
+#   scipy 1.13 removed when it rewrote dok_matrix: with 1.14.1 LightGCN fails with an
+#   AttributeError), colorlog==4.7.2, colorama==0.4.4, and tqdm, scikit-learn, pyyaml, tensorboard, thop,
 #   tabulate, plotly, texttable, psutil;
 # - `import ray` (and ray.tune) is done by recbole.quick_start at import time, for its
 #   hyper-parameter search, which the harness does not use: a stub package `ray` with an empty
@@ -38,7 +39,7 @@ if ! "$PY" -m pip show recbole >/dev/null 2>&1; then
   echo "[recbole-env] installing recbole==1.2.1 (--no-deps)"
   "$PY" -m pip install --quiet --no-deps "recbole==1.2.1"
 fi
-"$PY" -m pip install --quiet "numpy<2" "pandas<2.3" "scipy<1.15" "colorlog==4.7.2" \
+"$PY" -m pip install --quiet "numpy<2" "pandas<2.3" "scipy<1.13" "colorlog==4.7.2" \
   "colorama==0.4.4" tqdm scikit-learn pyyaml tensorboard thop tabulate plotly texttable psutil
 
 STUB="$VENV/ray-stub/ray"
