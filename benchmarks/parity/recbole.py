@@ -493,6 +493,17 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
             v, t = rb["own_metrics"]["valid"][proto], rb["own_metrics"]["test"][proto]
             lines.append(f"| {spec.recbole} | {proto} | {_f(v['recall@10'])} | {_f(v['ndcg@10'])} "
                          f"| {_f(t['recall@10'])} | {_f(t['ndcg@10'])} | {rb.get('agrees_with_recbole')} |")
+    checked = [(spec, rb) for spec, _, _, rb in results.values() if rb.get("data_check")]
+    if checked:
+        lines += ["", "Data check (after RecBole loaded the files: users, items, rows per split and a "
+                  "SHA-256 of every row, user / history / target, equal to the suite's split): " + "; ".join(
+                      f"{spec.recbole} {rb['data_check']} ({rb['loaded']['users']} users, "
+                      f"{rb['loaded']['items']} items, train / valid / test rows "
+                      f"{rb['loaded']['train']['rows']} / {rb['loaded']['valid']['rows']} / "
+                      f"{rb['loaded']['test']['rows']}"
+                      + (f", history <= {rb['loaded']['test']['max_history']}"
+                         if rb['loaded']['test']['max_history'] else "") + ")"
+                      for spec, rb in checked) + "."]
     lines += ["", "Stopping: " + "; ".join(
         f"{r['ours']} ours {_f(r['ours_stopped'])}, RecBole {_f(r['recbole_stopped'])}" for r in rows) + ".", ""]
     errors = [(r["model"], side, r[f"{side}_error"]) for r in rows for side in ("ours", "recbole")

@@ -201,7 +201,9 @@ def _fake_recbole(masks: bool, test_ndcg: float) -> dict:
                                                  for p in ("valid", "test")},
             "agrees_with_recbole": True, "epochs_run": 7, "best_epoch": 4, "mean_epoch_seconds": 1.5,
             "process_peak_rss_mb": 500.0, "stopped": "early stopping", "data_check": "ok",
-            "config": {"embedding_size": 64}}
+            "config": {"embedding_size": 64},
+            "loaded": {"users": 3, "items": 4, "train": {"rows": 5}, "valid": {"rows": 3},
+                       "test": {"rows": 3, "max_history": None}}}
 
 
 def test_tables_side_by_side(ds, tmp_path):
@@ -228,6 +230,7 @@ def test_tables_side_by_side(ds, tmp_path):
     assert "| mf / BPR | masked | 0.2000 / 0.2000 |" in md and "-4.0 %" in md
     assert "masked (driver)" in md and "the ours run failed" in md and "boom" in md
     assert "not matched: RecBole's BPR has no regulariser" in md
+    assert "BPR ok (3 users, 4 items, train / valid / test rows 5 / 3 / 3)" in md
     csv = pd.read_csv(tmp_path / "parity.csv")
     assert list(csv["model"]) == ["bpr", "sasrec", "hgn"]
     json.dumps(rows)   # plain values only
