@@ -472,6 +472,8 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
     for r in rows:
         src = " (driver)" if r.get("recbole_source") == "driver" else ""
         verdict = {True: "yes", False: "no", None: "—"}[r["within_5pct_or_better"]]
+        if any(str(r.get(f"{side}_stopped", "")).startswith("time cap") for side in ("ours", "recbole")):
+            verdict += " †"
         lines.append(
             f"| {r['ours']} / {r['recbole']} | {r['protocol']}{src} "
             f"| {_f(r['ours_valid_recall@10'])} / {_f(r['recbole_valid_recall@10'])} "
@@ -504,6 +506,9 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
                       + (f", history <= {rb['loaded']['test']['max_history']}"
                          if rb['loaded']['test']['max_history'] else "") + ")"
                       for spec, rb in checked) + "."]
+    if any(str(r.get(f"{side}_stopped", "")).startswith("time cap") for r in rows for side in ("ours", "recbole")):
+        lines += ["", "† a side was stopped by the training time cap (see Stopping): that row compares the "
+                  "two at equal training time, not at convergence."]
     lines += ["", "Stopping: " + "; ".join(
         f"{r['ours']} ours {_f(r['ours_stopped'])}, RecBole {_f(r['recbole_stopped'])}" for r in rows) + ".", ""]
     errors = [(r["model"], side, r[f"{side}_error"]) for r in rows for side in ("ours", "recbole")

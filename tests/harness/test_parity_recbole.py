@@ -211,8 +211,9 @@ def test_tables_side_by_side(ds, tmp_path):
             "test": {"recall@10": 0.2, "ndcg@10": 0.096, "recall@5": 0.1, "ndcg@5": 0.05},
             "epochs_run": 9, "best_epoch": 6, "mean_epoch_seconds": 0.5, "stopped": "early stopping",
             "peak_rss_mb": 400.0, "config": {"dim": 64}}
+    capped = {**_fake_recbole(False, 0.2), "stopped": "time cap (10.0 min)"}
     results = {"bpr": (harness.SPECS["bpr"], True, ours, _fake_recbole(True, 0.1)),
-               "sasrec": (harness.SPECS["sasrec"], True, ours, _fake_recbole(False, 0.2)),
+               "sasrec": (harness.SPECS["sasrec"], True, ours, capped),
                "hgn": (harness.SPECS["hgn"], False, {"error": "exit status 1", "log_tail": "boom"},
                        {"error": "not run"})}
     rows = harness.table_rows("toy", ds, 0, "masked", results)
@@ -228,6 +229,7 @@ def test_tables_side_by_side(ds, tmp_path):
     harness.write_tables(tmp_path, rows, results, header)
     md = (tmp_path / "parity.md").read_text()
     assert "| mf / BPR | masked | 0.2000 / 0.2000 |" in md and "-4.0 %" in md
+    assert md.count(" yes |") == 1 and " yes † |" in md and "at equal training time" in md
     assert "masked (driver)" in md and "the ours run failed" in md and "boom" in md
     assert "not matched: RecBole's BPR has no regulariser" in md
     assert "BPR ok (3 users, 4 items, train / valid / test rows 5 / 3 / 3)" in md
