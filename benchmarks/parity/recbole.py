@@ -595,7 +595,9 @@ def main(argv: list[str] | None = None) -> int:
         header = {"dataset": args.dataset, "users": ds.n_users, "items": ds.n_items,
                   "interactions": ds.n_interactions, "split": ds.split, "max_history": ds.max_history,
                   "seed": args.seed, "protocol": args.protocol, "recbole_version": version,
-                  "command": "python -m benchmarks.parity.recbole " + " ".join(argv if argv is not None else sys.argv[1:])}
+                  # the command that RAN the models (--table-only only re-reads their results)
+                  "command": "python -m benchmarks.parity.recbole " + " ".join(
+                      a for a in (argv if argv is not None else sys.argv[1:]) if a != "--table-only")}
         write_tables(out, rows, results, header)
     log(f"tables: {out / 'parity.md'}, {out / 'parity.csv'}")
     print((out / "parity.md").read_text().split("## Settings")[0])
