@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().parent / "recbole_driver.py"
 DEFAULT_RECBOLE_VENV = ROOT / ".venv-recbole"
 KS = (5, 10)
+EVAL_USERS = 256   # users per ranking batch on both sides (our EvalConfig.batch_size default)
 
 
 def ours_evaluation(masked: bool) -> dict:
@@ -222,8 +223,13 @@ def ours_matrix(dataset: str, spec: ModelSpec, overrides: dict, seed: int, maske
             "methods": [{"name": spec.ours, "config": overrides}]}
 
 
-def recbole_yaml(spec: ModelSpec, name: str, work: Path, seed: int, model_cfg: dict) -> dict:
-    """RecBole's full config for one run on the benchmark files ``<work>/data/<name>/``."""
+def recbole_yaml(spec: ModelSpec, name: str, work: Path, seed: int, model_cfg: dict, n_items: int) -> dict:
+    """RecBole's full config for one run on the benchmark files ``<work>/data/<name>/``.
+
+    ``eval_batch_size``: 256 users per ranking batch, as our evaluator's default. RecBole counts
+    it in SCORES for general models (users per batch = eval_batch_size // item_num, at least 1:
+    its default 4096 ranks Beauty's 12,102 items ONE user at a time) and in rows for sequential
+    ones."""
     cfg = {"gpu_id": "", "use_gpu": False, "seed": seed, "reproducibility": True, "state": "INFO",
            "worker": 0, "show_progress": False, "save_dataset": False, "save_dataloaders": False,
            "data_path": str(work / "data"), "checkpoint_dir": str(work / "saved" / spec.recbole),
@@ -232,7 +238,8 @@ def recbole_yaml(spec: ModelSpec, name: str, work: Path, seed: int, model_cfg: d
            "load_col": {"inter": ["user_id", "item_id"] + (["item_id_list"] if spec.kind == "sequential" else [])},
            "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "full"},
            "metrics": ["Recall", "NDCG"], "topk": list(KS), "valid_metric": "NDCG@10",
-           "metric_decimal_place": 6, "eval_batch_size": 4096}
+           "metric_decimal_place": 6,
+           "eval_batch_size": EVAL_USERS * (n_items + 1 if spec.kind == "general" else 1)}
     if spec.kind == "sequential":
         cfg["alias_of_item_id"] = ["item_id_list"]
     cfg.update(model_cfg)
@@ -272,7 +279,7 @@ def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict) -> dict:
         (folder / "digest.json").write_text(json.dumps(digest, indent=1))
         log(f"wrote RecBole files {folder} ({spec.kind}, history cap {cap})")
     model_cfg = spec.recbole_config(ours_cfg, ds.max_history)
-    cfg = recbole_yaml(spec, name, work, args.seed, model_cfg)
+    cfg = recbole_yaml(spec, name, work, args.seed, model_cfg, ds.n_items)
     cfg_path = out / "configs" / f"recbole-{spec.recbole}.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_text = yaml.safe_dump(cfg, sort_keys=True)

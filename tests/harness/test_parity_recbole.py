@@ -185,7 +185,10 @@ def test_our_matrix_is_a_valid_runner_matrix_with_the_protocol_key(tmp_path):
     cell = cells[0]
     assert cell.resolved["evaluation"]["mask_history"] is False
     assert cell.resolved["config"]["epochs"] == 2 and cell.seed == 1
-    yml = harness.recbole_yaml(spec, "gb-x", tmp_path, 1, spec.recbole_config(cell.resolved["config"], 20))
+    yml = harness.recbole_yaml(spec, "gb-x", tmp_path, 1, spec.recbole_config(cell.resolved["config"], 20), 99)
+    assert yml["eval_batch_size"] == 256     # rows for sequential models, scores for general ones
+    bpr = harness.SPECS["bpr"]
+    assert harness.recbole_yaml(bpr, "gb-x", tmp_path, 1, {}, 99)["eval_batch_size"] == 256 * 100
     assert yml["benchmark_filename"] == ["train", "valid", "test"]
     assert yml["alias_of_item_id"] == ["item_id_list"]
     assert yml["load_col"] == {"inter": ["user_id", "item_id", "item_id_list"]}
