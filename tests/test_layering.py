@@ -39,7 +39,8 @@ LAYERS = [
     (7, "runner", ("benchmarks.runner",)),
     (7, "report", ("benchmarks.report",)),
     (7, "tokenize", ("benchmarks.tokenize",)),
-    (8, "entry points", ("benchmarks.cli", "benchmarks.bench_generation", "benchmarks.bench_setrec")),
+    (8, "entry points", ("benchmarks.cli", "benchmarks.bench_generation", "benchmarks.bench_setrec",
+                         "benchmarks.parity")),
 ]
 
 

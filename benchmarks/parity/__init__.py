@@ -1,0 +1,1 @@
+"""Parity harnesses against other implementations (benchmark scripts, not tests)."""

@@ -1,0 +1,616 @@
+"""Parity harness: the suite's traditional baselines against RecBole 1.2.1 on the SAME split.
+
+    python -m benchmarks.parity.recbole --dataset beauty --models bpr,sasrec,lightgcn \\
+        [--epochs N] [--max-train-minutes M] [--seed 0] [--protocol recbole|masked|unmasked] \\
+        [--recbole-python .venv-recbole/bin/python] --output results/parity/beauty
+
+A benchmark script, not a test and not a dependency of the suite: RecBole runs in its own
+virtualenv (``scripts/recbole_env.sh``), as a subprocess (``recbole_driver.py``). Per model:
+
+1. the dataset is loaded through the suite's own loader (``load_dataset``: the suite's 5-core,
+   leave-one-out split and history cap) and written as RecBole benchmark files
+   (``benchmarks.parity.atomic``), so RecBole trains and evaluates on exactly our split;
+   the driver checks, after RecBole has loaded them, that its users, items, rows per split,
+   targets and histories equal ours (a digest of every row) and stops otherwise;
+2. RecBole's model runs with a config this script writes (``configs/recbole-<model>.yaml``):
+   RecBole's model defaults, with every setting the two implementations share set to OUR
+   value (``SPECS``: embedding size, layers, heads, dropout, loss, lr, batch, weight decay,
+   epochs, early-stopping patience and validation interval); full ranking, Recall / NDCG @5,10,
+   early stopping on validation NDCG@10, one thread, the seed fixed;
+3. ours runs through ``benchmarks.runner`` on a matrix this script writes
+   (``configs/ours-<model>.yaml``): the fidelity preset's config of the method, with the
+   parity overrides of ``SPECS`` (where a setting of ours has no RecBole counterpart);
+4. ``parity.md`` / ``parity.csv``: ours vs RecBole per model (valid and test R@10 / N@10, the
+   relative gap, s / epoch, epochs, best epoch, peak memory, within ±5 % or better).
+
+Evaluation protocol. RecBole 1.2.1 removes a user's history items from the ranking for
+GENERAL models (BPR, LightGCN: ``FullSortEvalDataLoader`` builds a history index) but NOT for
+SEQUENTIAL ones (SASRec, BERT4Rec, Caser, HGN: it passes no history index). ``--protocol
+recbole`` (default) evaluates ours the way RecBole evaluates each model; ``masked`` /
+``unmasked`` evaluate ours one way for all models, and RecBole's side then comes from the
+driver's own evaluation of RecBole's best model (marked "driver" in the table; RecBole's early
+stopping still used its own protocol). Peak memory is the process's peak resident set size
+(``ru_maxrss``) of each side's whole run, taken the same way for both (``os.wait4``).
+
+Finished runs are reused: a RecBole result whose config is unchanged is not rerun, and the
+suite's runner resumes its own cells; ``--table-only`` rebuilds the tables from what exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from benchmarks.parity.atomic import compare_digests, split_digest, write_atomic_files
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).resolve().parent / "recbole_driver.py"
+DEFAULT_RECBOLE_VENV = ROOT / ".venv-recbole"
+KS = (5, 10)
+EVAL_USERS = 256   # users per ranking batch on both sides (our EvalConfig.batch_size default)
+
+
+def ours_evaluation(masked: bool) -> dict:
+    """The suite's evaluation key for ranking with (masked) or without the user's history
+    items: the named protocol (benchmarks/evaluation/protocols.py). THE one place that names
+    the key."""
+    return {"protocol": "masked" if masked else "unmasked"}
+
+
+# --------------------------------------------------------------------------- model mapping
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model on both sides. ``recbole_config(c, max_history)`` maps OUR resolved config
+    (the method's Config as a dict) to RecBole's model / training settings; ``cap`` gives the
+    history length of the RecBole files (None: the general layout, no histories);
+    ``ours_overrides`` change our config where RecBole cannot follow ours; ``unmatched`` says
+    what differs all the same, and why."""
+
+    ours: str
+    recbole: str
+    kind: str
+    recbole_config: Callable[[dict, int], dict]
+    cap: Callable[[dict, int], int | None]
+    ours_overrides: dict = field(default_factory=dict)
+    unmatched: tuple[str, ...] = ()
+
+
+def _training(c: dict) -> dict:
+    """The training settings every model shares: epochs, batch, optimiser, early stopping."""
+    out = {"epochs": c["epochs"], "train_batch_size": c["batch_size"], "learning_rate": c["lr"],
+           "weight_decay": c["weight_decay"], "stopping_step": c["patience"],
+           "eval_step": c["eval_every"], "learner": "adam"}
+    if c.get("grad_clip"):
+        out["clip_grad_norm"] = {"max_norm": c["grad_clip"], "norm_type": 2}
+    return out
+
+
+_UNIFORM_NEGATIVE = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False,
+                     "candidate_num": 0}
+
+
+def _bpr(c: dict, h: int) -> dict:
+    return {**_training(c), "embedding_size": c["dim"], "train_neg_sample_args": _UNIFORM_NEGATIVE}
+
+
+def _lightgcn(c: dict, h: int) -> dict:
+    # require_pow: True makes RecBole's EmbLoss λ Σ‖e‖² / (2 B) on the ego embeddings, ours
+    # (its default, False, takes unsquared norms)
+    return {**_training(c), "embedding_size": c["dim"], "n_layers": c["n_layers"],
+            "reg_weight": c["reg"], "require_pow": True, "train_neg_sample_args": _UNIFORM_NEGATIVE}
+
+
+def _sasrec(c: dict, h: int) -> dict:
+    if c["loss"] != "ce":
+        raise ValueError(f"sasrec: parity needs loss 'ce' (RecBole's 'BPR' loss is not our 'bce'), got {c['loss']!r}")
+    return {**_training(c), "n_layers": c["n_layers"], "n_heads": c["n_heads"], "hidden_size": c["hidden"],
+            "inner_size": c["inner"], "hidden_dropout_prob": c["dropout"], "attn_dropout_prob": c["attn_dropout"],
+            "hidden_act": "gelu", "loss_type": "CE", "MAX_ITEM_LIST_LENGTH": h, "train_neg_sample_args": None}
+
+
+def _bert4rec(c: dict, h: int) -> dict:
+    # AdamW as ours; RecBole decays every parameter (ours: not biases / layer norms)
+    return {**_training(c), "learner": "adamw", "n_layers": c["n_layers"], "n_heads": c["n_heads"],
+            "hidden_size": c["hidden"], "inner_size": c["inner"], "hidden_dropout_prob": c["dropout"],
+            "attn_dropout_prob": c["attn_dropout"], "hidden_act": "gelu", "mask_ratio": c["mask_prob"],
+            "ft_ratio": c["last_mask_prob"], "loss_type": "CE", "transform": "mask_itemseq",
+            "MAX_ITEM_LIST_LENGTH": h + 1, "train_neg_sample_args": None}
+
+
+def _caser(c: dict, h: int) -> dict:
+    # L2: ours is Adam's weight decay; RecBole's explicit reg_weight (default 1e-4) is set to 0
+    return {**_training(c), "embedding_size": c["dim"], "nv": c["n_v"], "nh": c["n_h"],
+            "dropout_prob": c["dropout"], "reg_weight": 0.0, "loss_type": "CE",
+            "MAX_ITEM_LIST_LENGTH": c["L"], "train_neg_sample_args": None}
+
+
+def _hgn(c: dict, h: int) -> dict:
+    # weight decay: ours (1e-3) is relative to a SUMMED BPR loss, which RecBole's HGN cannot
+    # train (see unmatched): RecBole's own regularisation defaults are kept (none)
+    return {**_training(c), "weight_decay": 0.0, "embedding_size": c["dim"], "reg_weight": [0.0, 0.0],
+            "pooling_type": "average", "loss_type": "CE", "MAX_ITEM_LIST_LENGTH": c["L"],
+            "train_neg_sample_args": None}
+
+
+SPECS: dict[str, ModelSpec] = {
+    "bpr": ModelSpec(
+        "mf", "BPR", "general", _bpr, lambda c, h: None, ours_overrides={"reg": 0.0},
+        unmatched=("RecBole's BPR has no regulariser: ours runs with reg 0 here (the fidelity "
+                   "preset's MF has λ = 1e-4)",)),
+    "lightgcn": ModelSpec(
+        "lightgcn", "LightGCN", "general", _lightgcn, lambda c, h: None,
+        unmatched=("initialisation: RecBole xavier-uniform, ours N(0, 0.1²) (the authors' code)",
+                   "validation every eval_every epochs on both sides; RecBole counts stopping_step "
+                   "in validations as ours counts patience")),
+    "sasrec": ModelSpec(
+        "sasrec", "SASRec", "sequential", _sasrec, lambda c, h: h,
+        unmatched=("blocks: RecBole post-norm (layer norm after each residual, and on the "
+                   "embeddings), ours pre-norm with a final layer norm and item embeddings scaled by √d",
+                   "positions: RecBole right-pads, so position 0 is the OLDEST history item; ours "
+                   "left-pads, so the last position is always the most recent item",
+                   "training samples: RecBole one row per (prefix -> next item), loss at the last "
+                   "position only; ours windows of max_history + 1 items with a loss at every "
+                   "position (the same targets, fewer and longer steps per epoch)")),
+    "bert4rec": ModelSpec(
+        "bert4rec", "BERT4Rec", "sequential", _bert4rec, lambda c, h: h + 1,
+        unmatched=("history files hold max_history + 1 items for BERT4Rec: RecBole appends [mask] "
+                   "by shifting the sequence left (reconstruct_test_data drops the oldest item), so it "
+                   "then predicts from the last max_history items + [mask], as ours does",
+                   "masking: RecBole masks each item with probability ρ (at most int(ρ L) kept) per "
+                   "prefix row and masks a whole BATCH at its last item with probability ft_ratio; ours "
+                   "masks exactly round(ρ n) items per window and single windows at the last item",
+                   "AdamW weight decay: RecBole on every parameter, ours not on biases / layer norms; "
+                   "RecBole's init N(0, 0.02²), ours truncated normal")),
+    "caser": ModelSpec(
+        "caser", "Caser", "sequential", _caser, lambda c, h: c["L"],
+        unmatched=("loss: ours the paper's binary cross-entropy with n_neg sampled negatives for each "
+                   "of T next items; RecBole's Caser trains CE or BPR on ONE next item: CE used",
+                   "output layer: ours a separate item table W2 with bias b2 on [z, P_u] (the paper); "
+                   "RecBole maps [z, P_u] through fc2 + ReLU and scores with the input item table",
+                   "histories: L = MAX_ITEM_LIST_LENGTH = the L last items on both sides; RecBole "
+                   "right-pads histories shorter than L")),
+    "hgn": ModelSpec(
+        "hgn", "HGN", "sequential", _hgn, lambda c, h: c["L"],
+        unmatched=("loss: ours BPR summed over T next items (the authors' code); RecBole's HGN 'BPR' "
+                   "scores the negative with the INPUT item table and the positive with the output "
+                   "table, so its CE (one next item, RecBole's default) is used",
+                   "regularisation: ours Adam weight decay 1e-3 against the summed loss; RecBole's "
+                   "defaults (no weight decay, reg_weight [0, 0]) kept, a decay against a mean CE "
+                   "being a different strength",
+                   "instance gates: ours exclude left-padded positions; RecBole's average includes "
+                   "its right-padded ones")),
+}
+ALIASES = {"mf": "bpr"}
+
+
+# --------------------------------------------------------------------------- our configs
+def fidelity_configs() -> dict[str, dict]:
+    """Entry label -> config of the fidelity preset (benchmarks/presets/fidelity.yaml); the
+    entry labelled with the method's own name is its default row (``sasrec``, not ``sasrec-bce``)."""
+    from benchmarks.matrix import load_matrix
+    return {m.label: dict(m.config) for m in load_matrix(preset="fidelity").methods}
+
+
+def resolved_ours(spec: ModelSpec, epochs: int | None, max_minutes: float | None) -> tuple[dict, dict]:
+    """(the overrides of our method config: fidelity preset + parity overrides + CLI caps,
+    the whole config with the method's defaults)."""
+    from benchmarks.config import build_config
+    from benchmarks.registry import METHODS
+
+    over = {**fidelity_configs().get(spec.ours, {}), **spec.ours_overrides}
+    if epochs is not None:
+        over["epochs"] = epochs
+    if max_minutes is not None:
+        over["max_train_minutes"] = max_minutes
+    return over, dataclasses.asdict(build_config(METHODS.get(spec.ours).Config, over))
+
+
+def ours_matrix(dataset: str, spec: ModelSpec, overrides: dict, seed: int, masked: bool) -> dict:
+    """The matrix that runs our method on ``dataset`` the way the parity run needs."""
+    return {"name": f"parity-{dataset}-{spec.ours}", "datasets": [dataset], "seeds": [seed],
+            "device": "cpu",
+            "evaluation": {"ks": list(KS), "subsets": ["all"], "valid_sample": None,
+                           "global_ranking": False, **ours_evaluation(masked)},
+            "methods": [{"name": spec.ours, "config": overrides}]}
+
+
+def recbole_yaml(spec: ModelSpec, name: str, work: Path, seed: int, model_cfg: dict, n_items: int) -> dict:
+    """RecBole's full config for one run on the benchmark files ``<work>/data/<name>/``.
+
+    ``eval_batch_size``: 256 users per ranking batch, as our evaluator's default. RecBole counts
+    it in SCORES for general models (users per batch = eval_batch_size // item_num, at least 1:
+    its default 4096 ranks Beauty's 12,102 items ONE user at a time) and in rows for sequential
+    ones."""
+    cfg = {"gpu_id": "", "use_gpu": False, "seed": seed, "reproducibility": True, "state": "INFO",
+           "worker": 0, "show_progress": False, "save_dataset": False, "save_dataloaders": False,
+           "data_path": str(work / "data"), "checkpoint_dir": str(work / "saved" / spec.recbole),
+           "benchmark_filename": ["train", "valid", "test"],
+           "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id",
+           "load_col": {"inter": ["user_id", "item_id"] + (["item_id_list"] if spec.kind == "sequential" else [])},
+           "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "full"},
+           "metrics": ["Recall", "NDCG"], "topk": list(KS), "valid_metric": "NDCG@10",
+           "metric_decimal_place": 6,
+           "eval_batch_size": EVAL_USERS * (n_items + 1 if spec.kind == "general" else 1)}
+    if spec.kind == "sequential":
+        cfg["alias_of_item_id"] = ["item_id_list"]
+    cfg.update(model_cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------- running
+def log(msg: str) -> None:
+    print(f"[parity] {time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def _run(cmd: list[str], *, cwd: Path, env: dict, logfile: Path) -> tuple[int, float, float]:
+    """Run ``cmd`` with stdout+stderr to ``logfile``; -> (exit status, seconds, peak RSS MB)."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(logfile, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - t0, round(usage.ru_maxrss / 1024, 1)
+
+
+def _tail(path: Path, n: int = 25) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    return "\n".join(lines[-n:])
+
+
+def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict) -> dict:
+    """Write the files and the config, run the driver (unless an identical run finished)."""
+    work = out / "work"
+    cap = spec.cap(ours_cfg, ds.max_history)
+    name = f"gb-{ds.name}-{spec.kind}" + (f"{cap}" if cap else "")
+    folder = work / "data" / name
+    digest = split_digest(ds, spec.kind, cap)
+    if not (folder / "digest.json").is_file() or json.loads((folder / "digest.json").read_text()) != digest:
+        write_atomic_files(ds, folder, name, spec.kind, cap)
+        (folder / "digest.json").write_text(json.dumps(digest, indent=1))
+        log(f"wrote RecBole files {folder} ({spec.kind}, history cap {cap})")
+    model_cfg = spec.recbole_config(ours_cfg, ds.max_history)
+    cfg = recbole_yaml(spec, name, work, args.seed, model_cfg, ds.n_items)
+    cfg_path = out / "configs" / f"recbole-{spec.recbole}.yaml"
+    cfg_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg_text = yaml.safe_dump(cfg, sort_keys=True)
+    minutes = ours_cfg.get("max_train_minutes")
+    res_path = out / "recbole" / f"{spec.recbole}.json"
+    key = {"config": cfg, "digest": digest, "max_train_minutes": minutes}
+    if res_path.is_file():
+        old = json.loads(res_path.read_text())
+        if old.get("harness_key") == key and "test_result" in old:
+            log(f"RecBole {spec.recbole}: reusing {res_path}")
+            return old
+    cfg_path.write_text(cfg_text)
+    py = Path(args.recbole_python)
+    if not py.is_file():
+        raise FileNotFoundError(f"{py}: no RecBole python; create the venv with scripts/recbole_env.sh "
+                                f"(or pass --recbole-python)")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+           "PYTHONPATH": str(py.parent.parent / "ray-stub")}
+    res_path.parent.mkdir(parents=True, exist_ok=True)
+    raw = work / "results" / f"{spec.recbole}.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(py), str(DRIVER), "--model", spec.recbole, "--dataset", name, "--config", str(cfg_path),
+           "--out", str(raw), "--expect", str(folder / "digest.json")]
+    if minutes is not None:
+        cmd += ["--max-train-minutes", str(minutes)]
+    log(f"RecBole {spec.recbole}: running (log {work / 'logs' / (spec.recbole + '.log')})")
+    rc, secs, rss = _run(cmd, cwd=work, env=env, logfile=work / "logs" / f"{spec.recbole}.log")
+    if rc != 0 or not raw.is_file():
+        err = _tail(work / "logs" / f"{spec.recbole}.log")
+        failed = {"error": f"exit status {rc}", "log_tail": err, "harness_key": key}
+        res_path.write_text(json.dumps(failed, indent=2))
+        log(f"RecBole {spec.recbole}: FAILED (exit status {rc}):\n{err}")
+        return failed
+    result = json.loads(raw.read_text())
+    problems = compare_digests(digest, result["loaded"])
+    if problems:
+        raise RuntimeError(f"RecBole {spec.recbole}: loaded data differ from the suite's split: {problems}")
+    result.update({"harness_key": key, "process_peak_rss_mb": rss, "process_seconds": round(secs, 1),
+                   "data_check": "ok"})
+    res_path.write_text(json.dumps(result, indent=2))
+    log(f"RecBole {spec.recbole}: done in {secs:.0f} s, {result['epochs_run']} epochs, "
+        f"test NDCG@10 {result['test_result'].get('ndcg@10'):.4f}")
+    return result
+
+
+_OURS_RUNNER = ("import sys; from benchmarks.matrix import load_matrix; from benchmarks.runner import run_matrix\n"
+                "s = run_matrix(load_matrix(sys.argv[1]), sys.argv[2], progress=False, fail_fast=True)\n"
+                "print(s)")
+
+
+def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, masked: bool) -> dict:
+    """Our method through benchmarks.runner (a subprocess, so its peak memory is its own)."""
+    from benchmarks.matrix import expand, load_matrix
+
+    matrix = ours_matrix(args.dataset, spec, overrides, args.seed, masked)
+    mpath = out / "configs" / f"ours-{spec.ours}.yaml"
+    mpath.parent.mkdir(parents=True, exist_ok=True)
+    mpath.write_text(yaml.safe_dump(matrix, sort_keys=False))
+    run_dir = out / "ours" / spec.ours
+    cell = expand(load_matrix(mpath))[0]
+    cell_dir = run_dir / cell.relpath
+    stats_path = run_dir / "process.json"
+    if not (cell_dir / "metrics.csv").is_file():
+        log(f"ours {spec.ours}: running (cell {cell_dir})")
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        rc, secs, rss = _run([sys.executable, "-c", _OURS_RUNNER, str(mpath), str(run_dir)], cwd=ROOT, env=env,
+                             logfile=out / "work" / "logs" / f"ours-{spec.ours}.log")
+        if rc != 0:
+            err = _tail(out / "work" / "logs" / f"ours-{spec.ours}.log")
+            log(f"ours {spec.ours}: FAILED (exit status {rc}):\n{err}")
+            return {"error": f"exit status {rc}", "log_tail": err}
+        stats_path.write_text(json.dumps({"hash": cell.hash, "process_peak_rss_mb": rss,
+                                          "process_seconds": round(secs, 1)}))
+    return read_ours(cell_dir, stats_path, cell.hash)
+
+
+def read_ours(cell_dir: Path, stats_path: Path, cell_hash: str) -> dict:
+    """Metrics, epochs and timing of one finished cell of ours."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_csv(cell_dir / "metrics.csv")
+    df = df[df["subset"] == "all"]
+    metrics = {split: {f"{r.metric}@{int(r.k)}": float(r.value)
+                       for r in df[(df["split"] == split) & df["metric"].isin(["recall", "ndcg"])].itertuples()}
+               for split in ("valid", "test")}
+    tl = json.loads((cell_dir / "train_log.json").read_text())
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    if stats.get("hash") != cell_hash:
+        stats = {}
+    # the standard error of our test means over users: how far apart two runs of the same
+    # model may land by chance alone (RecBole's per-user figures are not dumped)
+    with np.load(cell_dir / "per_user.npz") as z:
+        se = {m: float(z[f"test/all/{m}"].std(ddof=1) / np.sqrt(len(z[f"test/all/{m}"])))
+              for m in ("recall@10", "ndcg@10") if f"test/all/{m}" in z.files}
+    return {"valid": metrics["valid"], "test": metrics["test"], "test_se": se, "epochs_run": len(tl["epochs"]),
+            "best_epoch": tl["best_epoch"], "mean_epoch_seconds": tl["mean_epoch_seconds"],
+            "stopped": tl["stopped"], "train_seconds": tl["train_seconds"],
+            "peak_rss_mb": stats.get("process_peak_rss_mb"), "process_seconds": stats.get("process_seconds"),
+            "config": json.loads((cell_dir / "config.json").read_text())["config"]}
+
+
+# --------------------------------------------------------------------------- tables
+def _gap(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or theirs is None or not theirs:
+        return None
+    return ours / theirs - 1
+
+
+def recbole_side(res: dict, masked: bool) -> tuple[dict, dict, str]:
+    """RecBole's valid / test metrics under the protocol: its own dicts when RecBole itself
+    evaluates that way, else the driver's evaluation of its best model."""
+    if res.get("recbole_masks_history") == masked:
+        return res["best_valid_result"], res["test_result"], "recbole"
+    own = res["own_metrics"]
+    proto = "masked" if masked else "unmasked"
+    return own["valid"][proto], own["test"][proto], "driver"
+
+
+def table_rows(dataset: str, ds, seed: int, protocol: str, results: dict) -> list[dict]:
+    rows = []
+    for key, (spec, masked, ours, rb) in results.items():
+        row = {"dataset": dataset, "split": ds.split, "max_history": ds.max_history, "seed": seed,
+               "protocol": "masked" if masked else "unmasked", "model": key, "ours": spec.ours,
+               "recbole": spec.recbole}
+        if "error" in ours:
+            row["ours_error"] = ours["error"]
+        if "error" in rb:
+            row["recbole_error"] = rb["error"]
+        rv = rt = {}
+        if "test_result" in rb:
+            rv, rt, row["recbole_source"] = recbole_side(rb, masked)
+            row["data_check"] = rb.get("data_check")
+            row["recbole_agrees_with_driver"] = rb.get("agrees_with_recbole")
+        ov, ot = (ours.get("valid", {}), ours.get("test", {})) if "error" not in ours else ({}, {})
+        for split, o, r in (("valid", ov, rv), ("test", ot, rt)):
+            for m in ("recall", "ndcg"):
+                for k in KS:
+                    name = f"{m}@{k}"
+                    row[f"ours_{split}_{name}"] = o.get(name)
+                    row[f"recbole_{split}_{name}"] = r.get(name)
+                    row[f"gap_{split}_{name}"] = _gap(o.get(name), r.get(name))
+        for field_, src_o, src_r in (("s_per_epoch", "mean_epoch_seconds", "mean_epoch_seconds"),
+                                     ("epochs", "epochs_run", "epochs_run"),
+                                     ("best_epoch", "best_epoch", "best_epoch"),
+                                     ("peak_rss_mb", "peak_rss_mb", "process_peak_rss_mb"),
+                                     ("stopped", "stopped", "stopped"),
+                                     ("wall_s", "process_seconds", "process_seconds")):
+            row[f"ours_{field_}"] = ours.get(src_o)
+            row[f"recbole_{field_}"] = rb.get(src_r)
+        for m, v in (ours.get("test_se") or {}).items():
+            row[f"ours_test_se_{m}"] = v
+        gaps = [row["gap_test_recall@10"], row["gap_test_ndcg@10"]]
+        row["within_5pct_or_better"] = (None if any(g is None for g in gaps)
+                                        else all(g >= -0.05 for g in gaps))
+        rows.append(row)
+    return rows
+
+
+def _f(v, nd=4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _se(v) -> str:
+    return "" if v is None else f" ± {v:.4f}"
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:+.1f} %"
+
+
+def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> None:
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(out / "parity.csv", index=False)
+    lines = [f"# Parity with RecBole {header['recbole_version']}: {header['dataset']}", "",
+             f"Dataset `{header['dataset']}` ({header['users']} users, {header['items']} items, "
+             f"{header['interactions']} interactions), split `{header['split']}` (leave-one-out), "
+             f"history <= {header['max_history']}, full ranking over all items, seed {header['seed']}, "
+             f"one CPU thread per run. Protocol `{header['protocol']}`: "
+             + ("each model evaluated the way RecBole evaluates it (general models with the user's "
+                "history items removed from the ranking, sequential ones without)."
+                if header["protocol"] == "recbole" else f"every model {header['protocol']}.")
+             + " Gap = ours / RecBole - 1; \"within\" = both test gaps >= -5 %; ± = the standard error "
+             "of our test NDCG@10 over the test users (the spread one run has by chance).", "",
+             "Command:", "", "```", header["command"], "```", "",
+             "| model (ours / RecBole) | protocol | valid R@10 ours / RB | valid N@10 ours / RB | "
+             "test R@10 ours / RB | gap | test N@10 ours / RB | gap | s/epoch ours / RB | "
+             "epochs (best) ours / RB | peak RSS MB ours / RB | within ±5 % or better |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        src = " (driver)" if r.get("recbole_source") == "driver" else ""
+        verdict = {True: "yes", False: "no", None: "—"}[r["within_5pct_or_better"]]
+        if any(str(r.get(f"{side}_stopped", "")).startswith("time cap") for side in ("ours", "recbole")):
+            verdict += " †"
+        lines.append(
+            f"| {r['ours']} / {r['recbole']} | {r['protocol']}{src} "
+            f"| {_f(r['ours_valid_recall@10'])} / {_f(r['recbole_valid_recall@10'])} "
+            f"| {_f(r['ours_valid_ndcg@10'])} / {_f(r['recbole_valid_ndcg@10'])} "
+            f"| {_f(r['ours_test_recall@10'])} / {_f(r['recbole_test_recall@10'])} | {_pct(r['gap_test_recall@10'])} "
+            f"| {_f(r['ours_test_ndcg@10'])}{_se(r.get('ours_test_se_ndcg@10'))} / {_f(r['recbole_test_ndcg@10'])} "
+            f"| {_pct(r['gap_test_ndcg@10'])} "
+            f"| {_f(r['ours_s_per_epoch'], 2)} / {_f(r['recbole_s_per_epoch'], 2)} "
+            f"| {_f(r['ours_epochs'])} ({_f(r['ours_best_epoch'])}) / {_f(r['recbole_epochs'])} ({_f(r['recbole_best_epoch'])}) "
+            f"| {_f(r['ours_peak_rss_mb'], 0)} / {_f(r['recbole_peak_rss_mb'], 0)} | {verdict} |")
+    other = [(k, spec, masked, rb) for k, (spec, masked, _, rb) in results.items() if "own_metrics" in rb]
+    if other:
+        lines += ["", "RecBole's best models under the OTHER protocol (the driver's evaluation of the same "
+                  "checkpoint; early stopping was on RecBole's own protocol):", "",
+                  "| RecBole model | protocol | valid R@10 | valid N@10 | test R@10 | test N@10 | "
+                  "driver reproduces RecBole's own figures |", "|---|---|---|---|---|---|---|"]
+        for k, spec, masked, rb in other:
+            proto = "unmasked" if rb["recbole_masks_history"] else "masked"
+            v, t = rb["own_metrics"]["valid"][proto], rb["own_metrics"]["test"][proto]
+            lines.append(f"| {spec.recbole} | {proto} | {_f(v['recall@10'])} | {_f(v['ndcg@10'])} "
+                         f"| {_f(t['recall@10'])} | {_f(t['ndcg@10'])} | {rb.get('agrees_with_recbole')} |")
+    checked = [(spec, rb) for spec, _, _, rb in results.values() if rb.get("data_check")]
+    if checked:
+        lines += ["", "Data check (after RecBole loaded the files: users, items, rows per split and a "
+                  "SHA-256 of every row, user / history / target, equal to the suite's split): " + "; ".join(
+                      f"{spec.recbole} {rb['data_check']} ({rb['loaded']['users']} users, "
+                      f"{rb['loaded']['items']} items, train / valid / test rows "
+                      f"{rb['loaded']['train']['rows']} / {rb['loaded']['valid']['rows']} / "
+                      f"{rb['loaded']['test']['rows']}"
+                      + (f", history <= {rb['loaded']['test']['max_history']}"
+                         if rb['loaded']['test']['max_history'] else "") + ")"
+                      for spec, rb in checked) + "."]
+    if any(str(r.get(f"{side}_stopped", "")).startswith("time cap") for r in rows for side in ("ours", "recbole")):
+        lines += ["", "† a side was stopped by the training time cap (see Stopping): that row compares the "
+                  "two at equal training time, not at convergence."]
+    lines += ["", "Stopping: " + "; ".join(
+        f"{r['ours']} ours {_f(r['ours_stopped'])}, RecBole {_f(r['recbole_stopped'])}" for r in rows) + ".", ""]
+    errors = [(r["model"], side, r[f"{side}_error"]) for r in rows for side in ("ours", "recbole")
+              if f"{side}_error" in r]
+    for model, side, err in errors:
+        tail = results[model][2 if side == "ours" else 3].get("log_tail", "")
+        lines += [f"**{model}: the {side} run failed** ({err}); the end of its log:", "", "```", tail, "```", ""]
+    lines += ["## Settings and what could not be matched", ""]
+    for k, (spec, masked, ours, rb) in results.items():
+        lines += [f"### {spec.ours} / {spec.recbole}", "",
+                  f"- ours (`configs/ours-{spec.ours}.yaml`, the fidelity preset's config"
+                  + (f" with {spec.ours_overrides}" if spec.ours_overrides else "") + "): "
+                  + ", ".join(f"{a}={b}" for a, b in sorted((ours.get("config") or {}).items())),
+                  f"- RecBole (`configs/recbole-{spec.recbole}.yaml`): "
+                  + ", ".join(f"{a}={b}" for a, b in sorted((rb.get("config") or {}).items())
+                              if a not in ("eval_args", "metrics", "topk", "valid_metric", "seed"))]
+        lines += [f"- not matched: {u}" for u in spec.unmatched] + [""]
+    (out / "parity.md").write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- main
+def parse_models(text: str) -> list[str]:
+    keys = [ALIASES.get(m.strip().lower(), m.strip().lower()) for m in text.split(",") if m.strip()]
+    bad = [m for m in keys if m not in SPECS]
+    if bad:
+        raise SystemExit(f"--models: unknown {bad}; known: {', '.join(SPECS)} (mf = bpr)")
+    return keys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.parity.recbole",
+                                 description="ours vs RecBole on the same split, side by side")
+    ap.add_argument("--dataset", required=True, help="a catalog dataset name (ml-100k, beauty ...)")
+    ap.add_argument("--models", default=",".join(SPECS), help=f"comma-separated, from {', '.join(SPECS)}")
+    ap.add_argument("--output", required=True, help="folder for the tables, configs and runs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None, help="override the epochs of both sides")
+    ap.add_argument("--max-train-minutes", type=float, default=None,
+                    help="training time cap of both sides (default: the fidelity config's, if any)")
+    ap.add_argument("--protocol", choices=("recbole", "masked", "unmasked"), default="recbole")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--recbole-python", default=str(DEFAULT_RECBOLE_VENV / "bin" / "python"))
+    ap.add_argument("--skip-ours", action="store_true", help="RecBole only")
+    ap.add_argument("--skip-recbole", action="store_true", help="ours only")
+    ap.add_argument("--table-only", action="store_true", help="rebuild the tables from finished runs")
+    args = ap.parse_args(argv)
+
+    from benchmarks.data.catalog import load_dataset
+
+    out = Path(args.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ".gitignore").write_text("# written by benchmarks.parity.recbole: runs, data and checkpoints\nwork/\nours/\n")
+    ds = load_dataset(args.dataset)
+    log(f"dataset {args.dataset}: {ds.n_users} users, {ds.n_items} items, split {ds.split}, "
+        f"history <= {ds.max_history}")
+    results = {}
+    for key in parse_models(args.models):
+        spec = SPECS[key]
+        masked = spec.kind == "general" if args.protocol == "recbole" else args.protocol == "masked"
+        overrides, ours_cfg = resolved_ours(spec, args.epochs, args.max_train_minutes)
+        ours = rb = {"error": "not run"}
+        if args.table_only or args.skip_ours:
+            from benchmarks.matrix import expand, load_matrix
+            mpath = out / "configs" / f"ours-{spec.ours}.yaml"
+            if mpath.is_file():
+                cell = expand(load_matrix(mpath))[0]
+                cdir = out / "ours" / spec.ours / cell.relpath
+                if (cdir / "metrics.csv").is_file():
+                    ours = read_ours(cdir, out / "ours" / spec.ours / "process.json", cell.hash)
+        else:
+            ours = run_ours(spec, args, out, overrides, masked)
+            if "error" not in ours:
+                log(f"ours {spec.ours}: {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
+                    f"test NDCG@10 {ours['test'].get('ndcg@10'):.4f}")
+        res_path = out / "recbole" / f"{spec.recbole}.json"
+        if args.table_only or args.skip_recbole:
+            if res_path.is_file():
+                rb = json.loads(res_path.read_text())
+        else:
+            rb = run_recbole(spec, ds, args, out, ours_cfg)
+        results[key] = (spec, masked, ours, rb)
+        rows = table_rows(args.dataset, ds, args.seed, args.protocol, results)
+        version = next((r[3].get("recbole_version") for r in results.values() if r[3].get("recbole_version")), "1.2.1")
+        header = {"dataset": args.dataset, "users": ds.n_users, "items": ds.n_items,
+                  "interactions": ds.n_interactions, "split": ds.split, "max_history": ds.max_history,
+                  "seed": args.seed, "protocol": args.protocol, "recbole_version": version,
+                  # the command that RAN the models (--table-only only re-reads their results)
+                  "command": "python -m benchmarks.parity.recbole " + " ".join(
+                      a for a in (argv if argv is not None else sys.argv[1:]) if a != "--table-only")}
+        write_tables(out, rows, results, header)
+    log(f"tables: {out / 'parity.md'}, {out / 'parity.csv'}")
+    print((out / "parity.md").read_text().split("## Settings")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
