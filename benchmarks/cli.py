@@ -66,6 +66,13 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from benchmarks.report import write_report
 
+    if args.cells_from:   # gather finished cells of several runs into DIR, then report DIR
+        from benchmarks.rundir import RunDir
+
+        run = RunDir(Path(args.dir))
+        copied = run.adopt_cells([RunDir(Path(p)) for p in args.cells_from])
+        run.collect_results()
+        print(f"gathered {len(copied)} new cells into {args.dir}")
     paths = write_report(Path(args.dir))
     print(paths["report.md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -179,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write tables (md, tex, csv) for a run directory")
     rep.add_argument("dir")
+    rep.add_argument("--cells-from", nargs="+", metavar="RUN", default=[],
+                     help="first copy the finished cells of these run directories into DIR "
+                          "(one report over several runs, e.g. one per protocol)")
     rep.set_defaults(func=cmd_report)
 
     d = sub.add_parser("data", help="datasets: statistics, fetching")

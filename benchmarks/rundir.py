@@ -242,6 +242,45 @@ class RunDir:
         for tmp in (self.root / "cells").glob(f"*/*/*{_STAGING}*"):
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def adopt_cells(self, sources: list["RunDir"]) -> list[Path]:
+        """Copy every finished cell of ``sources`` into this run directory (same relative
+        paths), so that one report covers cells computed by several runs. A cell already here
+        with the same path (same dataset, label, seed and config hash) is kept, not copied
+        again; two sources holding the same path with different metrics are an error. The
+        methods of the sources' ``matrix.yaml`` are merged, in order, into this one's (their
+        labels order the report's rows). Returns the paths copied."""
+        import yaml
+
+        copied, seen = [], {}
+        for src in sources:
+            src_cells = src.finished()
+            if not src_cells:
+                raise ConfigError(f"{src.root}: no finished cells (cells/*/*/*/metrics.csv) to gather")
+            for cell in src_cells:
+                rel = cell.path.relative_to(src.root)
+                dest = self.root / rel
+                body = (cell.path / "metrics.csv").read_bytes()
+                if rel in seen and seen[rel][1] != body:
+                    raise ConfigError(f"{cell.path}: the same cell as {seen[rel][0]} with different metrics "
+                                      f"(same config hash); gather one of them")
+                seen[rel] = (cell.path, body)
+                if dest.is_dir():
+                    continue
+                tmp = dest.with_name(dest.name + f"{_STAGING}{int(time.time() * 1e6)}")
+                shutil.copytree(cell.path, tmp)
+                tmp.rename(dest)
+                copied.append(dest)
+        methods = []
+        for run in [self, *sources]:
+            path = run.root / "matrix.yaml"
+            data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+            for m in data.get("methods", []):
+                if isinstance(m, dict) and m not in methods:
+                    methods.append(m)
+        name = self.root.name
+        self.write_matrix({"name": name, "gathered_from": [str(s.root) for s in sources], "methods": methods})
+        return copied
+
     # ------------------------------------------------------------------ run-level files
     def collect_results(self) -> pd.DataFrame:
         """All finished cells' metrics in one tidy table, also written to ``results.csv``."""

@@ -67,6 +67,14 @@ def test_run_and_report(tmp_path, capsys):
     assert next((out / "cells" / "toy" / "mostpop").iterdir()).name.startswith("seed3-")
     assert main(["report", str(out)]) == 0
     assert (out / "table.md").is_file() and (out / "table.tex").is_file() and (out / "report.md").is_file()
+    # a second run under a named protocol (the toy data resolves `auto` to unmasked), reported with the first
+    other = tmp_path / "run-masked"
+    assert main(["run", str(matrix), "--methods", "mostpop", "--seeds", "3", "--protocol", "masked",
+                 "--output", str(other), "--quiet"]) == 0
+    both = tmp_path / "both"
+    assert main(["report", str(both), "--cells-from", str(out), str(other)]) == 0
+    text = (both / "report.md").read_text()
+    assert "mixes evaluation protocols" in text and "# Protocol `masked`" in text
 
 
 def test_errors_are_one_line_with_status_2(tmp_path, capsys):

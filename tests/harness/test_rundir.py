@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.errors import ConfigError
 from benchmarks.rundir import RESULT_COLUMNS, CellDir, RunDir
 from identifiers.base import ItemIdentifiers
 
@@ -58,3 +59,34 @@ def test_failures_are_this_runs_only(tmp_path):
     assert run.failures()[0]["error"] == "ValueError: x"
     run.write_failures([])
     assert run.failures() == [] and not (tmp_path / "failures.json").exists()
+
+
+def _finished_cell(run, method, protocol, value, h="h1"):
+    with run.building(CellDir.relpath("d", method, 0, h)) as cell:
+        cell.write_config({"seed": 0})
+        cell.write_metrics([{**ROW, "method": method, "protocol": protocol, "value": value, "config_hash": h}])
+    run.write_matrix({"name": run.root.name, "methods": [{"name": method}]})
+
+
+def test_cells_of_several_runs_gather_into_one_report_folder(tmp_path):
+    a, b = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    _finished_cell(a, "mf", "masked", 0.25)
+    _finished_cell(b, "hgn", "unmasked", 0.5)
+    out = RunDir(tmp_path / "out")
+    copied = out.adopt_cells([a, b])
+    assert [p.relative_to(out.root).as_posix() for p in copied] == ["cells/d/mf/seed0-h1", "cells/d/hgn/seed0-h1"]
+    df = out.collect_results()
+    assert sorted(zip(df["method"], df["protocol"], df["value"])) == [("hgn", "unmasked", 0.5), ("mf", "masked", 0.25)]
+    assert out.method_order() == ["mf", "hgn"]
+    assert out.adopt_cells([a]) == []          # already there: kept, not copied again
+    assert a.cell("d", "mf", 0, "h1").complete  # the source is left as it was
+
+
+def test_gathering_two_different_cells_under_one_path_is_refused(tmp_path):
+    a, b = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    _finished_cell(a, "mf", "masked", 0.25)
+    _finished_cell(b, "mf", "masked", 0.75)
+    with pytest.raises(ConfigError, match="same cell as .* with different metrics"):
+        RunDir(tmp_path / "out").adopt_cells([a, b])
+    with pytest.raises(ConfigError, match="no finished cells"):
+        RunDir(tmp_path / "out2").adopt_cells([RunDir(tmp_path / "empty")])
