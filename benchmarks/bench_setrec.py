@@ -41,6 +41,26 @@ def _block_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in module.named_parameters() if ".block." in n or "final_layer_norm" in n)
 
 
+def counted_gflop(fn, n_users: int, *models: torch.nn.Module) -> float:
+    """Counted multiply-adds x 2 of ``fn()`` (one batch of ``n_users``), per user, in GFLOP:
+    matrix products and attention (``torch.utils.flop_counter``). The models' parameters are
+    frozen meanwhile: the counter's module hooks reject the grad-requiring views that no_grad
+    creates of parameters (e.g. the expanded queries)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = [p for m in models for p in m.parameters() if p.requires_grad]
+    counter = FlopCounterMode(display=False)
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.no_grad(), counter:
+            fn()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return counter.get_total_flops() / n_users / 1e9
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="ml-100k", help="a catalog name or a JSON mapping")
@@ -85,22 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def gflop_per_user(fn, *models) -> float:
-        """Counted multiply-adds x 2 of ``fn()`` on the first batch, per user, in GFLOP. The
-        models' parameters are frozen meanwhile: the counter's module hooks reject the
-        grad-requiring views that no_grad creates of parameters (e.g. the expanded queries)."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        params = [p for m in models for p in m.parameters() if p.requires_grad]
-        counter = FlopCounterMode(display=False)
-        try:
-            for p in params:
-                p.requires_grad_(False)
-            with torch.no_grad(), counter:
-                fn()
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-        return counter.get_total_flops() / len(batches[0]) / 1e9
+        return counted_gflop(fn, len(batches[0]), *models)
 
     def timed(model, warm: bool = True) -> tuple[float, int]:
         seconds, n = 0.0, 0

@@ -168,7 +168,8 @@ def pq_decode(codes: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
 
 def pq_lloyd(sub: torch.Tensor, books: torch.Tensor, iters: int) -> torch.Tensor:
     """``iters`` Lloyd iterations of every subspace's k-means at once, from ``books``
-    [m, K, ds]; an empty cluster takes the point farthest from its centre."""
+    [m, K, ds]; empty clusters take the points farthest from their centres (beyond the number
+    of points, they keep their previous centres)."""
     m, n, ds = sub.shape
     k = books.shape[1]
     books = books.clone()
@@ -180,7 +181,9 @@ def pq_lloyd(sub: torch.Tensor, books: torch.Tensor, iters: int) -> torch.Tensor
         for j in torch.nonzero((counts == 0).any(1)).flatten().tolist():
             empty = torch.nonzero(counts[j] == 0).flatten()
             err = (sub[j] - new[j][assign[j]]).pow(2).sum(-1)
-            new[j, empty] = sub[j, err.argsort(descending=True)[:len(empty)]]
+            far = err.argsort(descending=True)[:len(empty)]      # fewer points than codes: the rest
+            new[j, empty[:len(far)]] = sub[j, far]                # keep their previous centres
+            new[j, empty[len(far):]] = books[j, empty[len(far):]]
         books = new
     return books
 

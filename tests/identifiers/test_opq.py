@@ -60,6 +60,14 @@ def test_codes_have_one_column_per_codebook_in_range():
     assert torch.equal(pq_assign(sub, books, chunk_elems=1000), d.argmin(-1))   # chunked the same
 
 
+def test_fewer_points_than_codes_still_quantise_every_point_exactly():
+    x = _correlated(n=30, d=8)
+    model = train_opq(x, 2, 256, OPQConfig(n_codebooks=2, opq_iters=3), seed=0)
+    codes = opq_encode(x, model)
+    assert codes.shape == (30, 2) and codes.min() >= 0 and codes.max() < 256
+    assert _relative_error(x, model) < 1e-6          # every point has a code of its own
+
+
 def test_reconstruction_error_falls_with_the_number_of_codebooks():
     x = _correlated()
     errors = [_relative_error(x, train_opq(x, m, 16, OPQConfig(n_codebooks=m, codebook_size=16, opq_iters=5), 0))
