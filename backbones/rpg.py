@@ -11,7 +11,8 @@ facebookresearch/RPG_KDD2025 ``genrec/models/RPG/model.py``).
   dropout and attention dropout ``embd_dropout`` / ``attn_dropout``, residual dropout
   ``resid_dropout``, LayerNorm eps ``layer_norm_eps``, GPT-2's initialisation.
 - Heads: g_j(h) = h + SiLU(W_j h + b_j), W_j zero-initialised (an identity map at the start;
-  b_j keeps ``nn.Linear``'s default initialisation, as in the official ResBlock).
+  b_j keeps ``nn.Linear``'s default initialisation, as in the official ResBlock); the m heads
+  are one batched product (:class:`ParallelHeads`).
 - Tied output: logit(j, c) = cos(g_j(h), e_{j,c}) / τ over digit j's rows of the same table.
 - Loss: the cross-entropy over digit j's codes of the target item's code, averaged over the
   digits (and over the supervised positions).
@@ -26,21 +27,28 @@ Digits may have different sizes (``sizes``): OPQ's are all 256, other level-stru
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
-class ResidualHead(nn.Module):
-    """g(h) = h + SiLU(W h + b), W zero-initialised (RPG's per-digit projection head)."""
+class ParallelHeads(nn.Module):
+    """The m residual heads g_j(h) = h + SiLU(W_j h + b_j), all at once: ``weight`` [m, d, d]
+    (W_j, zero-initialised: every head starts as the identity map) and ``bias`` [m, d]
+    (``nn.Linear``'s default initialisation, as the official ResBlock's). One batched product
+    instead of m small ones; the same function as m separate ResBlocks."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, m: int, hidden: int):
         super().__init__()
-        self.linear = nn.Linear(hidden, hidden)
-        nn.init.zeros_(self.linear.weight)
+        self.weight = nn.Parameter(torch.zeros(m, hidden, hidden))
+        bound = 1.0 / math.sqrt(hidden)
+        self.bias = nn.Parameter(torch.empty(m, hidden).uniform_(-bound, bound))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + F.silu(self.linear(h))
+        """[P, d] -> [P, m, d]."""
+        return h.unsqueeze(1) + F.silu(torch.einsum("pi,joi->pjo", h, self.weight) + self.bias)
 
 
 def flat_codes(codes: torch.Tensor, sizes: list[int]) -> torch.Tensor:
@@ -53,22 +61,22 @@ def flat_codes(codes: torch.Tensor, sizes: list[int]) -> torch.Tensor:
 def code_scores(logp: torch.Tensor, flat: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """Scores mean_j L[j, c_j(i)] of ``items`` [B, X] (per user) or [X] (the same for all
     users) from ``logp`` [B, Σ K] and ``flat`` [N + 1, m] (:func:`flat_codes`, row = item id)
-    -> [B, X]. The one gather every scorer (exact and graph) uses, so both give bit-equal
-    scores for the same item."""
-    b = logp.shape[0]
-    idx = flat[items]                                                    # [B, X, m] or [X, m]
-    if idx.dim() == 2:
-        idx = idx.unsqueeze(0).expand(b, -1, -1)
-    m = idx.shape[-1]
-    return logp.gather(1, idx.reshape(b, -1)).view(b, -1, m).mean(-1)
+    -> [B, X]: one gather per digit, summed digit after digit and divided by m. Every scorer
+    (exact and graph) uses this one, so both give bit-equal scores for the same item."""
+    acc = None
+    for j in range(flat.shape[1]):
+        col = flat[:, j][items]
+        part = logp.index_select(1, col) if items.dim() == 1 else logp.gather(1, col)
+        acc = part if acc is None else acc + part
+    return acc / flat.shape[1]
 
 
 def exact_scores(logp: torch.Tensor, flat: torch.Tensor, n_items: int, chunk_elems: int = 1 << 24) -> torch.Tensor:
     """[B, n_items + 1] exact scores of every item (column 0, padding, -inf), in item chunks
-    so that no [B, chunk, m] gather exceeds ``chunk_elems`` entries."""
-    b, m = logp.shape[0], flat.shape[1]
+    of at most ``chunk_elems`` scores."""
+    b = logp.shape[0]
     out = torch.full((b, n_items + 1), float("-inf"), device=logp.device)
-    step = max(1, chunk_elems // max(b * m, 1))
+    step = max(1, chunk_elems // max(b, 1))
     for s in range(1, n_items + 1, step):
         items = torch.arange(s, min(s + step, n_items + 1), device=logp.device)
         out[:, s:s + len(items)] = code_scores(logp, flat, items)
@@ -110,7 +118,13 @@ class RPGNetwork(nn.Module):
                             layer_norm_epsilon=layer_norm_eps, initializer_range=init_range,
                             bos_token_id=None, eos_token_id=None, pad_token_id=None)
         self.gpt2 = GPT2Model(config)
-        self.heads = nn.ModuleList(ResidualHead(hidden) for _ in range(self.m))
+        self.heads = ParallelHeads(self.m, hidden)
+        # digit j's codes in a [m, K_max] grid (K_max = the largest digit): where each flat
+        # column sits, and which grid cells are real codes (digits of different sizes)
+        k_max = max(self.sizes)
+        grid = torch.arange(k_max).unsqueeze(0) < torch.tensor(self.sizes).unsqueeze(1)      # [m, K_max]
+        self.register_buffer("valid", grid, persistent=False)
+        self.register_buffer("grid_index", torch.nonzero(grid.flatten()).flatten(), persistent=False)
 
     @property
     def token_table(self) -> torch.Tensor:
@@ -122,9 +136,11 @@ class RPGNetwork(nn.Module):
         return list(torch.split(self.token_table, self.sizes, dim=0))
 
     def item_inputs(self, items: torch.Tensor) -> torch.Tensor:
-        """[..., ] item ids -> [..., d] pooled code embeddings."""
-        rows = self.gpt2.wte(self.tokens[items])                         # [..., m, d]
-        return rows.mean(-2) if self.pooling == "mean" else rows.amax(-2)
+        """[...] item ids -> [..., d] pooled code embeddings (one embedding bag per item: the
+        [..., m, d] rows are never materialised)."""
+        bags = self.tokens[items.reshape(-1)]                            # [n, m]
+        pooled = F.embedding_bag(bags, self.gpt2.wte.weight, mode=self.pooling)
+        return pooled.view(*items.shape, -1)
 
     def hidden_states(self, items: torch.Tensor) -> torch.Tensor:
         """[B, L] left-padded item ids -> last-layer states [B, L, d] (causal)."""
@@ -133,26 +149,34 @@ class RPGNetwork(nn.Module):
         return self.gpt2(inputs_embeds=self.item_inputs(items), attention_mask=mask,
                          position_ids=pos).last_hidden_state
 
+    def _grid_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """[P, d] states -> [P, m, K_max] logits cos(g_j(h), e_{j,c}) / τ (-inf off the grid)."""
+        table = F.normalize(self.token_table, dim=-1)
+        k_max = max(self.sizes)
+        grid = table.new_zeros((self.m * k_max, table.shape[1]))
+        grid[self.grid_index] = table
+        grid = grid.view(self.m, k_max, -1)                                  # [m, K_max, d]
+        states = F.normalize(self.heads(h), dim=-1)                          # [P, m, d]
+        logits = torch.einsum("pjd,jkd->pjk", states, grid) / self.temperature
+        return logits.masked_fill(~self.valid, float("-inf")) if not bool(self.valid.all()) else logits
+
+    def _flat(self, grid: torch.Tensor) -> torch.Tensor:
+        """[P, m, K_max] -> [P, Σ K] (each digit's real codes, digit after digit)."""
+        return grid.reshape(grid.shape[0], -1).index_select(1, self.grid_index)
+
     def digit_logits(self, h: torch.Tensor) -> torch.Tensor:
         """[P, d] states -> [P, Σ K] logits cos(g_j(h), e_{j,c}) / τ, digit after digit."""
-        tables = [F.normalize(t, dim=-1) for t in self.digit_tables()]
-        return torch.cat([F.normalize(head(h), dim=-1) @ t.T for head, t in zip(self.heads, tables)],
-                         -1) / self.temperature
-
-    def per_digit(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[P, Σ K] -> digit j's columns [P, K_j], j = 0 .. m-1."""
-        return list(torch.split(x, self.sizes, dim=-1))
+        return self._flat(self._grid_logits(h))
 
     def loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-digit cross-entropy of the target items' codes, averaged over digits and
         positions: ``h`` [P, d] states, ``targets`` [P] item ids."""
-        codes = self.codes[targets]
-        logits = self.per_digit(self.digit_logits(h))
-        return torch.stack([F.cross_entropy(lg.float(), codes[:, j]) for j, lg in enumerate(logits)]).mean()
+        logits = self._grid_logits(h).float()                               # [P, m, K_max]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.codes[targets].reshape(-1))
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """[B, d] last states -> [B, Σ K]: log_softmax over each digit's codes (the table L)."""
-        return torch.cat([F.log_softmax(lg.float(), -1) for lg in self.per_digit(self.digit_logits(h))], -1)
+        return self._flat(F.log_softmax(self._grid_logits(h).float(), -1))
 
     def user_log_probs(self, history: torch.Tensor) -> torch.Tensor:
         """[B, H] left-padded histories -> [B, Σ K] per-digit log-probabilities of the next item."""

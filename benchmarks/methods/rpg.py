@@ -250,7 +250,8 @@ class RPG(TorchRecommender):
         return self.module.loss(h[sel], labels[sel])
 
     def optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        return torch.optim.AdamW(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay,
+                                 foreach=True)
 
     def scheduler(self, optimizer, total_steps: int):
         return warmup_decay_scheduler(optimizer, self.config.schedule, self.config.warmup_steps, total_steps)

@@ -64,8 +64,7 @@ def test_scores_are_invariant_to_a_consistent_digit_permutation():
     """Digits carry no order: permuting them in the codes, the token table and the heads
     together leaves every score unchanged."""
     net = _net(m=5)
-    for head in net.heads:                     # non-zero head weights, so that the heads differ
-        torch.nn.init.normal_(head.linear.weight, std=0.1)
+    torch.nn.init.normal_(net.heads.weight, std=0.1)   # non-zero head weights: the heads differ
     perm = [3, 0, 4, 1, 2]
     other = RPGNetwork(net.codes[:, perm], [net.sizes[j] for j in perm], hidden=32, n_layers=1, n_heads=2,
                        inner=64, max_len=20).eval()
@@ -73,9 +72,7 @@ def test_scores_are_invariant_to_a_consistent_digit_permutation():
     k = net.sizes[0]
     rows = state["gpt2.wte.weight"]
     state["gpt2.wte.weight"] = torch.cat([rows[:1]] + [rows[1 + j * k:1 + (j + 1) * k] for j in perm])
-    for new, old in enumerate(perm):
-        for name in ("weight", "bias"):
-            state[f"heads.{new}.linear.{name}"] = net.state_dict()[f"heads.{old}.linear.{name}"].clone()
+    state["heads.weight"], state["heads.bias"] = state["heads.weight"][perm], state["heads.bias"][perm]
     other.load_state_dict(state)
     hist = torch.randint(1, 41, (4, 7))
     with torch.no_grad():
@@ -236,3 +233,14 @@ def test_rpg_runs_on_rq_kmeans_ties_codes(toy, tmp_path):
     items, _ = model.rank(user_batch(ds, "test", np.arange(10)), 10)
     assert all(len(set(r)) == 10 for r in items.tolist())
     assert torch.equal(flat_codes(torch.tensor([[1, 2, 3]]), [8, 8, 8]), torch.tensor([[1, 10, 19]]))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_an_item_enters_as_the_pool_of_its_code_rows(pooling):
+    net = _net(pooling=pooling)
+    items = torch.randint(0, 41, (3, 5))
+    rows = net.gpt2.wte(net.tokens[items])                         # [3, 5, m, d]
+    expected = rows.mean(-2) if pooling == "mean" else rows.amax(-2)
+    assert torch.allclose(net.item_inputs(items), expected, atol=1e-6)
+    # token id of code c at digit j: 1 + 16 j + c (0 = padding, the padding item's tokens)
+    assert torch.equal(net.tokens[7], net.codes[7] + torch.arange(4) * 16 + 1) and not net.tokens[0].any()
