@@ -15,7 +15,8 @@ Walk (per user, :func:`graph_walk`): start from ``b`` random items; then ``steps
 take the union of the beam's neighbour lists, score every item of it exactly with the user's
 per-digit log-probabilities (:func:`backbones.rpg.code_scores`), keep the best ``b`` (ties:
 lower item id first, the harness's rule). The result is the last beam, best first. Cost per
-user O(b k q m) gathered log-probabilities, no term in N.
+user O(b k q m) gathered log-probabilities, no term in N (where b k q exceeds N, the method
+scores every item once instead, O(N m), and the walk looks the scores up: the same numbers).
 
 Differences from the official code, each a choice the paper leaves open:
 - Start: ``b`` DISTINCT items drawn uniformly (per user from a generator seeded by the run seed
@@ -78,10 +79,27 @@ def random_starts(users: np.ndarray, seed: int, beams: int, n_items: int,
     return out
 
 
+def stable_top(s: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices [B, k] of each row's k largest values, best first, equal values in
+    column order (what a stable descending sort's first k columns are), via ``topk`` with the
+    ties fixed: rows where the k-th value also occurs beyond the top-k are sorted stably in
+    full, and ties inside the top-k are put in column order."""
+    vals, idx = torch.topk(s, k, dim=1)
+    kth = vals[:, -1:]
+    cut = (s == kth).sum(1) > (vals == kth).sum(1)
+    if cut.any():
+        rows = cut.nonzero().squeeze(1)
+        idx[rows] = torch.sort(s[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        vals[rows] = s[rows].gather(1, idx[rows])
+    order = torch.argsort(idx, dim=1)
+    idx, vals = idx.gather(1, order), vals.gather(1, order)
+    return idx.gather(1, torch.sort(vals, dim=1, descending=True, stable=True).indices)
+
+
 @torch.no_grad()
 def graph_walk(logp: torch.Tensor, flat: torch.Tensor, adjacency: torch.Tensor, starts: torch.Tensor,
-               steps: int, allowed: torch.Tensor | None = None, count_visited: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+               steps: int, allowed: torch.Tensor | None = None, count_visited: bool = False,
+               table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The beam after ``steps`` propagation steps: item ids [B, b] best first (0 where no
     allowed item was left) and their scores [B, b] (-inf there).
 
@@ -89,9 +107,16 @@ def graph_walk(logp: torch.Tensor, flat: torch.Tensor, adjacency: torch.Tensor, 
     item's codes; ``adjacency`` [N + 1, k] (:func:`neighbour_graph`); ``starts`` [B, b];
     ``allowed`` [B, N + 1] bool: the items that may enter the beam (None: all real items).
     The info dict holds ``beam_means`` [steps + 1, B] (the mean beam score after each step,
-    the start first) and, with ``count_visited``, ``visited`` [B]: distinct items scored."""
+    the start first) and, with ``count_visited``, ``visited`` [B]: distinct items scored.
+
+    ``table`` [B, N + 1]: every item's exact score (:func:`backbones.rpg.exact_scores`), to
+    look the visited items' scores up in instead of gathering their m log-probabilities: the
+    same numbers (both come from :func:`backbones.rpg.code_scores`), cheaper where a walk
+    scores more items (b k q) than the catalogue holds."""
+    score = ((lambda ids: code_scores(logp, flat, ids)) if table is None
+             else (lambda ids: table.gather(1, ids)))
     beam = starts.to(logp.device)
-    scores = code_scores(logp, flat, beam).masked_fill(beam == 0, float("-inf"))
+    scores = score(beam).masked_fill(beam == 0, float("-inf"))
     means = [scores.mean(1)]
     seen = None
     if count_visited:
@@ -104,8 +129,8 @@ def graph_walk(logp: torch.Tensor, flat: torch.Tensor, adjacency: torch.Tensor, 
         bad[:, 1:] |= nbr[:, 1:] == nbr[:, :-1]                       # each item once
         if allowed is not None:
             bad |= ~allowed.gather(1, nbr)
-        s = code_scores(logp, flat, nbr).masked_fill(bad, float("-inf"))
-        order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :width]
+        s = score(nbr).masked_fill(bad, float("-inf"))
+        order = stable_top(s, width)
         beam, scores = nbr.gather(1, order), s.gather(1, order)
         beam = beam.masked_fill(torch.isneginf(scores), 0)
         means.append(scores.mean(1))

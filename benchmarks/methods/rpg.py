@@ -357,8 +357,11 @@ class RPG(TorchRecommender):
         logp = self._log_probs(batch)
         allowed = self._allowed(len(batch), candidates, exclude)
         starts = random_starts(batch.users.cpu().numpy(), self.ctx.seed, b, self.n_items, allowed)
+        # a walk that scores more items than the catalogue holds looks them up in the exact
+        # scores instead (the same numbers, fewer gathers)
+        table = exact_scores(logp, self.module.flat, self.n_items) if b * edges * steps >= self.n_items else None
         items, scores, info = graph_walk(logp, self.module.flat, adjacency, starts, steps, allowed,
-                                         count_visited=count_visited)
+                                         count_visited=count_visited, table=table)
         return items[:, :k], scores[:, :k], info
 
     def _visited_share(self) -> float | None:

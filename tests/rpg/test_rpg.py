@@ -244,3 +244,14 @@ def test_an_item_enters_as_the_pool_of_its_code_rows(pooling):
     assert torch.allclose(net.item_inputs(items), expected, atol=1e-6)
     # token id of code c at digit j: 1 + 16 j + c (0 = padding, the padding item's tokens)
     assert torch.equal(net.tokens[7], net.codes[7] + torch.arange(4) * 16 + 1) and not net.tokens[0].any()
+
+
+def test_stable_top_is_a_stable_descending_sort_cut_at_k():
+    from backbones.graph_decoding import stable_top
+
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randint(0, 6, (50, 40), generator=gen).float()          # many ties
+    s[s == 0] = float("-inf")
+    for k in (1, 5, 17, 40):
+        expected = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(stable_top(s, k), expected)
