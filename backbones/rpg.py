@@ -63,12 +63,14 @@ def code_scores(logp: torch.Tensor, flat: torch.Tensor, items: torch.Tensor) -> 
     users) from ``logp`` [B, Σ K] and ``flat`` [N + 1, m] (:func:`flat_codes`, row = item id)
     -> [B, X]: one gather per digit, summed digit after digit and divided by m. Every scorer
     (exact and graph) uses this one, so both give bit-equal scores for the same item."""
+    columns = flat.T.contiguous()                                       # [m, N + 1]: one digit a row
+    flat_items = items.reshape(-1)
     acc = None
-    for j in range(flat.shape[1]):
-        col = flat[:, j][items]
-        part = logp.index_select(1, col) if items.dim() == 1 else logp.gather(1, col)
-        acc = part if acc is None else acc + part
-    return acc / flat.shape[1]
+    for j in range(columns.shape[0]):
+        col = columns[j].index_select(0, flat_items)
+        part = logp.index_select(1, col) if items.dim() == 1 else logp.gather(1, col.view_as(items))
+        acc = part if acc is None else acc.add_(part)
+    return acc / columns.shape[0]
 
 
 def exact_scores(logp: torch.Tensor, flat: torch.Tensor, n_items: int, chunk_elems: int = 1 << 24) -> torch.Tensor:
