@@ -15,11 +15,13 @@ synthetic catalogue ``--scale`` times larger. Prints users/s and counted FLOPs p
   embeddings as FeatureStore gives them, or random ones with ``--features random``), then a
   synthetic one with ``--scale`` x as many items whose text and CF embeddings are random vectors
   of the same widths; the test users and their histories are the dataset's in both, so only the
-  catalogue grows.
+  catalogue grows. Both get their run context from :func:`benchmarks.context.build_context`;
+  identifiers built on random embeddings are not cached (their cache key cannot tell them from
+  the real ones).
 - Timing: the first batch of each search is a warm-up; then every batch of ``--users`` test
   users. RPG's graph is built once per catalogue and timed apart (``graph_build_s``), as SETRec's
   item table (``setrec_item_table_s``).
-- FLOPs: counted on the first batch (:func:`benchmarks.bench_setrec.counted_gflop`: matrix
+- FLOPs: counted on the first batch (:func:`benchmarks.evaluation.flops.counted_gflop`: matrix
   products and attention). RPG's walk and exact ranking are gathers (no multiply-adds): their
   count is the network's (GPT-2 and the m heads' logits over 256 codes each), the same at any
   catalogue size; ``rpg.graph.scored_per_user`` (b k q, before de-duplication) and
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_generation import add_t5_size_args, t5_size
-from benchmarks.bench_setrec import _block_params, counted_gflop
+from benchmarks.evaluation.flops import block_parameters, counted_gflop
 from benchmarks.features import FeatureStore
 
 
@@ -98,13 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", help="write the result here")
     args = p.parse_args(argv)
 
+    from benchmarks.config import build_config
+    from benchmarks.context import build_context
     from benchmarks.data.catalog import load_dataset
-    from benchmarks.data.fetch import cache_dir
-    from benchmarks.evaluation import Evaluator
     from benchmarks.methods.generative import GenerativeRecommender
     from benchmarks.methods.rpg import RPG
     from benchmarks.methods.setrec import SETRecT5
-    from benchmarks.protocol import Context, UserBatch, build_config, topk_from_scores
+    from benchmarks.protocol import UserBatch, topk_from_scores
     from benchmarks.utils import seed_everything
 
     b, k_edges, q = (int(v) for v in args.graph.split("/"))
@@ -116,6 +118,13 @@ def main(argv: list[str] | None = None) -> dict:
                for s in range(0, len(users), args.batch)]
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     size = t5_size(args)
+    contexts: dict = {}
+
+    def base_ctx():
+        """The dataset's own context (its FeatureStore's real text / CF embeddings), built once."""
+        if "base" not in contexts:
+            contexts["base"] = build_context(base, seed=args.seed, device=args.device, progress=False)
+        return contexts["base"]
 
     def timed(fn) -> float:
         """Seconds of ``fn(batch)`` over every batch, after one warm-up batch."""
@@ -141,14 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
         ds = base if scale == 1 else synthetic_catalogue(base, scale)
         real = scale == 1 and args.features == "real"
         if real:
-            ev = Evaluator(ds)
-            store = FeatureStore(ds, cache_dir(), seed=args.seed, progress=False,
-                                 validator_factory=lambda: ev.validation_ndcg)
+            ctx = base_ctx()
         else:
-            width = FeatureStore(base, cache_dir(), progress=False).text_embeddings().shape[1] \
-                if args.features == "real" else 384
-            store = RandomFeatures(ds, cache_dir(), text_width=width, seed=args.seed)
-        ctx = Context(ds, store, args.device, args.seed, progress=False)
+            width = base_ctx().features.text_embeddings().shape[1] if args.features == "real" else 384
+            ctx = build_context(ds, seed=args.seed, device=args.device, needs=frozenset(), progress=False)
+            ctx = dataclasses.replace(ctx, cache=None, features=RandomFeatures(
+                ds, ctx.cache, text_width=width, seed=args.seed))
         fit_on = "train" if real else "all"
         rpg = RPG(build_config(RPG.Config, {
             "hidden": args.d_model, "n_layers": args.rpg_layers, "n_heads": args.rpg_heads, "inner": args.rpg_inner,
@@ -193,10 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
                     "block_parameters": sum(x.numel() for x in rpg.module.gpt2.h.parameters())},
             "tiger": entry_of(t_s, t_f, identifier=args.tiger_identifier, beams=max(args.beams, args.k),
                               parameters=sum(x.numel() for x in tiger.module.parameters()),
-                              block_parameters=_block_params(tiger.module.model)),
+                              block_parameters=block_parameters(tiger.module.model)),
             "setrec": entry_of(s_s, s_f, n_query=setrec.module.backbone.n_query, setrec_item_table_s=round(table_s, 4),
                                parameters=sum(x.numel() for x in setrec.module.parameters()),
-                               block_parameters=_block_params(setrec.module.backbone.model)),
+                               block_parameters=block_parameters(setrec.module.backbone.model)),
             "speedup": {"rpg_graph_over_tiger": round(t_s / g_s, 2), "rpg_graph_over_setrec": round(s_s / g_s, 2),
                         "rpg_graph_over_rpg_exact": round(e_s / g_s, 2)},
             "flop_ratio": {"tiger_over_rpg": round(t_f / g_f, 2), "setrec_over_rpg": round(s_f / g_f, 2)},
