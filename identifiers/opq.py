@@ -65,7 +65,8 @@ import numpy as np
 import torch
 
 from benchmarks.errors import ConfigError
-from identifiers.base import IdentifierScheme, ItemIdentifiers, register_identifier
+from benchmarks.registry import register_identifier
+from identifiers.base import IdentifierScheme, ItemIdentifiers
 from identifiers.quantizers import code_usage, collision_report
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,13 @@ Per dataset the paper tunes m, lr, τ and b / k / q (the presets carry Beauty's:
 τ 0.03, b / k / q chosen on validation between the README's 20 / 200 / 3 and Table 6's
 10 / 100 / 3).
 
+Exclusions follow the run's evaluation protocol (:mod:`benchmarks.evaluation.protocols`): the
+evaluator hands ``rank`` and ``score`` the user's history as ``exclude`` under ``masked`` and
+nothing under ``unmasked``; the walk then keeps excluded items out of its starts and its beam
+(so the beam keeps its width b), the exact ranking masks them like every method's
+(:func:`benchmarks.protocol.topk_from_scores`). The official code excludes nothing, which is
+the ``unmasked`` protocol.
+
 Choices the paper leaves open (see also identifiers.opq and backbones.graph_decoding): the PCA
 width for 384-d MiniLM (128, the sentence-t5 recipe); distinct random starts seeded per user;
 exclusions inside the walk; positions counted from the first real history item.
@@ -48,12 +55,15 @@ import torch
 
 from backbones.graph_decoding import graph_walk, neighbour_graph, random_starts
 from backbones.rpg import RPGNetwork, exact_scores
+from benchmarks.config import build_config
 from benchmarks.data.dataset import left_pad
 from benchmarks.errors import ConfigError
-from benchmarks.protocol import UserBatch, Validator, build_config, topk_from_scores
-from benchmarks.registry import register_method
+from benchmarks.evaluation import user_batch
+from benchmarks.protocol import UserBatch, Validator, history_window, topk_from_scores
+from benchmarks.registry import IDENTIFIERS, config_class, register_method
 from benchmarks.training import TorchRecommender, TrainConfig, train_loop, warmup_decay_scheduler
-from identifiers.base import IDENTIFIERS, ItemIdentifiers, load_or_build
+from benchmarks.utils import seed_everything
+from identifiers.base import ItemIdentifiers, load_or_build
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +106,7 @@ class RPGConfig(TrainConfig):
 
     def nested_configs(self) -> dict[str, type]:
         """``identifier_config`` must fit the identifier scheme's config (checked by build_config)."""
-        try:
-            scheme = IDENTIFIERS.get(self.identifier)
-        except ConfigError as exc:
-            raise ConfigError(f"field 'identifier': {exc}") from None
-        return {"identifier_config": scheme.Config}
+        return {"identifier_config": config_class(IDENTIFIERS, self.identifier, "identifier")}
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field RPG cannot run with."""
@@ -177,12 +183,11 @@ class RPG(TorchRecommender):
                     "identifier_config": dict(IDENTIFIERS.get("opq").smoke_config)}
 
     @classmethod
-    def family_of(cls, config: RPGConfig) -> str:
-        return IDENTIFIERS.get(config.identifier).family
+    def family_of(cls, config: RPGConfig | None = None) -> str:
+        """The family of the identifier scheme the config runs (the default's: opq, codebook)."""
+        return IDENTIFIERS.get((config or cls.Config()).identifier).family
 
     def __init__(self, config: RPGConfig, ctx):
-        from benchmarks.utils import seed_everything
-
         config.validate()
         self._setup(config, ctx)
         seed_everything(ctx.seed)      # the tokenizer's random numbers must not move the init
@@ -196,26 +201,23 @@ class RPG(TorchRecommender):
         """An item's input and scores come from its codes, which come from its text."""
         return "content" if IDENTIFIERS.get(self.config.identifier).reads_item_content() else None
 
+    def write_artefacts(self, cell) -> None:
+        """The cell keeps the identifiers RPG ran on and their code usage (the report's table)."""
+        from benchmarks.analysis import code_usage
+
+        cell.write_identifiers(self.identifiers, self.dataset.item_ids, code_usage(self.identifiers))
+
     # ------------------------------------------------------------------ set-up
     def _setup(self, cfg: RPGConfig, ctx) -> None:
-        from benchmarks.data.fetch import cache_dir
-
         ds = ctx.dataset
         scheme = IDENTIFIERS.get(cfg.identifier)
         id_cfg = build_config(scheme.Config, cfg.identifier_config)
-        cache = None if ctx.workdir is None else cache_dir()
-        self.identifiers = load_or_build(cfg.identifier, id_cfg, ds, ctx.features, ctx.seed, cache,
+        self.identifiers = load_or_build(cfg.identifier, id_cfg, ds, ctx.features, ctx.seed, ctx.cache,
                                          progress=ctx.progress)
-        if ctx.workdir is not None:   # the cell keeps its identifiers and their code usage (report)
-            from benchmarks.analysis import code_usage
-            from benchmarks.utils import atomic_write_text
-            folder = ctx.workdir / "identifiers"
-            self.identifiers.save(folder, ds.item_ids)
-            atomic_write_text(folder / "stats.csv", code_usage(self.identifiers).to_csv(index=False))
         codes, self.sizes = code_table(self.identifiers, cfg.identifier)
         self.codes = torch.zeros((ds.n_items + 1, codes.shape[1]), dtype=torch.long)
         self.codes[1:] = torch.as_tensor(codes)
-        self.max_history = cfg.max_history or ds.max_history
+        self.max_history = history_window(cfg.max_history, ds.max_history, type(cfg).__qualname__)
         self.inputs, self.labels = training_rows(ds.train, self.max_history, cfg.train_last_n)
         if not len(self.inputs):
             raise ValueError(f"rpg: no training sequence of {ds.name!r} has two items")
@@ -328,7 +330,9 @@ class RPG(TorchRecommender):
     def rank(self, batch: UserBatch, k: int, candidates: torch.Tensor | None = None,
              exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Graph-constrained decoding (after training; exact top-k while training validates
-        with ``validate_with: exact``)."""
+        with ``validate_with: exact``). ``exclude`` [B, M] (0 = none): the items the run's
+        protocol removes from the user's ranking (its history under ``masked``); they never
+        enter the walk."""
         if not self._use_graph:
             return topk_from_scores(self.score(batch), k, candidates, exclude)
         return self.walk(batch, k, candidates, exclude)[:2]
@@ -367,8 +371,6 @@ class RPG(TorchRecommender):
     def _visited_share(self) -> float | None:
         """Mean share of the catalogue a walk scores, over up to ``visited_users`` validation
         users (a fixed, seeded sample)."""
-        from benchmarks.evaluation.evaluator import user_batch
-
         users = self.dataset.eval_users("valid")
         if not len(users) or not self.config.visited_users:
             return None

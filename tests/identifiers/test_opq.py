@@ -12,9 +12,10 @@ from benchmarks.analysis import code_usage
 from benchmarks.data.toy import toy_dataset
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
-from benchmarks.protocol import Context, build_config
-from benchmarks.registry import METHODS
-from identifiers.base import IDENTIFIERS, load_or_build
+from benchmarks.config import build_config
+from benchmarks.protocol import Context
+from benchmarks.registry import IDENTIFIERS, METHODS
+from identifiers.base import load_or_build
 from identifiers.opq import (OPQConfig, faiss_opq, opq_encode, opq_reconstruct, pq_assign, procrustes,
                              train_opq, whitened_pca)
 from tests.identifiers.test_codebook_schemes import ToyFeatures
@@ -163,7 +164,7 @@ def test_generative_runs_on_opq_ids_with_ties(toy, tmp_path):
                                                         "d_ff": 64},
                                     "identifier_config": {**IDENTIFIERS.get("opq").smoke_config,
                                                           "n_codebooks": 2, "codebook_size": 4, "pca_dim": 4}})
-    model = cls(cfg, Context(ds, store, "cpu", 0, tmp_path / "work", progress=False))
+    model = cls(cfg, Context(ds, store, "cpu", 0, cache=tmp_path / "cache", progress=False))
     model.fit(Evaluator(ds, EvalConfig(ks=(5, 10))).validation_ndcg)
     assert model.identifiers.ties and model.family_of(model.config) == "codebook"
     items, scores = model.rank(user_batch(ds, "test", np.arange(8)), 10)
