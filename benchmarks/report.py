@@ -322,16 +322,15 @@ def popularity_markdown(df: pd.DataFrame, order: list[str] | None = None) -> str
     return "\n".join(out)
 
 
-def decoding_names(cells: dict[tuple, Path]) -> dict[tuple[str, str], str]:
-    """(dataset, method) -> how the method's ``rank`` decodes, from its fit log's ``decoding``
-    key (e.g. RPG's "graph"); methods that do not say are trie-constrained beam searches."""
+def decoding_names(cells: Cells) -> dict[tuple[str, str], str]:
+    """(dataset, method) -> how the method's ``rank`` decodes, from its cells' fit logs
+    (:meth:`CellDir.decoding`, e.g. RPG's "graph"); methods that do not say are
+    trie-constrained beam searches."""
     out = {}
-    for (d, m, _), path in sorted(cells.items()):
-        f = path / "train_log.json"
-        if (d, m) not in out and f.is_file():
-            name = json.loads(f.read_text()).get("decoding")
-            if isinstance(name, str) and name:
-                out[(d, m)] = name
+    for (d, m, _), cell in sorted(cells.items()):
+        name = cell.decoding()
+        if (d, m) not in out and name:
+            out[(d, m)] = name
     return out
 
 

@@ -1,12 +1,10 @@
 """The report names each decoding method's own decoding (beam search; RPG's graph walk) in the
 decoded-vs-global table, and compares set generation only with the beam searches."""
 
-import json
-
 import pandas as pd
 
-from benchmarks.report import write_report
-from benchmarks.runner import RESULT_COLUMNS
+from benchmarks.report import decoding_names, write_report
+from benchmarks.rundir import RESULT_COLUMNS, RunDir
 
 
 def _rows(method, family, h, values):
@@ -28,11 +26,11 @@ def test_decoded_vs_global_rows_say_graph_for_rpg_and_beam_for_the_rest(tmp_path
     for r in rows:
         r["protocol"] = "masked"
     pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(tmp_path / "results.csv", index=False)
+    run = RunDir(tmp_path)
     for method, h, log in (("tiger", "h1", {"epochs": []}), ("rpg", "h2", {"epochs": [], "decoding": "graph"}),
                            ("setrec-t5", "h3", {"epochs": []})):
-        cell = tmp_path / "cells" / "d" / method / f"seed0-{h}"
-        cell.mkdir(parents=True)
-        (cell / "train_log.json").write_text(json.dumps(log))
+        run.cell("d", method, 0, h).write_train_log(log)
+    assert decoding_names(run.cells_of(run.results())) == {("d", "rpg"): "graph"}
     write_report(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "| d | rpg | graph | 0.1100 | 0.1200 | 0.0500 | 0.0600 | 50 |" in text
