@@ -22,10 +22,11 @@ Differences from the official code, each a choice the paper leaves open:
 - Start: ``b`` DISTINCT items drawn uniformly (per user from a generator seeded by the run seed
   and the user id, so a user's start does not depend on the batch). The official code draws
   with replacement (``torch.randint``); a repeat there only narrows the start.
-- Exclusions and candidate masks (the harness's masked protocol, warm / cold subsets): items
-  that may not be returned are never drawn as starts and never enter the beam (they still count
-  as visited when a neighbour list offers them); the beam keeps its width ``b``. The official
-  code excludes nothing.
+- Exclusions and candidate masks (``allowed``: the user's history where the run's protocol is
+  ``masked``, the warm / cold subsets' candidates): items that may not be returned are never
+  drawn as starts and never enter the beam (they still count as visited when a neighbour list
+  offers them); the beam keeps its width ``b``. The official code excludes nothing (the
+  ``unmasked`` protocol).
 """
 
 from __future__ import annotations

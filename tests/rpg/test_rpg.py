@@ -11,12 +11,14 @@ import torch
 
 from backbones.graph_decoding import graph_walk, neighbour_graph, random_starts
 from backbones.rpg import RPGNetwork, code_scores, exact_scores, flat_codes
+from benchmarks.config import build_config
 from benchmarks.data.toy import toy_dataset
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig, Evaluator, user_batch
 from benchmarks.methods.rpg import RPG, training_rows
-from benchmarks.protocol import Context, build_config, topk_from_scores
-from identifiers.base import IDENTIFIERS
+from benchmarks.protocol import Context, topk_from_scores
+from benchmarks.registry import IDENTIFIERS
+from benchmarks.rundir import CellDir
 from tests.identifiers.test_codebook_schemes import ToyFeatures
 
 
@@ -32,11 +34,11 @@ def _net(n_items=40, m=4, k=16, hidden=32, seed=0, **kw):
     return RPGNetwork(codes, [k] * m, hidden=hidden, n_layers=1, n_heads=2, inner=64, max_len=20, **kw).eval()
 
 
-def _model(toy, tmp_path, **over):
+def _model(toy, tmp_path, protocol="auto", **over):
     ds, store = toy
     cfg = build_config(RPG.Config, {**RPG.smoke_config, **over})
-    model = RPG(cfg, Context(ds, store, "cpu", 0, tmp_path / "work", progress=False))
-    log = model.fit(Evaluator(ds, EvalConfig(ks=(5, 10))).validation_ndcg)
+    model = RPG(cfg, Context(ds, store, "cpu", 0, cache=tmp_path / "cache", progress=False))
+    log = model.fit(Evaluator(ds, EvalConfig(ks=(5, 10), protocol=protocol)).validation_ndcg)
     return model, log
 
 
@@ -176,7 +178,9 @@ def test_fit_validates_exactly_then_decodes_by_graph_and_logs_it(toy, tmp_path):
     assert log["rpg"]["shared_code_share_before"] == log["rpg"]["shared_code_share_after"]
     assert "ties kept" in log["notes"] and "graph decoding" in log["notes"]
     assert g["valid_ndcg10_exact"] == log["best_valid_ndcg10"]
-    assert (tmp_path / "work" / "identifiers" / "stats.csv").is_file()     # the cell's code usage
+    cell = CellDir(tmp_path / "cell")
+    model.write_artefacts(cell)                                             # the cell's code usage
+    assert cell.identifier_stats() is not None and cell.identifiers(ds.item_ids).tokens == model.identifiers.tokens
     # rank walks the graph now; with every item as a neighbour it is the exact top-K
     model.setting = (10, ds.n_items, 1)
     users = np.arange(ds.n_users)
@@ -212,6 +216,40 @@ def test_exclusions_stay_out_of_the_walk_at_full_beam_width(toy, tmp_path, monke
         model.rank(user_batch(ds, "test", users[:2]), 20)
 
 
+def test_the_walk_excludes_what_the_evaluation_protocol_says(toy, tmp_path, monkeypatch):
+    """Through the evaluator: under ``masked`` the walk's allowed items are every item but the
+    user's whole (uncapped) history, and none of those is returned; under ``unmasked`` the walk
+    gets no mask and history items do come back (the official code's ranking)."""
+    from benchmarks.methods import rpg as rpg_module
+
+    model, _ = _model(toy, tmp_path)
+    ds, _ = toy
+    seen = []
+    real = rpg_module.graph_walk
+
+    def spy(logp, flat, adjacency, starts, steps, allowed=None, **kw):
+        seen.append(allowed)
+        return real(logp, flat, adjacency, starts, steps, allowed, **kw)
+    monkeypatch.setattr(rpg_module, "graph_walk", spy)
+    users = ds.eval_users("test")
+    hist = ds.history("test", users)
+    ranked = {}
+    for protocol in ("masked", "unmasked"):
+        seen.clear()
+        ev = Evaluator(ds, EvalConfig(ks=(5, 10), protocol=protocol, batch_size=16))
+        assert ev.protocol.name == protocol
+        ranked[protocol], _ = ev.rank(model, "test", users)
+        if protocol == "unmasked":
+            assert seen and all(a is None for a in seen)
+            continue
+        allowed = torch.cat(seen)
+        assert allowed.shape == (len(users), ds.n_items + 1) and not allowed[:, 0].any()
+        for row, h, ok in zip(ranked[protocol].tolist(), hist, allowed):
+            assert not set(row) & set(h.tolist()) and 0 not in row
+            assert not ok[torch.from_numpy(h)].any() and int(ok.sum()) == ds.n_items - len(set(h.tolist()))
+    assert any(set(row) & set(h.tolist()) for row, h in zip(ranked["unmasked"].tolist(), hist))
+
+
 @pytest.mark.parametrize("over, key", [({"beams": 0}, "beams"), ({"pooling": "sum"}, "pooling"),
                                        ({"validate_with": "beam"}, "validate_with"),
                                        ({"hidden": 30, "n_heads": 4}, "hidden"),
@@ -221,7 +259,7 @@ def test_bad_config_names_the_key(toy, tmp_path, over, key):
     ds, store = toy
     with pytest.raises(ConfigError, match=key):
         RPG(build_config(RPG.Config, {**RPG.smoke_config, **over}),
-            Context(ds, store, "cpu", 0, None, progress=False))
+            Context(ds, store, "cpu", 0, progress=False))
 
 
 def test_rpg_runs_on_rq_kmeans_ties_codes(toy, tmp_path):
