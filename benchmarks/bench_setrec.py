@@ -34,11 +34,7 @@ import time
 import torch
 
 from benchmarks.bench_generation import add_t5_size_args, t5_size
-
-
-def _block_params(module: torch.nn.Module) -> int:
-    """Parameters of the transformer blocks and final norms (embeddings and heads excluded)."""
-    return sum(p.numel() for n, p in module.named_parameters() if ".block." in n or "final_layer_norm" in n)
+from benchmarks.evaluation.flops import block_parameters, counted_gflop
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -85,22 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def gflop_per_user(fn, *models) -> float:
-        """Counted multiply-adds x 2 of ``fn()`` on the first batch, per user, in GFLOP. The
-        models' parameters are frozen meanwhile: the counter's module hooks reject the
-        grad-requiring views that no_grad creates of parameters (e.g. the expanded queries)."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        params = [p for m in models for p in m.parameters() if p.requires_grad]
-        counter = FlopCounterMode(display=False)
-        try:
-            for p in params:
-                p.requires_grad_(False)
-            with torch.no_grad(), counter:
-                fn()
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-        return counter.get_total_flops() / len(batches[0]) / 1e9
+        return counted_gflop(fn, len(batches[0]), *models)
 
     def timed(model, warm: bool = True) -> tuple[float, int]:
         seconds, n = 0.0, 0
@@ -151,12 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
         "tiger": {"identifier": args.identifier, "beams": max(args.beams, args.k),
                   "users_per_s": round(n / t_sec, 2), "ms_per_user": round(1000 * t_sec / n, 3),
                   "parameters": sum(p.numel() for p in tiger.module.parameters()),
-                  "block_parameters": _block_params(tiger.module.model),
+                  "block_parameters": block_parameters(tiger.module.model),
                   "gflop_per_user": float(f"{t_flop:.4g}")},
         "setrec": {"n_query": setrec.module.backbone.n_query, "n_items": ds.n_items,
                    "users_per_s": round(n / s_sec, 2), "ms_per_user": round(1000 * s_sec / n, 3),
                    "parameters": sum(p.numel() for p in setrec.module.parameters()),
-                   "block_parameters": _block_params(setrec.module.backbone.model),
+                   "block_parameters": block_parameters(setrec.module.backbone.model),
                    "setrec_item_table_s": round(table_s, 4), "gflop_per_user": float(f"{s_flop:.4g}")},
         "speedup": round(t_sec / s_sec, 2),
         "flop_ratio": round(t_flop / s_flop, 2),

@@ -322,23 +322,38 @@ def popularity_markdown(df: pd.DataFrame, order: list[str] | None = None) -> str
     return "\n".join(out)
 
 
-def beam_global_markdown(df: pd.DataFrame) -> str:
-    """LETTER Fig. 3 / SETRec: beam search vs exact global ranking on the same test users."""
+def decoding_names(cells: Cells) -> dict[tuple[str, str], str]:
+    """(dataset, method) -> how the method's ``rank`` decodes, from its cells' fit logs
+    (:meth:`CellDir.decoding`, e.g. RPG's "graph"); methods that do not say are
+    trie-constrained beam searches."""
+    out = {}
+    for (d, m, _), cell in sorted(cells.items()):
+        name = cell.decoding()
+        if (d, m) not in out and name:
+            out[(d, m)] = name
+    return out
+
+
+def beam_global_markdown(df: pd.DataFrame, decodings: dict[tuple[str, str], str] | None = None) -> str:
+    """LETTER Fig. 3 / SETRec: each decoding method's own ranking (beam search; RPG's graph
+    walk, per ``decodings``) vs the exact global ranking on the same test users."""
+    decodings = decodings or {}
     sel = df[(df["split"] == "test") & df["subset"].isin(["beam", "global"]) & (df["k"] == 10)
              & df["metric"].isin(["recall", "ndcg"])]
     if sel.empty:
         return ""
     piv = sel.groupby(["dataset", "method", "subset", "metric"])["value"].mean().unstack(["subset", "metric"])
-    lines = ["| Dataset | Method | beam R@10 | global R@10 | beam N@10 | global N@10 | users |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| Dataset | Method | decoding | decoded R@10 | global R@10 | decoded N@10 | global N@10 | users |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     users = sel[sel["subset"] == "global"].groupby(["dataset", "method"])["n_users"].max()
     for (d, m), row in piv.iterrows():
-        lines.append(f"| {d} | {m} | {row[('beam', 'recall')]:.4f} | {row[('global', 'recall')]:.4f} | "
-                     f"{row[('beam', 'ndcg')]:.4f} | {row[('global', 'ndcg')]:.4f} | {int(users.get((d, m), 0))} |")
+        lines.append(f"| {d} | {m} | {decodings.get((d, m), 'beam')} | {row[('beam', 'recall')]:.4f} | "
+                     f"{row[('global', 'recall')]:.4f} | {row[('beam', 'ndcg')]:.4f} | "
+                     f"{row[('global', 'ndcg')]:.4f} | {int(users.get((d, m), 0))} |")
     return "\n".join(lines) + "\n"
 
 
-def throughput_markdown(df: pd.DataFrame) -> str:
+def throughput_markdown(df: pd.DataFrame, decodings: dict[tuple[str, str], str] | None = None) -> str:
     sel = df[df["metric"].isin(["users_per_s", "ms_per_user"])]
     if sel.empty:
         return ""
@@ -346,17 +361,20 @@ def throughput_markdown(df: pd.DataFrame) -> str:
     lines = ["| Dataset | Method | users/s | ms/user |", "|---|---|---:|---:|"]
     for r in piv.itertuples():
         lines.append(f"| {r.dataset} | {r.method} | {r.users_per_s:,.1f} | {r.ms_per_user:.3f} |")
-    return "\n".join(lines) + "\n" + set_speedup_markdown(piv)
+    return "\n".join(lines) + "\n" + set_speedup_markdown(piv, decodings)
 
 
-def set_speedup_markdown(piv: pd.DataFrame) -> str:
+def set_speedup_markdown(piv: pd.DataFrame, decodings: dict[tuple[str, str], str] | None = None) -> str:
     """SETRec's claim in one line per pair: users/s of each set-identifier method divided by
     that of each beam-searching codebook method on the same dataset (compare like with like:
-    the quick preset gives TIGER and SETRec-T5 the same T5 size)."""
+    the quick preset gives TIGER and SETRec-T5 the same T5 size). Codebook methods that decode
+    otherwise (``decodings``: RPG's graph walk) are not beam searches and are left out."""
+    decodings = decodings or {}
     lines = []
     for d, sub in piv.groupby("dataset"):
         sets = sub[sub["family"] == "set"]
-        beams = sub[sub["family"] == "codebook"]
+        beams = sub[(sub["family"] == "codebook")
+                    & np.array([decodings.get((d, m), "beam") == "beam" for m in sub["method"]], dtype=bool)]
         for s in sets.itertuples():
             for b in beams.itertuples():
                 lines.append(f"| {d} | {s.method} | {b.method} | {s.users_per_s / b.users_per_s:,.1f}x |")
@@ -441,10 +459,12 @@ def _body(run_dir: Path, df: pd.DataFrame, cells: dict, order: list[str], label:
     cu = code_usage_section(run_dir, cells, families, tag)
     if cu:
         parts += ["## Code usage of the identifier schemes", "", cu]
-    bg = beam_global_markdown(df)
+    decodings = decoding_names(cells)
+    bg = beam_global_markdown(df, decodings)
     if bg:
-        parts += ["## Beam search vs global ranking (test; exact log-probability of every item)", "", bg]
-    thr = throughput_markdown(df)
+        parts += ["## Decoding (beam search, graph walk) vs global ranking (test; exact score of every item)",
+                  "", bg]
+    thr = throughput_markdown(df, decodings)
     if thr:
         fig, _ = _figure_efficiency(run_dir, df, tag)
         parts += ["## Throughput (producing the top-K on the test split)", "", thr, fig]

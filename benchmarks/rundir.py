@@ -12,7 +12,8 @@ them, and nothing else knows a file name of a run::
         config.json             the resolved config the hash is taken over
         train_log.json          the fit log: per-epoch loss, validation NDCG@10, seconds, memory;
                                 ``notes``: a free-text sentence of what the method ran (printed
-                                by the report); ``stopped``, ``best_epoch``
+                                by the report); ``decoding``: how ``rank`` decodes, where a
+                                method says (RPG's ``graph``); ``stopped``, ``best_epoch``
         throughput.json         users/s, ms/user of producing the top-K on the test split
         per_user.npz            per-user arrays, keyed (split, subset, name): the users of a
                                 row and their metric values (``ndcg@10`` ...)
@@ -158,6 +159,12 @@ class CellDir:
         """The fit log's ``notes``: what the method says it ran (a sentence), or None."""
         notes = (self.train_log() or {}).get("notes")
         return notes if isinstance(notes, str) and notes else None
+
+    def decoding(self) -> str | None:
+        """The fit log's ``decoding``: how the method's ``rank`` decodes where it says (RPG's
+        ``graph``), or None (a method that does not say)."""
+        name = (self.train_log() or {}).get("decoding")
+        return name if isinstance(name, str) and name else None
 
     def per_user(self, split: str, subset: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(users, values of ``name``) of one (split, subset) row, or None where not recorded."""
