@@ -3,7 +3,8 @@
 LC-Rec (Zheng et al., ICDE 2024) fine-tunes LLaMA-7B with LoRA on its task mix, the item code
 tokens added to the vocabulary; SETRec and LETTER-LC-Rec likewise (Qwen2.5 / LLaMA). Here:
 
-- ``checkpoint``: a local path to any causal LM of those families; its embedding matrix is
+- ``checkpoint``: any causal LM of those families, a local ``save_pretrained`` folder or a hub
+  name such as ``Qwen/Qwen2.5-0.5B`` (:mod:`backbones.hub`); its embedding matrix is
   resized to the harness's vocabulary (its tokenizer + the identifier tokens). Without a
   checkpoint, a TINY model is built from a config (``family``: qwen2 or llama; the sizes
   below) for CPU runs and tests.
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from backbones.base import Backbone, GenerativeBackbone, tempered_cross_entropy
+from backbones.hub import from_pretrained
 from backbones.set_decoding import additive, causal_set_mask, set_layout
 from backbones.t5 import cache_kw, out_cache
 from benchmarks.registry import register_backbone
@@ -70,7 +72,7 @@ class CausalBackbone(GenerativeBackbone):
 
         dtype = getattr(torch, cfg.dtype)
         if cfg.checkpoint:
-            model = AutoModelForCausalLM.from_pretrained(cfg.checkpoint, dtype=dtype)
+            model = from_pretrained(AutoModelForCausalLM, cfg.checkpoint, dtype=dtype)
             model.resize_token_embeddings(vocab_size)
         else:
             model = AutoModelForCausalLM.from_config(self._config(vocab_size, pad_id, eos_id, cfg))
@@ -177,7 +179,7 @@ class SetCausalLM(nn.Module):
     has the layout and :func:`~backbones.set_decoding.causal_set_mask` the attention mask).
 
     ``cfg``: :class:`backbones.causal.CausalBackboneConfig`: a tiny model from a config (full
-    training) or a local ``checkpoint`` with LoRA (``lora="auto"``; rank, alpha, dropout and
+    training) or a ``checkpoint`` with LoRA (``lora="auto"``; rank, alpha, dropout and
     target modules from the config). Only the transformer stack is kept (the LM head is never
     used: outputs are grounded against item tokens)."""
 
@@ -187,7 +189,7 @@ class SetCausalLM(nn.Module):
         from transformers import AutoModelForCausalLM
 
         if cfg.checkpoint:
-            full = AutoModelForCausalLM.from_pretrained(cfg.checkpoint, dtype=getattr(torch, cfg.dtype))
+            full = from_pretrained(AutoModelForCausalLM, cfg.checkpoint, dtype=getattr(torch, cfg.dtype))
         else:
             full = AutoModelForCausalLM.from_config(CausalBackbone._config(max(vocab_size, 2), 0, 0, cfg))
         stack = full.base_model

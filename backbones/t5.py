@@ -1,12 +1,12 @@
-"""T5 encoder-decoder backbone (TIGER's architecture), from a config or a local checkpoint.
+"""T5 encoder-decoder backbone (TIGER's architecture), from a config or a checkpoint.
 
 Rajput et al., "Recommender Systems with Generative Retrieval" (TIGER, NeurIPS 2023): a T5
 trained from scratch on the flattened semantic ids of the user's history, generating the next
 item's ids. Defaults are TIGER's sizes: 4 encoder + 4 decoder layers, d_model 128, 6 heads of
 64, feed-forward 1024, dropout 0.1, ReLU feed-forward (T5 v1.0).
 
-``checkpoint``: a local path to a pretrained T5 (e.g. t5-small) instead: its weights are loaded
-and the embedding matrix resized to the harness's vocabulary (its text tokenizer plus the
+``checkpoint``: a pretrained T5 instead, a local ``save_pretrained`` folder or a hub name such as
+``google-t5/t5-small`` (:mod:`backbones.hub`): its weights are loaded and the embedding matrix resized to the harness's vocabulary (its text tokenizer plus the
 identifier tokens).
 
 Decoding shares the encoder across beams. In a beam search every input has ``beams`` decoder
@@ -33,6 +33,7 @@ from torch import nn
 from transformers.models.t5.modeling_t5 import T5Attention, T5LayerCrossAttention
 
 from backbones.base import Backbone, GenerativeBackbone, tempered_cross_entropy
+from backbones.hub import from_pretrained
 from backbones.set_decoding import additive, set_layout
 from benchmarks.registry import register_backbone
 
@@ -105,7 +106,7 @@ class T5Backbone(GenerativeBackbone):
         from transformers import T5Config, T5ForConditionalGeneration
 
         if cfg.checkpoint:
-            self.model = T5ForConditionalGeneration.from_pretrained(cfg.checkpoint)
+            self.model = from_pretrained(T5ForConditionalGeneration, cfg.checkpoint)
             self.model.resize_token_embeddings(vocab_size)
         else:
             conf = T5Config(vocab_size=vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
@@ -215,7 +216,7 @@ class SetT5(nn.Module):
     whole encoder output.
 
     ``cfg``: :class:`backbones.t5.T5BackboneConfig` (TIGER's sizes from scratch by default, or a
-    local ``checkpoint`` such as t5-small); ``vocab_size``: the text vocabulary of a from-scratch
+    ``checkpoint`` such as google-t5/t5-small); ``vocab_size``: the text vocabulary of a from-scratch
     model (only the prompt tokens are ever embedded)."""
 
     def __init__(self, cfg: T5BackboneConfig, n_query: int, vocab_size: int = 2, *,
@@ -224,7 +225,7 @@ class SetT5(nn.Module):
         from transformers import T5Config, T5ForConditionalGeneration
 
         if cfg.checkpoint:
-            self.model = T5ForConditionalGeneration.from_pretrained(cfg.checkpoint)
+            self.model = from_pretrained(T5ForConditionalGeneration, cfg.checkpoint)
         else:
             conf = T5Config(vocab_size=max(vocab_size, 2), d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
                             num_layers=cfg.n_layers, num_decoder_layers=cfg.n_layers,

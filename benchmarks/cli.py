@@ -5,6 +5,8 @@
                      [--refit] [--fail-fast] [--quiet]
                      [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
     genrec-bench report DIR
+    genrec-bench gather DIR... --output FILE.parquet
+    genrec-bench compare DIR|FILE.parquet... [--metric ndcg] [--k 10] [--split test] [--subset all]
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
     genrec-bench data fetch NAME
     genrec-bench tokenize --dataset NAME --identifier SCHEME [--output DIR] [--seed N]
@@ -76,6 +78,29 @@ def cmd_report(args) -> int:
     paths = write_report(Path(args.dir))
     print(paths["report.md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_gather(args) -> int:
+    from benchmarks.gather import gather, write_gathered
+
+    df = gather(args.dirs)
+    path = write_gathered(df, args.output)
+    print(f"{len(df):,} rows from {df['run'].nunique()} run folder(s) -> {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from tabulate import tabulate
+    from benchmarks.gather import compare_table, load, run_summary
+
+    df = load(args.sources)
+    table = compare_table(df, metric=args.metric, k=args.k, split=args.split, subset=args.subset)
+    print(f"{args.metric}@{args.k} ({args.split}, {args.subset} users); mean over seeds, ± std where several")
+    print(tabulate(table.values.tolist(), headers=list(table.columns), tablefmt=args.format,
+                   disable_numparse=True))
+    for line in run_summary(df):
+        print(f"  {line}")
     return 0
 
 
@@ -191,16 +216,30 @@ def build_parser() -> argparse.ArgumentParser:
                           "(one report over several runs, e.g. one per protocol)")
     rep.set_defaults(func=cmd_report)
 
+    g = sub.add_parser("gather", help="join the results of run folders into one Parquet table")
+    g.add_argument("dirs", nargs="+", metavar="DIR", help="run folders (with results.csv / results.parquet)")
+    g.add_argument("--output", required=True, help="the Parquet file to write, e.g. all.parquet")
+    g.set_defaults(func=cmd_gather)
+
+    c = sub.add_parser("compare", help="one metric as a method x dataset table across runs")
+    c.add_argument("sources", nargs="+", metavar="DIR|FILE", help="run folders and / or `gather` Parquet files")
+    c.add_argument("--metric", default="ndcg", help="recall, ndcg, users_per_s ... (default ndcg)")
+    c.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
+    c.add_argument("--split", default="test", choices=["valid", "test"])
+    c.add_argument("--subset", default="all", help="all, warm, cold, pop1 ... (default all)")
+    c.add_argument("--format", default="github", help="a tabulate table format (github, simple, latex ...)")
+    c.set_defaults(func=cmd_compare)
+
     d = sub.add_parser("data", help="datasets: statistics, fetching")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     st = dsub.add_parser("stats", help="users, items, interactions, lengths, density, split sizes")
-    st.add_argument("name", help="catalog name (ml-100k, ml-1m, beauty, yelp, sports, setrec-beauty, ...)")
+    st.add_argument("name", help="catalog name (ml-100k, ml-1m, beauty, yelp, sports, setrec-beauty, amazon2023:<Category>, ...)")
     st.add_argument("--split", choices=["loo", "ratio", "fixed"], help="override the split")
     st.add_argument("--k-core", type=int, help="override the k-core filter")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=cmd_data)
     fe = dsub.add_parser("fetch", help="download (or locate) a dataset's files")
-    fe.add_argument("name")
+    fe.add_argument("name", help="catalog name, e.g. ml-100k, beauty, amazon2023:Musical_Instruments")
     fe.set_defaults(func=cmd_data)
 
     tk = sub.add_parser("tokenize", help="build a scheme's item identifiers, stats and figures")

@@ -46,3 +46,8 @@ class UnknownNameError(ConfigError):
     def __init__(self, kind: str, name: str, known: list[str]):
         self.kind, self.name, self.known = kind, name, sorted(known)
         super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known) or '(none)'}")
+
+
+class CheckpointError(GenrecError):
+    """A model checkpoint that is neither a local folder nor a model the hub (or its local
+    cache, offline) can give."""

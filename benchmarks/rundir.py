@@ -6,6 +6,7 @@ them, and nothing else knows a file name of a run::
     DIR/
       matrix.yaml               the matrix as run (its method labels order the report's rows)
       results.csv               every finished cell's metrics.csv, one tidy table (RESULT_COLUMNS)
+      results.parquet           the same table as Parquet, typed by RESULT_TYPES (for `gather`)
       failures.json             this run's failed cells (absent when none failed)
       report.md, table.*, figures/   the report's own output (benchmarks.report), from the above
       cells/<dataset>/<method>/seed<S>-<hash>/      one CellDir (<hash>: of the resolved config)
@@ -53,8 +54,14 @@ RESULT_COLUMNS = ["dataset", "method", "family", "seed", "protocol", "split", "s
                   "value", "n_users", "config_hash"]
 #: the columns that are text, never numbers
 RESULT_TEXT_COLUMNS = ("dataset", "method", "family", "protocol", "split", "subset", "metric", "config_hash")
+#: every column's type, in results.csv (as read by read_results_csv) and in results.parquet
+RESULT_TYPES = {c: ("string" if c in RESULT_TEXT_COLUMNS else "float64" if c == "value" else "int64")
+                for c in RESULT_COLUMNS}
 #: what a results table from before protocols were recorded says in its ``protocol`` column
 UNRECORDED_PROTOCOL = "unrecorded"
+#: what a gathered table says where a run folder lacks the record of a value (its matrix name,
+#: a cell's commit)
+UNRECORDED = UNRECORDED_PROTOCOL
 
 _STAGING = ".tmp-"
 
@@ -68,6 +75,56 @@ def read_results_csv(path: Path) -> pd.DataFrame:
         df.insert(min(4, len(df.columns)), "protocol", UNRECORDED_PROTOCOL)
     df["protocol"] = df["protocol"].fillna(UNRECORDED_PROTOCOL)
     return df
+
+
+def parquet_schema(types: dict[str, str]):
+    """The Arrow schema of a results table whose columns have ``types`` (RESULT_TYPES, plus the
+    columns a gathered table adds)."""
+    import pyarrow as pa
+
+    arrow = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+    return pa.schema([(c, arrow[t]) for c, t in types.items()])
+
+
+def write_results_parquet(df: pd.DataFrame, path: Path, types: dict[str, str] = RESULT_TYPES) -> None:
+    """``df`` as a Parquet file with exactly the columns and types of ``types``: a column that
+    is missing or holds a value of another type is one error naming the file and the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    missing = [c for c in types if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: the results table lacks the column(s) {missing} (expected {list(types)})")
+    schema = parquet_schema(types)
+    columns = []
+    for field in schema:
+        try:
+            columns.append(pa.array(df[field.name].tolist(), type=field.type, from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: column {field.name!r} is not all {types[field.name]} ({exc})") from None
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), buf)
+    atomic_write_bytes(Path(path), buf.getvalue().to_pybytes())
+
+
+def read_results_parquet(path: Path, types: dict[str, str] = RESULT_TYPES) -> pd.DataFrame:
+    """A Parquet results table, checked against ``types`` (one error naming the file and the
+    column that is missing or of another type)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ConfigError(f"{path}: not a readable Parquet file ({exc})") from None
+    expected = parquet_schema(types)
+    for field in expected:
+        if field.name not in table.schema.names:
+            raise ConfigError(f"{path}: no column {field.name!r} (expected the columns {list(types)})")
+        got = table.schema.field(field.name).type
+        if not (got == field.type or (field.type == pa.string() and got == pa.large_string())):
+            raise ConfigError(f"{path}: column {field.name!r} is {got}, expected {types[field.name]}")
+    return table.select(list(types)).to_pandas()
 
 
 def results_frame(rows: list[dict]) -> pd.DataFrame:
@@ -290,10 +347,12 @@ class RunDir:
 
     # ------------------------------------------------------------------ run-level files
     def collect_results(self) -> pd.DataFrame:
-        """All finished cells' metrics in one tidy table, also written to ``results.csv``."""
+        """All finished cells' metrics in one tidy table, also written to ``results.csv`` and
+        ``results.parquet``."""
         frames = [c.metrics() for c in self.finished()]
         df = pd.concat(frames, ignore_index=True) if frames else results_frame([])
         atomic_write_text(self.root / "results.csv", df.to_csv(index=False))
+        write_results_parquet(df, self.root / "results.parquet")
         return df
 
     def results(self) -> pd.DataFrame:
@@ -302,6 +361,43 @@ class RunDir:
             raise ConfigError(f"{path}: no results.csv (run `genrec-bench run ... --output {self.root}` first)")
         return read_results_csv(path)
 
+    def results_table(self) -> pd.DataFrame:
+        """The run's results, from ``results.parquet`` where the run wrote one, else from
+        ``results.csv`` (a run from before Parquet was written)."""
+        parquet = self.root / "results.parquet"
+        if parquet.is_file():
+            df = read_results_parquet(parquet)
+            df["protocol"] = df["protocol"].fillna(UNRECORDED_PROTOCOL)
+            return df
+        return self.results()
+
+    def records(self) -> pd.DataFrame:
+        """The results with what the run recorded about them: ``run`` (this folder), ``matrix``
+        (the name in matrix.yaml) and ``commit`` (the git commit in each row's cell run.json);
+        ``unrecorded`` where the run folder lacks that file (a committed report ships without
+        its cells)."""
+        df = self.results_table()
+        commits = {key: (cell.run_info() or {}).get("git_commit") for key, cell in self.cells_of(df).items()}
+        keys = zip(df["dataset"], df["method"], df["seed"].astype(int))
+        df["run"] = str(self.root)
+        df["matrix"] = self.matrix_name() or UNRECORDED
+        df["commit"] = [commits.get(key) or UNRECORDED for key in keys]
+        return df
+
+    def _matrix_record(self) -> dict:
+        path = self.root / "matrix.yaml"
+        if not path.is_file():
+            return {}
+        import yaml
+
+        data = yaml.safe_load(path.read_text()) or {}
+        return data if isinstance(data, dict) else {}
+
+    def matrix_name(self) -> str | None:
+        """The ``name`` of the run's matrix.yaml (None where there is none)."""
+        name = self._matrix_record().get("name")
+        return str(name) if name is not None else None
+
     def write_matrix(self, record: dict) -> None:
         import yaml
 
@@ -309,12 +405,7 @@ class RunDir:
 
     def method_order(self) -> list[str]:
         """Method labels in the order of the run's matrix.yaml (empty if there is none)."""
-        path = self.root / "matrix.yaml"
-        if not path.is_file():
-            return []
-        import yaml
-
-        data = yaml.safe_load(path.read_text()) or {}
+        data = self._matrix_record()
         return [m.get("label", m.get("name")) for m in data.get("methods", []) if isinstance(m, dict)]
 
     def write_failures(self, failed: list[dict]) -> None:

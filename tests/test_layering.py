@@ -39,6 +39,7 @@ LAYERS = [
     (7, "runner", ("benchmarks.runner",)),
     (7, "report", ("benchmarks.report",)),
     (7, "tokenize", ("benchmarks.tokenize",)),
+    (7, "gather", ("benchmarks.gather",)),
     (8, "entry points", ("benchmarks.cli", "benchmarks.bench_generation", "benchmarks.bench_setrec",
                          "benchmarks.bench_rpg", "benchmarks.parity")),
 ]

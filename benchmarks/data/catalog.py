@@ -145,6 +145,96 @@ def _movielens_1m() -> tuple[dict, str]:
     return {"path": str(path)}, source
 
 
+def _amazon2023_file(folders: list[Path], name: str) -> Path | None:
+    from benchmarks.data.formats.amazon2023 import find_file
+    for d in folders:
+        found = find_file(d, name)
+        if found is not None:
+            return found
+    return None
+
+
+def _amazon2023_locals(*parts: str) -> list[Path]:
+    """Where a local copy of Amazon 2023 files may lie: ``<root>/amazon2023/<parts...>`` and
+    ``<root>/amazon2023/`` for each ``$GENREC_BENCH_DATA`` root."""
+    return [root / "amazon2023" / Path(*parts) for root in data_path()] + [root / "amazon2023" for root in data_path()]
+
+
+def _amazon2023_raw(category: str) -> Callable[[], tuple[dict, str]]:
+    """A category's review and metadata files: a local copy, else the release's servers."""
+    def locate() -> tuple[dict, str]:
+        folders = _amazon2023_locals(category)
+        reviews = _amazon2023_file(folders, f"{category}.jsonl")
+        meta = _amazon2023_file(folders, f"meta_{category}.jsonl")
+        if reviews is not None and meta is not None:
+            return {"reviews": str(reviews), "meta": str(meta)}, f"local copy {reviews}, {meta}"
+        from benchmarks.data.fetch import fetch_amazon2023
+        r, r_src = fetch_amazon2023(category, "reviews")
+        m, m_src = fetch_amazon2023(category, "meta")
+        return {"reviews": str(next(iter(r.values()))), "meta": str(next(iter(m.values())))}, f"{r_src}; {m_src}"
+    return locate
+
+
+def _amazon2023_benchmark(category: str, kind: str) -> Callable[[], tuple[dict, str]]:
+    """A category's benchmark split files (``kind``: 5core-timestamp / 5core-last-out) and its
+    metadata: a local copy (the split files in ``amazon2023/<category>/<kind>/`` or
+    ``amazon2023/<kind>/``), else the release's servers."""
+    def locate() -> tuple[dict, str]:
+        from benchmarks.data.formats.amazon2023 import SPLITS, find_file
+        split_dirs = [root / "amazon2023" / category / kind for root in data_path()] + \
+                     [root / "amazon2023" / kind for root in data_path()]
+        local = next((d for d in split_dirs if all(find_file(d, f"{category}.{s}.csv") for s in SPLITS)), None)
+        meta = _amazon2023_file(_amazon2023_locals(category), f"meta_{category}.jsonl")
+        from benchmarks.data.fetch import fetch_amazon2023
+        sources = []
+        if local is None:
+            files, src = fetch_amazon2023(category, kind)
+            local = next(iter(files.values())).parent
+            sources.append(src)
+        else:
+            sources.append(f"local copy {local}")
+        if meta is None:
+            m, m_src = fetch_amazon2023(category, "meta")
+            meta = next(iter(m.values()))
+            sources.append(m_src)
+        else:
+            sources.append(f"local copy {meta}")
+        return {"path": str(local), "name": category, "meta": str(meta)}, "; ".join(sources)
+    return locate
+
+
+#: ``<prefix>:<Category>`` names (any category of the release): prefix -> the benchmark kind
+#: (None: the raw reviews, preprocessed by the suite's rules)
+AMAZON2023_PREFIXES = {"amazon2023": None, "amazon2023-5core-timestamp": "5core-timestamp",
+                       "amazon2023-5core-last-out": "5core-last-out"}
+
+
+def amazon2023_spec(name: str, category: str, kind: str | None, description: str = "") -> DatasetSpec:
+    """The DatasetSpec of one Amazon 2023 category: raw reviews + metadata (``kind`` None: the
+    suite's 5-core and split) or the release's benchmark split files (kept as shipped)."""
+    if kind is None:
+        return DatasetSpec(name, "amazon2023", locate=_amazon2023_raw(category),
+                           description=description or f"Amazon Reviews 2023 {category} (raw reviews + metadata)")
+    return DatasetSpec(name, "amazon2023-benchmark", locate=_amazon2023_benchmark(category, kind),
+                       options=PreprocessOptions(split="fixed", k_core=0),
+                       description=description or f"Amazon Reviews 2023 {category}, the release's {kind} split")
+
+
+def catalog_spec(name: str) -> DatasetSpec | None:
+    """A catalog name's DatasetSpec: an entry of CATALOG, or ``<prefix>:<Category>`` for any
+    Amazon 2023 category (AMAZON2023_PREFIXES); None for an unknown name."""
+    if name in CATALOG:
+        return CATALOG[name]
+    prefix, sep, category = name.partition(":")
+    if sep and prefix in AMAZON2023_PREFIXES:
+        import re
+        if not re.fullmatch(r"[A-Za-z][A-Za-z_]*", category):
+            raise ConfigError(f"dataset {name!r}: expected {prefix}:<Category>, a category of Amazon Reviews "
+                              f"2023 such as Musical_Instruments")
+        return amazon2023_spec(name, category, AMAZON2023_PREFIXES[prefix])
+    return None
+
+
 CATALOG: dict[str, DatasetSpec] = {
     "ml-100k": DatasetSpec("ml-100k", "movielens-100k", locate=_movielens_100k,
                            description="MovieLens 100K (the embedded default; fetched and cached)"),
@@ -167,6 +257,8 @@ CATALOG: dict[str, DatasetSpec] = {
                                  options=PreprocessOptions(split="fixed", k_core=0),
                                  cf_embeddings="SASRec_item_embed.npy",
                                  description="SETRec's Beauty: global temporal split, warm/cold items, no text"),
+    "amazon2023-instruments": amazon2023_spec("amazon2023-instruments", "Musical_Instruments", None),
+    "amazon2023-industrial": amazon2023_spec("amazon2023-industrial", "Industrial_and_Scientific", None),
 }
 
 
@@ -207,9 +299,10 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
     wrong type or a missing reader argument is one ConfigError naming the dataset, the key
     and the known keys."""
     if isinstance(entry, str):
-        if entry not in CATALOG:
-            raise UnknownNameError("dataset", entry, list(CATALOG))
-        return CATALOG[entry]
+        spec = catalog_spec(entry)
+        if spec is None:
+            raise UnknownNameError("dataset", entry, list(CATALOG) + [f"{p}:<Category>" for p in AMAZON2023_PREFIXES])
+        return spec
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise ConfigError(f"dataset entry: expected a catalog name or a mapping with a 'name' (a string), "
                           f"got {entry!r}")
@@ -234,10 +327,11 @@ def spec_from_config(entry: str | dict) -> DatasetSpec:
     cf = entry.get("cf_embeddings")
     if fmt is None:
         base_name = catalog or name
-        if base_name not in CATALOG:
+        base = catalog_spec(base_name)
+        if base is None:
             raise ConfigError(f"dataset {base_name!r}: not in the catalog, so it needs a 'format' (one "
-                              f"of the readers) and its file paths; catalog: {', '.join(sorted(CATALOG))}")
-        base = CATALOG[base_name]
+                              f"of the readers) and its file paths; catalog: {', '.join(sorted(CATALOG))}, "
+                              f"{', '.join(p + ':<Category>' for p in AMAZON2023_PREFIXES)}")
         options = _options(where, {**base.options.to_dict(), **opts})
         return DatasetSpec(name, base.format, base.reader_args, options,
                            base.locate, cf or base.cf_embeddings, base.description, base.codes_file)

@@ -244,3 +244,63 @@ def fetch_movielens_1m(url: str = ML1M_URL, *, cache: str | Path | None = None,
                             f"(no network, or the URL moved?): {e}") from None
     log.info("MovieLens 1M from %s -> %s", source, folder)
     return folder, source
+
+
+# --------------------------------------------------------------------------- Amazon Reviews 2023
+#: the McAuley lab's file server (the download links of amazon-reviews-2023.github.io), gzipped
+AMAZON2023_MIRROR = "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023"
+#: the same release on the Hugging Face hub (dataset McAuley-Lab/Amazon-Reviews-2023), uncompressed
+AMAZON2023_HF = "https://huggingface.co/datasets/McAuley-Lab/Amazon-Reviews-2023/resolve/main"
+#: what ``fetch_amazon2023`` can fetch: kind -> the release's folder and the files of a category
+AMAZON2023_KINDS = {
+    "reviews": ("raw", ("review_categories/{cat}.jsonl",)),
+    "meta": ("raw", ("meta_categories/meta_{cat}.jsonl",)),
+    "5core-timestamp": ("benchmark/5core", ("timestamp_w_his/{cat}.train.csv", "timestamp_w_his/{cat}.valid.csv",
+                                            "timestamp_w_his/{cat}.test.csv")),
+    "5core-last-out": ("benchmark/5core", ("last_out_w_his/{cat}.train.csv", "last_out_w_his/{cat}.valid.csv",
+                                           "last_out_w_his/{cat}.test.csv")),
+}
+_CATEGORY = re.compile(r"[A-Za-z][A-Za-z_]*")
+
+
+def fetch_amazon2023(category: str, kind: str = "reviews", *, cache: str | Path | None = None,
+                     mirror: str = AMAZON2023_MIRROR, hub: str = AMAZON2023_HF,
+                     timeout: float = 60.0) -> tuple[dict[str, Path], str]:
+    """One category's files of Amazon Reviews 2023 into ``<cache>/raw/amazon2023/<category>/``;
+    returns ({file name: path}, source). ``kind``: ``reviews`` (``<category>.jsonl.gz``),
+    ``meta`` (``meta_<category>.jsonl.gz``), ``5core-timestamp`` / ``5core-last-out`` (the
+    benchmark split files ``<category>.train|valid|test.csv.gz`` of ``timestamp_w_his`` /
+    ``last_out_w_his``; these go to ``<kind>/`` inside the category's folder). Each file comes from the lab's server (``mirror``, gzipped) or, where
+    that fails, from the Hugging Face copy (``hub``, uncompressed, kept under its own name); a
+    file already there is not fetched again."""
+    if not isinstance(category, str) or not _CATEGORY.fullmatch(category):
+        raise GenrecError(f"Amazon 2023 category {category!r}: expected a name such as Musical_Instruments")
+    if kind not in AMAZON2023_KINDS:
+        raise GenrecError(f"Amazon 2023 kind {kind!r}: expected one of {', '.join(AMAZON2023_KINDS)}")
+    folder, templates = AMAZON2023_KINDS[kind]
+    base = Path(cache) if cache is not None else cache_dir()
+    dest = base / "raw" / "amazon2023" / category
+    if folder == "benchmark/5core":
+        dest = dest / kind
+    out, used = {}, []
+    for template in templates:
+        rel = f"{folder}/{template.format(cat=category)}"
+        name = PurePosixPath(rel).name
+        have = [dest / f"{name}{suffix}" for suffix in (".gz", "") if (dest / f"{name}{suffix}").is_file()]
+        if have:
+            out[have[0].name] = have[0]
+            used.append(f"cached {have[0]}")
+            continue
+        try:
+            path = fetch_url_files({f"{name}.gz": f"{mirror}/{rel}.gz"}, dest, timeout=timeout)[f"{name}.gz"]
+            used.append(f"{mirror}/{rel}.gz")
+        except DownloadError as first:
+            log.warning("Amazon 2023 %s from the lab's server failed (%s); trying the Hugging Face copy", name, first)
+            try:
+                path = fetch_url_files({name: f"{hub}/{rel}"}, dest, timeout=timeout)[name]
+            except DownloadError as second:
+                raise DownloadError(f"could not fetch Amazon 2023 {category} ({kind}) file {name}: {first}; "
+                                    f"fallback: {second}") from None
+            used.append(f"{hub}/{rel}")
+        out[path.name] = path
+    return out, "Amazon Reviews 2023: " + ", ".join(used)

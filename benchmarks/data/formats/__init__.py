@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from benchmarks.data.formats.amazon import read_amazon2014, read_amazon2018
+from benchmarks.data.formats.amazon2023 import read_amazon2023, read_amazon2023_benchmark
 from benchmarks.data.formats.letter import read_letter_json
 from benchmarks.data.formats.movielens import read_movielens_1m, read_movielens_100k
 from benchmarks.data.formats.p5 import read_p5_sequential
@@ -24,6 +25,8 @@ FORMATS: dict[str, Callable[..., RawData]] = {
     "recbole": read_recbole,
     "amazon2014": read_amazon2014,
     "amazon2018": read_amazon2018,
+    "amazon2023": read_amazon2023,
+    "amazon2023-benchmark": read_amazon2023_benchmark,
     "yelp": read_yelp,
     "letter-json": read_letter_json,
     "setrec-npy": read_setrec,
@@ -42,5 +45,6 @@ def read_format(name: str, /, **kwargs) -> RawData:
     return reader(**kwargs)
 
 
-__all__ = ["FORMATS", "read_format", "read_amazon2014", "read_amazon2018", "read_letter_json",
+__all__ = ["FORMATS", "read_format", "read_amazon2014", "read_amazon2018", "read_amazon2023",
+           "read_amazon2023_benchmark", "read_letter_json",
            "read_movielens_100k", "read_movielens_1m", "read_p5_sequential", "read_recbole", "read_setrec", "read_yelp"]
