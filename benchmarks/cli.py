@@ -2,7 +2,7 @@
 
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
                      [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
-                     [--refit] [--fail-fast] [--quiet]
+                     [--precision auto|fp32|bf16|fp16] [--refit] [--fail-fast] [--quiet]
                      [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
     genrec-bench report DIR
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
@@ -43,6 +43,9 @@ def cmd_run(args) -> int:
     matrix = select(matrix, args.datasets, args.methods, args.seeds)
     if args.device:
         matrix.device = args.device
+    if args.precision:
+        from benchmarks.precision import check_precision
+        matrix.precision = check_precision(args.precision, "--precision")
     if args.protocol or args.refit:   # the named evaluation protocol (benchmarks/evaluation/protocols.py)
         matrix.evaluation = {**matrix.evaluation, **({"protocol": args.protocol} if args.protocol else {}),
                              **({"refit": True} if args.refit else {})}
@@ -161,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
     r.add_argument("--output", help="run directory (default runs/<matrix name>)")
     r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the matrix)")
+    r.add_argument("--precision", help="auto, fp32, bf16, fp16 (overrides the matrix; auto: bf16 on a CUDA "
+                   "device with bf16, else fp32)")
     r.add_argument("--protocol", choices=["auto", "masked", "unmasked"],
                    help="evaluation protocol (overrides the matrix): masked = history items removed from "
                         "the ranking (RecBole), unmasked = ranked (the generative papers' code), auto = "

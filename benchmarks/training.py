@@ -6,6 +6,10 @@ clipping, validation every ``eval_every`` epochs on the harness's NDCG@10, early
 ``patience`` validations without improvement, restoring the best state, a progress bar, and a
 log of per-epoch loss, validation score, seconds and peak memory. Under ``accelerate launch``
 the same loop trains data-parallel (see :mod:`benchmarks.distributed`).
+
+Precision (:mod:`benchmarks.precision`, the run's ``ctx.precision``): every loss is computed
+under the method's :meth:`~benchmarks.protocol.Recommender.autocast` (bf16 / fp16 autocast,
+nothing in fp32); fp16 steps go through a gradient scaler (unscaled before clipping).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from torch import nn
 
 from benchmarks import distributed
+from benchmarks.precision import grad_scaler
 from benchmarks.protocol import Recommender, Validator
 from benchmarks.utils import PeakMemory, progress_bar, show_progress
 
@@ -107,6 +112,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     if dist is not None:
         dist.broadcast_module(model.module)
     opt = model.optimizer()
+    scaler = grad_scaler(model.precision, model.device)   # inert unless fp16
     n_batches = model.n_batches()
     world = dist.world if dist is not None else 1
     per_rank = n_batches // world if n_batches else None   # the same step count everywhere
@@ -131,16 +137,19 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                         break
                     if i % world != dist.rank:
                         continue
-                loss = model.loss(batch)
+                with model.autocast():
+                    loss = model.loss(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{model.name}: loss became {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if dist is not None:
                     dist.average_gradients(model.module)
                 if cfg.grad_clip:
+                    scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(model.module.parameters(), cfg.grad_clip)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 if sched is not None:
                     sched.step()
                 total += float(loss.detach())
@@ -180,6 +189,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     model.eval()
     secs = [e["seconds"] for e in epochs]
     return {"epochs": epochs, "best_epoch": best_epoch or len(epochs), "world_size": world,
+            "precision": model.precision,
             "best_valid_ndcg10": None if best == -math.inf else best, "stopped": stopped,
             "train_seconds": round(time.perf_counter() - started, 2),
             "mean_epoch_seconds": round(float(np.mean(secs)), 3) if secs else 0.0,
