@@ -10,6 +10,15 @@ the same loop trains data-parallel (see :mod:`benchmarks.distributed`).
 Precision (:mod:`benchmarks.precision`, the run's ``ctx.precision``): every loss is computed
 under the method's :meth:`~benchmarks.protocol.Recommender.autocast` (bf16 / fp16 autocast,
 nothing in fp32); fp16 steps go through a gradient scaler (unscaled before clipping).
+
+Memory: ``grad_accum`` cuts every batch into that many micro-batches
+(:meth:`TorchRecommender.micro_batches`), each back-propagated with its loss weighted by its
+share of what the loss averages over (:meth:`TorchRecommender.loss_count`: the samples by
+default, the target tokens for the generative methods), and takes one optimiser step per batch:
+the update equals the whole batch's up to float error where that count is the right one
+(``batch_size`` stays the batch the method and its paper mean). ``gradient_checkpointing`` recomputes the
+activations of the transformers models inside the method's module in the backward pass
+(:func:`enable_gradient_checkpointing`).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import torch
 from torch import nn
 
 from benchmarks import distributed
+from benchmarks.errors import ConfigError
 from benchmarks.precision import grad_scaler
 from benchmarks.protocol import Recommender, Validator
 from benchmarks.utils import PeakMemory, progress_bar, show_progress
@@ -38,7 +48,9 @@ class TrainConfig:
     """Fields every trained method has (method configs subclass this).
 
     ``patience`` counts validations, not epochs; ``max_train_minutes`` caps wall-clock
-    training time (None = no cap) and is recorded when it stops a run.
+    training time (None = no cap) and is recorded when it stops a run. ``grad_accum``:
+    micro-batches per batch (one optimiser step per batch); ``gradient_checkpointing``:
+    recompute the transformer backbone's activations in the backward pass (see the module doc).
     """
 
     epochs: int = 200
@@ -49,6 +61,8 @@ class TrainConfig:
     eval_every: int = 1
     grad_clip: float | None = None
     max_train_minutes: float | None = None
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
 
 
 class TorchRecommender(Recommender):
@@ -62,7 +76,12 @@ class TorchRecommender(Recommender):
         # tokenizer trained now or read from the cache must not change the initialisation)
         from benchmarks.utils import seed_everything
         seed_everything(ctx.seed)
+        if config.grad_accum < 1:
+            raise ConfigError(f"{type(config).__qualname__}: field 'grad_accum': expected an integer >= 1, "
+                              f"got {config.grad_accum}")
         self.module: nn.Module = self.build().to(self.device)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(self.module, f"{type(config).__qualname__}: field 'gradient_checkpointing'")
 
     @abc.abstractmethod
     def build(self) -> nn.Module:
@@ -75,6 +94,31 @@ class TorchRecommender(Recommender):
     @abc.abstractmethod
     def loss(self, batch: Any) -> torch.Tensor:
         """Scalar loss of one batch (the module is in train mode)."""
+
+    def loss_count(self, batch: Any) -> int | torch.Tensor:
+        """What :meth:`loss` of ``batch`` is a mean over, counted (``grad_accum`` weighs each
+        micro-batch's loss by its share): default, the samples (the first dimension)."""
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return int(first.shape[0])
+
+    def micro_batches(self, batch: Any, n: int) -> list[tuple[Any, float | torch.Tensor]]:
+        """``batch`` cut into at most ``n`` micro-batches along the first dimension, each with the
+        weight of its loss: its share of the batch's :meth:`loss_count`. Default: a tensor or a
+        tuple / list of tensors of one first dimension; a method with other batches overrides
+        this."""
+        if n == 1:
+            return [(batch, 1.0)]
+        parts = batch if isinstance(batch, (tuple, list)) else (batch,)
+        sizes = {p.shape[0] for p in parts if isinstance(p, torch.Tensor)}
+        if len(sizes) != 1 or not all(isinstance(p, torch.Tensor) for p in parts):
+            raise ConfigError(f"{self.name}: field 'grad_accum': its batches are not tensors of one first "
+                              f"dimension, so they cannot be cut (override micro_batches)")
+        size = sizes.pop()
+        chunks = [torch.tensor_split(p, min(n, size)) for p in parts]
+        micros = [type(batch)(piece) if isinstance(batch, (tuple, list)) else piece[0] for piece in zip(*chunks)]
+        counts = [self.loss_count(m) for m in micros]
+        total = sum(counts)
+        return [(m, c / total) for m, c in zip(micros, counts)]
 
     def n_batches(self) -> int | None:
         """Batches per epoch, for the progress bar (None if unknown)."""
@@ -98,6 +142,40 @@ class TorchRecommender(Recommender):
     def train(self) -> "TorchRecommender":
         self.module.train()
         return self
+
+
+def enable_gradient_checkpointing(module: nn.Module, where: str) -> int:
+    """Switch on activation checkpointing (non-reentrant) in every outermost transformers model
+    inside ``module`` (``activation_checkpointing_enable``, before transformers 5.24
+    ``gradient_checkpointing_enable``; a PEFT wrapper passes it on); returns
+    how many. A module on the way that says why it cannot be checkpointed
+    (``gradient_checkpointing_unsupported``: a backbone whose forward keeps per-call state a
+    recomputation would not see), or no transformers model at all, is a ConfigError naming
+    ``where``."""
+    found = 0
+
+    def visit(m: nn.Module) -> None:
+        nonlocal found
+        reason = getattr(m, "gradient_checkpointing_unsupported", None)
+        if reason:
+            raise ConfigError(f"{where}: not supported by {type(m).__name__}: {reason}")
+        if getattr(m, "supports_gradient_checkpointing", False):
+            if hasattr(m, "activation_checkpointing_enable"):     # transformers >= 5.24's name
+                m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                found += 1
+                return
+            if hasattr(m, "gradient_checkpointing_enable"):
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                found += 1
+                return
+        for child in m.children():
+            visit(child)
+
+    visit(module)
+    if not found:
+        raise ConfigError(f"{where}: the module has no transformers model to checkpoint "
+                          f"(only the T5 and decoder-only backbones have one)")
+    return found
 
 
 def _state_copy(module: nn.Module) -> dict:
@@ -137,12 +215,16 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                         break
                     if i % world != dist.rank:
                         continue
-                with model.autocast():
-                    loss = model.loss(batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{model.name}: loss became {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                loss = 0.0
+                for micro, weight in model.micro_batches(batch, cfg.grad_accum):
+                    with model.autocast():
+                        part = model.loss(micro)
+                    if not torch.isfinite(part):
+                        raise FloatingPointError(f"{model.name}: loss became {part.item()} at epoch {epoch}")
+                    part = part if isinstance(weight, float) and weight == 1.0 else part * weight
+                    scaler.scale(part).backward()
+                    loss = loss + part.detach()
                 if dist is not None:
                     dist.average_gradients(model.module)
                 if cfg.grad_clip:
