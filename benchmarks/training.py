@@ -19,6 +19,12 @@ the update equals the whole batch's up to float error where that count is the ri
 (``batch_size`` stays the batch the method and its paper mean). ``gradient_checkpointing`` recomputes the
 activations of the transformers models inside the method's module in the backward pass
 (:func:`enable_gradient_checkpointing`).
+
+The host waits on the device only where it must: the epoch's loss is summed on the device
+(float64, so the logged mean is the one a per-step ``float(loss)`` sum gives), a non-finite
+loss is looked for every :data:`FINITE_CHECK_EVERY` steps and at the end of every epoch (the
+error names the epoch and the step where it first occurred), and the best state is copied to
+host memory (a GPU clone would double the weights' memory), restored at the end.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from benchmarks.protocol import Recommender, Validator
 from benchmarks.utils import PeakMemory, progress_bar, show_progress
 
 log = logging.getLogger(__name__)
+
+#: optimiser steps between two looks for a non-finite loss (each one waits on the device)
+FINITE_CHECK_EVERY = 100
 
 
 @dataclass
@@ -179,7 +188,37 @@ def enable_gradient_checkpointing(module: nn.Module, where: str) -> int:
 
 
 def _state_copy(module: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    """The module's state in host memory (a copy: it shares no storage with the module)."""
+    return {k: v.detach().clone() if v.device.type == "cpu" else v.detach().to("cpu", copy=True)
+            for k, v in module.state_dict().items()}
+
+
+class _LossTally:
+    """One epoch's losses, summed on the device, and the first non-finite one (its step and
+    value), kept on the device too: :meth:`check` is the only place the host waits."""
+
+    def __init__(self, device: torch.device):
+        dtype = torch.float32 if device.type == "mps" else torch.float64   # MPS has no float64
+        self.total = torch.zeros((), dtype=dtype, device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), dtype=dtype, device=device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.steps += 1
+        loss = loss.to(self.total.dtype)
+        first = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(first, self.bad_step.new_full((), self.steps), self.bad_step)
+        self.bad_value = torch.where(first, loss, self.bad_value)
+        self.total += loss
+
+    def check(self, name: str, epoch: int) -> None:
+        step = int(self.bad_step)
+        if step >= 0:
+            raise FloatingPointError(f"{name}: loss became {float(self.bad_value)} at epoch {epoch}, step {step}")
+
+    def mean(self) -> float:
+        return float(self.total) / max(self.steps, 1)
 
 
 def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
@@ -205,7 +244,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     bar = progress_bar(range(1, cfg.epochs + 1), desc=f"train {model.name}", enabled=progress)
     for epoch in bar:
         model.train()
-        total, steps = 0.0, 0
+        tally = _LossTally(model.device)
         t0 = time.perf_counter()
         with PeakMemory() as mem:
             for i, batch in enumerate(progress_bar(model.batches(rng), total=n_batches, leave=False,
@@ -216,15 +255,13 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                     if i % world != dist.rank:
                         continue
                 opt.zero_grad(set_to_none=True)
-                loss = 0.0
+                loss = None
                 for micro, weight in model.micro_batches(batch, cfg.grad_accum):
                     with model.autocast():
                         part = model.loss(micro)
-                    if not torch.isfinite(part):
-                        raise FloatingPointError(f"{model.name}: loss became {part.item()} at epoch {epoch}")
                     part = part if isinstance(weight, float) and weight == 1.0 else part * weight
                     scaler.scale(part).backward()
-                    loss = loss + part.detach()
+                    loss = part.detach() if loss is None else loss + part.detach()
                 if dist is not None:
                     dist.average_gradients(model.module)
                 if cfg.grad_clip:
@@ -234,9 +271,11 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                 scaler.update()
                 if sched is not None:
                     sched.step()
-                total += float(loss.detach())
-                steps += 1
-        entry = {"epoch": epoch, "loss": total / max(steps, 1), "steps": steps,
+                tally.add(loss)
+                if tally.steps % FINITE_CHECK_EVERY == 0:
+                    tally.check(model.name, epoch)
+            tally.check(model.name, epoch)
+        entry = {"epoch": epoch, "loss": tally.mean(), "steps": tally.steps,
                  "seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": mem.peak_rss_mb}
         if mem.peak_cuda_mb is not None:
             entry["peak_cuda_mb"] = mem.peak_cuda_mb
