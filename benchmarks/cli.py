@@ -2,7 +2,7 @@
 
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
                      [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
-                     [--precision auto|fp32|bf16|fp16] [--refit] [--fail-fast] [--quiet]
+                     [--precision auto|fp32|bf16|fp16] [--refit] [--dry-run [--dry-steps N] [--dry-users M]] [--fail-fast] [--quiet]
                      [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
     genrec-bench report DIR
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks.errors import GenrecError
+from benchmarks.errors import ConfigError, GenrecError
 
 
 def _csv(value: str) -> list[str]:
@@ -32,6 +32,22 @@ def _ints(value: str) -> list[int]:
         return [int(v) for v in _csv(value)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+DRY_RUN_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"), ("parameters", "parameters"),
+                   ("trainable", "trainable"), ("state_mb", "state MB"), ("peak_rss_mb", "peak RSS MB"),
+                   ("peak_cuda_mb", "peak CUDA MB"), ("seconds_per_step", "s/step"),
+                   ("users_per_s", "users/s"), ("error", "error")]
+
+
+def dry_run_table(rows: list[dict]) -> str:
+    """The dry run's rows as a Markdown table: state MB = weights + gradients + Adam moments
+    (from the tensors), the peaks measured over the few steps and the ranking."""
+    cols = [(k, name) for k, name in DRY_RUN_COLUMNS if any(r.get(k) is not None for r in rows)]
+    lines = ["| " + " | ".join(name for _, name in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k, _ in cols) + " |")
+    return "\n".join(lines)
 
 
 def cmd_run(args) -> int:
@@ -49,6 +65,14 @@ def cmd_run(args) -> int:
     if args.protocol or args.refit:   # the named evaluation protocol (benchmarks/evaluation/protocols.py)
         matrix.evaluation = {**matrix.evaluation, **({"protocol": args.protocol} if args.protocol else {}),
                              **({"refit": True} if args.refit else {})}
+    if args.dry_run:
+        from benchmarks.runner import dry_run
+        for flag, value in (("--dry-steps", args.dry_steps), ("--dry-users", args.dry_users)):
+            if value < 1:
+                raise ConfigError(f"{flag}: expected an integer >= 1, got {value}")
+        rows = dry_run(matrix, steps=args.dry_steps, users=args.dry_users, progress=not args.quiet)
+        print(dry_run_table(rows))
+        return 1 if any("error" in r for r in rows) else 0
     out = Path(args.output or Path("runs") / matrix.name)
     executor = None
     if args.executor == "ray":
@@ -105,7 +129,6 @@ def cmd_data(args) -> int:
 
 def _overrides(pairs: list[str] | None) -> dict:
     import yaml
-    from benchmarks.errors import ConfigError
 
     out = {}
     for pair in pairs or []:
@@ -174,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="protocol option: refit non-sequential methods (MostPop, MF, LightGCN) on "
                         "training + validation for their best epoch count before the test ranking")
     r.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
+    r.add_argument("--dry-run", action="store_true",
+                   help="build every cell at its real size, train --dry-steps steps, rank --dry-users test "
+                        "users, print parameters and memory per cell; writes no run folder")
+    r.add_argument("--dry-steps", type=int, default=3, help="optimiser steps per cell in a dry run")
+    r.add_argument("--dry-users", type=int, default=32, help="test users ranked per cell in a dry run")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: cells one after another in this process; ray: one Ray task per cell")
     r.add_argument("--ray-address", help="Ray cluster address (default: start a local cluster)")

@@ -27,7 +27,8 @@ ALL_FEATURES = frozenset({"text", "cf"})
 
 def build_context(dataset: "Dataset", *, seed: int = 0, device: str = "cpu", evaluator: Evaluator | None = None,
                   needs: frozenset[str] = ALL_FEATURES, features: dict | None = None,
-                  cache: Path | None = None, progress: bool = True, precision: str | None = "auto") -> Context:
+                  cache: Path | None = None, progress: bool = True, precision: str | None = "auto",
+                  max_steps: int | None = None) -> Context:
     """The context of a method (or an identifier build) on ``dataset``.
 
     ``evaluator``: whose ``validation_ndcg`` early-stops the trainings (default: an Evaluator of
@@ -38,7 +39,9 @@ def build_context(dataset: "Dataset", *, seed: int = 0, device: str = "cpu", eva
     for ``device`` (:func:`benchmarks.precision.resolve_precision`: auto is bf16 on a CUDA device
     with bf16, else fp32; an unknown value is a ConfigError naming the key); on CUDA it also sets
     the process's float32 matmul precision (TF32 unless fp32). The FeatureStore's own trainings
-    (the CF SASRec, whose embeddings are cached under a key without the precision) stay fp32."""
+    (the CF SASRec, whose embeddings are cached under a key without the precision) stay fp32.
+    ``max_steps``: a dry run's cap on the method's optimiser steps (features and identifiers are
+    built as configured)."""
     from baselines.sasrec import train_cf_embeddings
 
     precision = resolve_precision(precision, device)
@@ -50,4 +53,4 @@ def build_context(dataset: "Dataset", *, seed: int = 0, device: str = "cpu", eva
         store = FeatureStore(dataset, cache, device=device, seed=seed, progress=progress, validator=validator,
                              cf_trainer=train_cf_embeddings, **(features or {}))
     return Context(dataset=dataset, features=store, device=device, seed=seed, precision=precision, cache=cache,
-                   progress=progress, validator=validator)
+                   progress=progress, validator=validator, max_steps=max_steps)

@@ -80,7 +80,9 @@ class Context:
       it); None: nothing is cached (a refit, a unit test).
     - ``validator``: the harness's validation NDCG@10, the early-stopping signal of trainings
       inside a method or its features (the FeatureStore's CF SASRec gets the same one); the
-      runner passes it to ``fit`` as well."""
+      runner passes it to ``fit`` as well.
+    - ``max_steps``: a dry run's cap on the optimiser steps of the method's own training (the
+      training loop stops there); None (always, outside ``genrec-bench run --dry-run``)."""
 
     dataset: "Dataset"
     features: "FeatureStore | None" = None
@@ -90,6 +92,7 @@ class Context:
     cache: Path | None = None
     progress: bool = True
     validator: Validator | None = None
+    max_steps: int | None = None
 
 
 @dataclass

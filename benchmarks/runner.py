@@ -262,3 +262,62 @@ def run_matrix(matrix: Matrix, out: Path, *, executor: LocalExecutor | RayExecut
         run.collect_results()
         run.write_failures(summary["failed"])
     return summary
+
+
+# --------------------------------------------------------------------------- dry run
+def dry_run_cell(cell: Cell, *, device: str = "auto", features: dict | None = None, precision: str = "auto",
+                 steps: int = 3, users: int = 32, memo: _DatasetMemo | None = None) -> dict:
+    """One cell built at its real size (its dataset, identifiers and features as configured,
+    and cached as a real run would), trained for ``steps`` optimiser steps without validation,
+    then ``users`` test users ranked; nothing is written to a run folder. Returns its row:
+    parameters, the training state's memory (:func:`benchmarks.training.state_memory_mb`), the
+    peak memory measured over the steps and the ranking (resident, and CUDA's where on a GPU),
+    seconds per step and users per second."""
+    from benchmarks.training import TorchRecommender, state_memory_mb
+    from benchmarks.utils import PeakMemory
+
+    seed_everything(cell.seed)
+    dev = resolve_device(device)
+    eval_cfg = build_config(EvalConfig, cell.resolved["evaluation"])
+    ds, evaluator = (memo or _DatasetMemo()).get(cell.dataset, eval_cfg, cell.seed)
+    cls = METHODS.get(cell.method.name)
+    cfg = build_config(cls.Config, cell.resolved["config"])
+    ctx = build_context(ds, seed=cell.seed, device=dev, evaluator=evaluator, needs=cls.needs,
+                        features=features, progress=False, precision=precision, max_steps=steps)
+    with Timer() as t_build:
+        model = cls(cfg, ctx)
+    row: dict = {"dataset": ds.name, "method": cell.method.label, "seed": cell.seed, "device": dev,
+                 "precision": ctx.precision, "build_seconds": round(t_build.seconds, 2)}
+    torch_model = isinstance(model, TorchRecommender)
+    if torch_model:
+        row["parameters"] = sum(p.numel() for p in model.module.parameters())
+        row["trainable"] = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
+        row.update(state_memory_mb(model.module))
+    with PeakMemory() as mem:
+        with Timer() as t_fit:
+            fit_log = model.fit(None)
+        ranked = ds.eval_users("test")[:users]
+        _, timing = evaluator.rank(model, "test", ranked)
+    done = sum(e.get("steps", 0) for e in fit_log.get("epochs", []))
+    row.update({"steps": done, "seconds_per_step": round(t_fit.seconds / done, 3) if done else None,
+                "ranked_users": int(timing["users"]),
+                "users_per_s": round(timing["users"] / timing["seconds"], 1) if timing["seconds"] else None,
+                "peak_rss_mb": mem.peak_rss_mb, "peak_cuda_mb": mem.peak_cuda_mb})
+    return row
+
+
+def dry_run(matrix: Matrix, *, steps: int = 3, users: int = 32, progress: bool = True) -> list[dict]:
+    """:func:`dry_run_cell` for every cell of ``matrix`` (every config checked first, as by a
+    run), one after another in this process; a cell that fails gets its row with ``error``."""
+    cells = expand(matrix)
+    memo = _DatasetMemo()
+    rows = []
+    for cell in progress_bar(cells, desc=f"dry run {matrix.name}", enabled=progress):
+        try:
+            rows.append(dry_run_cell(cell, device=matrix.device, features=matrix.features,
+                                     precision=matrix.precision, steps=steps, users=users, memo=memo))
+        except CELL_ERRORS as exc:
+            log.error("cell %s failed in the dry run: %s", cell.relpath, exc)
+            rows.append({"dataset": cell.dataset.name, "method": cell.method.label, "seed": cell.seed,
+                         "error": f"{type(exc).__name__}: {exc}"})
+    return rows

@@ -187,6 +187,25 @@ def enable_gradient_checkpointing(module: nn.Module, where: str) -> int:
     return found
 
 
+def _nbytes(t: torch.Tensor) -> int:
+    if t.is_sparse:   # a sparse buffer (LightGCN's adjacency): its values and indices
+        t = t.coalesce()
+        return t.values().numel() * t.element_size() + t.indices().numel() * t.indices().element_size()
+    return t.numel() * t.element_size()
+
+
+def state_memory_mb(module: nn.Module) -> dict:
+    """What training holds besides activations, in MiB, from the module's tensors: its weights
+    (parameters and buffers), the gradients of its trainable parameters and Adam's two moments
+    of each (the optimiser every method uses), each in its parameter's dtype."""
+    mib = 2 ** 20
+    weights = sum(_nbytes(t) for t in [*module.parameters(), *module.buffers()])
+    trainable = sum(_nbytes(p) for p in module.parameters() if p.requires_grad)
+    return {"weights_mb": round(weights / mib, 3), "gradients_mb": round(trainable / mib, 3),
+            "optimizer_mb": round(2 * trainable / mib, 3),
+            "state_mb": round((weights + 3 * trainable) / mib, 3)}
+
+
 def _state_copy(module: nn.Module) -> dict:
     """The module's state in host memory (a copy: it shares no storage with the module)."""
     return {k: v.detach().clone() if v.device.type == "cpu" else v.detach().to("cpu", copy=True)
@@ -239,6 +258,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     best, best_epoch, best_state, bad = -math.inf, 0, None, 0
     epochs: list[dict] = []
     stopped = "max epochs"
+    cap, done_steps = model.ctx.max_steps, 0      # a dry run's step cap (protocol.Context)
     started = time.perf_counter()
     progress = show_progress(model.ctx.progress)   # off in a log file: the epoch lines below are the record
     bar = progress_bar(range(1, cfg.epochs + 1), desc=f"train {model.name}", enabled=progress)
@@ -249,6 +269,8 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
         with PeakMemory() as mem:
             for i, batch in enumerate(progress_bar(model.batches(rng), total=n_batches, leave=False,
                                                    desc=f"epoch {epoch}", enabled=progress)):
+                if cap is not None and done_steps >= cap:
+                    break
                 if dist is not None:
                     if i >= per_rank * world:
                         break
@@ -272,6 +294,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                 if sched is not None:
                     sched.step()
                 tally.add(loss)
+                done_steps += 1
                 if tally.steps % FINITE_CHECK_EVERY == 0:
                     tally.check(model.name, epoch)
             tally.check(model.name, epoch)
@@ -303,6 +326,9 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
             break
         if out_of_time:
             stopped = f"time cap ({cfg.max_train_minutes} min)"
+            break
+        if cap is not None and done_steps >= cap:
+            stopped = f"dry run ({cap} steps)"
             break
     bar.close()
     if best_state is not None:
