@@ -188,10 +188,14 @@ def enable_gradient_checkpointing(module: nn.Module, where: str) -> int:
 
 
 def _nbytes(t: torch.Tensor) -> int:
-    if t.is_sparse:   # a sparse buffer (LightGCN's adjacency): its values and indices
+    """Bytes a tensor holds; a sparse one (LightGCN's adjacency, COO and CSR) its values and indices."""
+    size = lambda x: x.numel() * x.element_size()
+    if t.layout == torch.sparse_coo:
         t = t.coalesce()
-        return t.values().numel() * t.element_size() + t.indices().numel() * t.indices().element_size()
-    return t.numel() * t.element_size()
+        return size(t.values()) + size(t.indices())
+    if t.layout == torch.sparse_csr:
+        return size(t.values()) + size(t.crow_indices()) + size(t.col_indices())
+    return size(t)
 
 
 def state_memory_mb(module: nn.Module) -> dict:

@@ -41,6 +41,18 @@ def test_state_memory_counts_weights_gradients_and_adam_moments(tmp_path):
     assert mem["weights_mb"] == round(4 * n / 2 ** 20, 3) and mem["state_mb"] == round(16 * n / 2 ** 20, 3)
 
 
+def test_state_memory_counts_a_sparse_buffer_by_what_it_stores():
+    import torch
+
+    module = torch.nn.Module()
+    dense = torch.zeros(1000, 1000)
+    dense[0, :10] = 1.0
+    module.register_buffer("coo", dense.to_sparse())
+    module.register_buffer("csr", dense.to_sparse_csr())
+    stored = 10 * 4 + 2 * 10 * 8 + 10 * 4 + (1001 + 10) * 8       # values, indices; values, crow, col
+    assert state_memory_mb(module)["weights_mb"] == round(stored / 2 ** 20, 3)
+
+
 def test_the_cli_dry_run_prints_the_table_and_writes_no_run_folder(tmp_path, capsys):
     matrix = tmp_path / "m.yaml"
     matrix.write_text(yaml.safe_dump(_matrix(tmp_path)))
