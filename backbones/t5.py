@@ -219,6 +219,10 @@ class SetT5(nn.Module):
     ``checkpoint`` such as google-t5/t5-small); ``vocab_size``: the text vocabulary of a from-scratch
     model (only the prompt tokens are ever embedded)."""
 
+    #: read by the training loop's ``gradient_checkpointing`` (benchmarks.training)
+    gradient_checkpointing_unsupported = ("the position bias follows positions set for the duration of one "
+                                          "forward call, which a recomputation in the backward pass would not see")
+
     def __init__(self, cfg: T5BackboneConfig, n_query: int, vocab_size: int = 2, *,
                  sparse_mask: bool = True, shared_positions: bool = True):
         super().__init__()

@@ -2,7 +2,7 @@
 
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
                      [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
-                     [--refit] [--fail-fast] [--quiet]
+                     [--precision auto|fp32|bf16|fp16] [--refit] [--dry-run [--dry-steps N] [--dry-users M]] [--fail-fast] [--quiet]
                      [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
     genrec-bench report DIR
     genrec-bench gather DIR... --output FILE.parquet
@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks.errors import GenrecError
+from benchmarks.errors import ConfigError, GenrecError
 
 
 def _csv(value: str) -> list[str]:
@@ -36,6 +36,22 @@ def _ints(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
 
 
+DRY_RUN_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"), ("parameters", "parameters"),
+                   ("trainable", "trainable"), ("state_mb", "state MB"), ("peak_rss_mb", "peak RSS MB"),
+                   ("peak_cuda_mb", "peak CUDA MB"), ("seconds_per_step", "s/step"),
+                   ("users_per_s", "users/s"), ("error", "error")]
+
+
+def dry_run_table(rows: list[dict]) -> str:
+    """The dry run's rows as a Markdown table: state MB = weights + gradients + Adam moments
+    (from the tensors), the peaks measured over the few steps and the ranking."""
+    cols = [(k, name) for k, name in DRY_RUN_COLUMNS if any(r.get(k) is not None for r in rows)]
+    lines = ["| " + " | ".join(name for _, name in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k, _ in cols) + " |")
+    return "\n".join(lines)
+
+
 def cmd_run(args) -> int:
     from benchmarks.matrix import load_matrix, select
     from benchmarks.report import write_report
@@ -45,9 +61,20 @@ def cmd_run(args) -> int:
     matrix = select(matrix, args.datasets, args.methods, args.seeds)
     if args.device:
         matrix.device = args.device
+    if args.precision:
+        from benchmarks.precision import check_precision
+        matrix.precision = check_precision(args.precision, "--precision")
     if args.protocol or args.refit:   # the named evaluation protocol (benchmarks/evaluation/protocols.py)
         matrix.evaluation = {**matrix.evaluation, **({"protocol": args.protocol} if args.protocol else {}),
                              **({"refit": True} if args.refit else {})}
+    if args.dry_run:
+        from benchmarks.runner import dry_run
+        for flag, value in (("--dry-steps", args.dry_steps), ("--dry-users", args.dry_users)):
+            if value < 1:
+                raise ConfigError(f"{flag}: expected an integer >= 1, got {value}")
+        rows = dry_run(matrix, steps=args.dry_steps, users=args.dry_users, progress=not args.quiet)
+        print(dry_run_table(rows))
+        return 1 if any("error" in r for r in rows) else 0
     out = Path(args.output or Path("runs") / matrix.name)
     executor = None
     if args.executor == "ray":
@@ -134,7 +161,6 @@ def cmd_data(args) -> int:
 
 def _overrides(pairs: list[str] | None) -> dict:
     import yaml
-    from benchmarks.errors import ConfigError
 
     out = {}
     for pair in pairs or []:
@@ -193,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
     r.add_argument("--output", help="run directory (default runs/<matrix name>)")
     r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the matrix)")
+    r.add_argument("--precision", help="auto, fp32, bf16, fp16 (overrides the matrix; auto: bf16 on a CUDA "
+                   "device with bf16, else fp32)")
     r.add_argument("--protocol", choices=["auto", "masked", "unmasked"],
                    help="evaluation protocol (overrides the matrix): masked = history items removed from "
                         "the ranking (RecBole), unmasked = ranked (the generative papers' code), auto = "
@@ -201,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="protocol option: refit non-sequential methods (MostPop, MF, LightGCN) on "
                         "training + validation for their best epoch count before the test ranking")
     r.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
+    r.add_argument("--dry-run", action="store_true",
+                   help="build every cell at its real size, train --dry-steps steps, rank --dry-users test "
+                        "users, print parameters and memory per cell; writes no run folder")
+    r.add_argument("--dry-steps", type=int, default=3, help="optimiser steps per cell in a dry run")
+    r.add_argument("--dry-users", type=int, default=32, help="test users ranked per cell in a dry run")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: cells one after another in this process; ray: one Ray task per cell")
     r.add_argument("--ray-address", help="Ray cluster address (default: start a local cluster)")

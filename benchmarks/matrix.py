@@ -6,6 +6,7 @@ A matrix is a YAML file (or a preset under ``benchmarks/presets/``)::
     datasets: [ml-100k]                 # catalog names or mappings (see benchmarks.data.catalog)
     seeds: [0]
     device: auto                        # auto | cpu | cuda | cuda:1 ...
+    precision: auto                     # auto | fp32 | bf16 | fp16 (benchmarks.precision)
     evaluation: {ks: [5, 10]}           # EvalConfig fields
     features: {text_template: "{title}. {categories}", text_encoder: all-MiniLM-L6-v2}
     methods:
@@ -40,6 +41,7 @@ from benchmarks.config import build_config, check_value
 from benchmarks.data.catalog import DatasetSpec, spec_from_config
 from benchmarks.errors import ConfigError
 from benchmarks.evaluation import EvalConfig
+from benchmarks.precision import check_precision
 from benchmarks.protocol import history_window
 from benchmarks.registry import METHODS
 from benchmarks.rundir import CellDir
@@ -48,7 +50,8 @@ from benchmarks.utils import stable_hash
 log = logging.getLogger(__name__)
 
 PRESETS = Path(__file__).resolve().parent / "presets"
-MATRIX_KEYS = {"name", "description", "datasets", "seeds", "device", "evaluation", "features", "methods"}
+MATRIX_KEYS = {"name", "description", "datasets", "seeds", "device", "precision", "evaluation", "features",
+               "methods"}
 METHOD_KEYS = {"name", "label", "config", "datasets", "only"}
 FEATURE_KEYS = {"text_template", "text_encoder"}
 
@@ -69,6 +72,7 @@ class Matrix:
     methods: list[MethodEntry]
     seeds: list[int]
     device: str = "auto"
+    precision: str = "auto"
     evaluation: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)
     description: str = ""
@@ -105,6 +109,7 @@ def parse_matrix(data: Any, source: str) -> Matrix:
     for key in ("name", "description", "device"):
         if key in data:
             check_value(data[key], str, f"{source}: {key}")
+    precision = check_precision(data.get("precision", "auto"), f"{source}: precision")
     for key in ("datasets", "methods"):
         _need(isinstance(data.get(key), list) and data[key], f"{source}: {key}",
               "expected a non-empty list")
@@ -133,7 +138,8 @@ def parse_matrix(data: Any, source: str) -> Matrix:
     _eval_config(ev, source)
     return Matrix(name=str(data.get("name", Path(source).stem)), datasets=list(data["datasets"]),
                   methods=methods, seeds=seeds, device=str(data.get("device", "auto")),
-                  evaluation=ev, features=feats, description=str(data.get("description", "")),
+                  precision=precision, evaluation=ev, features=feats,
+                  description=str(data.get("description", "")),
                   source=source)
 
 
@@ -290,7 +296,7 @@ def expand(matrix: Matrix) -> list[Cell]:
 def matrix_record(matrix: Matrix) -> dict:
     """The matrix as run (what ``matrix.yaml`` in the run folder holds)."""
     return {"name": matrix.name, "description": matrix.description, "datasets": matrix.datasets,
-            "seeds": matrix.seeds, "device": matrix.device, "evaluation": matrix.evaluation,
+            "seeds": matrix.seeds, "device": matrix.device, "precision": matrix.precision, "evaluation": matrix.evaluation,
             "features": matrix.features,
             "methods": [{"name": m.name, "label": m.label, "config": m.config, "datasets": m.per_dataset,
                          **({"only": m.only} if m.only is not None else {})}

@@ -20,6 +20,7 @@ override ``rank`` instead and may leave ``score`` unimplemented.
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import torch
 
 from benchmarks.errors import ConfigError
+from benchmarks.precision import autocast
 
 if TYPE_CHECKING:  # imported for type hints only: the protocol must stay light
     from benchmarks.data.dataset import Dataset
@@ -72,19 +74,25 @@ class Context:
 
     - ``features``: the dataset's FeatureStore; None for a method whose ``needs`` is empty.
     - ``device``, ``seed``, ``progress`` (whether bars may be drawn).
+    - ``precision``: ``fp32``, ``bf16`` or ``fp16``, already resolved for the device
+      (:func:`benchmarks.precision.resolve_precision`): what torch methods train and decode in.
     - ``cache``: the root folder of the suite's cache (identifier-scheme outputs are kept under
       it); None: nothing is cached (a refit, a unit test).
     - ``validator``: the harness's validation NDCG@10, the early-stopping signal of trainings
       inside a method or its features (the FeatureStore's CF SASRec gets the same one); the
-      runner passes it to ``fit`` as well."""
+      runner passes it to ``fit`` as well.
+    - ``max_steps``: a dry run's cap on the optimiser steps of the method's own training (the
+      training loop stops there); None (always, outside ``genrec-bench run --dry-run``)."""
 
     dataset: "Dataset"
     features: "FeatureStore | None" = None
     device: str = "cpu"
     seed: int = 0
+    precision: str = "fp32"
     cache: Path | None = None
     progress: bool = True
     validator: Validator | None = None
+    max_steps: int | None = None
 
 
 @dataclass
@@ -120,6 +128,7 @@ class Recommender(abc.ABC):
         self.dataset = ctx.dataset
         self.n_items = ctx.dataset.n_items
         self.device = torch.device(ctx.device)
+        self.precision = ctx.precision
 
     @classmethod
     def family_of(cls, config: Any = None) -> str | None:
@@ -152,6 +161,13 @@ class Recommender(abc.ABC):
         """
         scores = self.score(batch).float().clone()
         return topk_from_scores(scores, k, candidates, exclude)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context the harness runs this method's forward passes under (its training
+        losses in :func:`benchmarks.training.train_loop`, its ``rank`` / ``score`` calls in the
+        evaluator): ``torch.autocast`` in the run's precision (``ctx.precision``: bf16 / fp16),
+        nothing in fp32. Inert for a method without torch modules."""
+        return autocast(self.precision, self.device)
 
     def write_artefacts(self, cell) -> None:
         """Keep what the method wants a finished cell to hold besides its metrics (a generative

@@ -66,8 +66,9 @@ class _DatasetMemo:
 
 
 def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | None = None,
-             progress: bool = True, memo: _DatasetMemo | None = None) -> Path:
-    """Train and evaluate one cell; write its directory atomically; return its path."""
+             progress: bool = True, memo: _DatasetMemo | None = None, precision: str = "auto") -> Path:
+    """Train and evaluate one cell on ``device`` in ``precision`` (auto | fp32 | bf16 | fp16);
+    write its directory atomically; return its path."""
     main = distributed.is_main()
     progress = show_progress(progress)   # passed on: features and identifiers draw nothing in a log
     started = datetime.now(timezone.utc)
@@ -81,7 +82,7 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
             cls = METHODS.get(cell.method.name)
             cfg = build_config(cls.Config, cell.resolved["config"])
             ctx = build_context(ds, seed=cell.seed, device=dev, evaluator=evaluator, needs=cls.needs,
-                                features=features, progress=progress)
+                                features=features, progress=progress, precision=precision)
             model = cls(cfg, ctx)
             with Timer() as t_fit:
                 fit_log = model.fit(ctx.validator)
@@ -116,7 +117,7 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
         staging.write_run({
             "config_hash": cell.hash, "seed": cell.seed, "git_commit": git_commit(),
             "versions": package_versions(), "device": device_description(dev),
-            "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
+            "precision": ctx.precision,            "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
             "wall_seconds": {"total": round(total.seconds, 2), "fit": round(t_fit.seconds, 2),
                              "evaluate": round(t_eval.seconds, 2)},
             "protocol": result.protocol, "cold_items": model.cold_scoring(),
@@ -171,7 +172,7 @@ class LocalExecutor:
             bar.set_postfix_str(f"{cell.dataset.name}/{cell.method.label}/seed{cell.seed}")
             try:
                 run_cell(cell, out, device=matrix.device, features=matrix.features, progress=progress and main,
-                         memo=memo)
+                         memo=memo, precision=matrix.precision)
             except CELL_ERRORS as exc:
                 if fail_fast or not main:
                     raise
@@ -180,10 +181,10 @@ class LocalExecutor:
                 yield cell, None
 
 
-def _ray_cell(cell: Cell, out: str, device: str, features: dict) -> str:
+def _ray_cell(cell: Cell, out: str, device: str, features: dict, precision: str = "auto") -> str:
     """A Ray task: one cell, written exactly as an in-process run writes it."""
     logging.basicConfig(level=logging.INFO)
-    return str(run_cell(cell, Path(out), device=device, features=features, progress=False))
+    return str(run_cell(cell, Path(out), device=device, features=features, progress=False, precision=precision))
 
 
 class RayExecutor:
@@ -207,7 +208,7 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, ignore_reinit_error=True,
                      log_to_driver=False, runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
         task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(_ray_cell)
-        pending = {task.remote(c, str(out), matrix.device, matrix.features): c for c in cells}
+        pending = {task.remote(c, str(out), matrix.device, matrix.features, matrix.precision): c for c in cells}
         bar = progress_bar(total=len(pending), desc=f"matrix {matrix.name} (ray)", enabled=progress)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -261,3 +262,62 @@ def run_matrix(matrix: Matrix, out: Path, *, executor: LocalExecutor | RayExecut
         run.collect_results()
         run.write_failures(summary["failed"])
     return summary
+
+
+# --------------------------------------------------------------------------- dry run
+def dry_run_cell(cell: Cell, *, device: str = "auto", features: dict | None = None, precision: str = "auto",
+                 steps: int = 3, users: int = 32, memo: _DatasetMemo | None = None) -> dict:
+    """One cell built at its real size (its dataset, identifiers and features as configured,
+    and cached as a real run would), trained for ``steps`` optimiser steps without validation,
+    then ``users`` test users ranked; nothing is written to a run folder. Returns its row:
+    parameters, the training state's memory (:func:`benchmarks.training.state_memory_mb`), the
+    peak memory measured over the steps and the ranking (resident, and CUDA's where on a GPU),
+    seconds per step and users per second."""
+    from benchmarks.training import TorchRecommender, state_memory_mb
+    from benchmarks.utils import PeakMemory
+
+    seed_everything(cell.seed)
+    dev = resolve_device(device)
+    eval_cfg = build_config(EvalConfig, cell.resolved["evaluation"])
+    ds, evaluator = (memo or _DatasetMemo()).get(cell.dataset, eval_cfg, cell.seed)
+    cls = METHODS.get(cell.method.name)
+    cfg = build_config(cls.Config, cell.resolved["config"])
+    ctx = build_context(ds, seed=cell.seed, device=dev, evaluator=evaluator, needs=cls.needs,
+                        features=features, progress=False, precision=precision, max_steps=steps)
+    with Timer() as t_build:
+        model = cls(cfg, ctx)
+    row: dict = {"dataset": ds.name, "method": cell.method.label, "seed": cell.seed, "device": dev,
+                 "precision": ctx.precision, "build_seconds": round(t_build.seconds, 2)}
+    torch_model = isinstance(model, TorchRecommender)
+    if torch_model:
+        row["parameters"] = sum(p.numel() for p in model.module.parameters())
+        row["trainable"] = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
+        row.update(state_memory_mb(model.module))
+    with PeakMemory() as mem:
+        with Timer() as t_fit:
+            fit_log = model.fit(None)
+        ranked = ds.eval_users("test")[:users]
+        _, timing = evaluator.rank(model, "test", ranked)
+    done = sum(e.get("steps", 0) for e in fit_log.get("epochs", []))
+    row.update({"steps": done, "seconds_per_step": round(t_fit.seconds / done, 3) if done else None,
+                "ranked_users": int(timing["users"]),
+                "users_per_s": round(timing["users"] / timing["seconds"], 1) if timing["seconds"] else None,
+                "peak_rss_mb": mem.peak_rss_mb, "peak_cuda_mb": mem.peak_cuda_mb})
+    return row
+
+
+def dry_run(matrix: Matrix, *, steps: int = 3, users: int = 32, progress: bool = True) -> list[dict]:
+    """:func:`dry_run_cell` for every cell of ``matrix`` (every config checked first, as by a
+    run), one after another in this process; a cell that fails gets its row with ``error``."""
+    cells = expand(matrix)
+    memo = _DatasetMemo()
+    rows = []
+    for cell in progress_bar(cells, desc=f"dry run {matrix.name}", enabled=progress):
+        try:
+            rows.append(dry_run_cell(cell, device=matrix.device, features=matrix.features,
+                                     precision=matrix.precision, steps=steps, users=users, memo=memo))
+        except CELL_ERRORS as exc:
+            log.error("cell %s failed in the dry run: %s", cell.relpath, exc)
+            rows.append({"dataset": cell.dataset.name, "method": cell.method.label, "seed": cell.seed,
+                         "error": f"{type(exc).__name__}: {exc}"})
+    return rows

@@ -6,6 +6,25 @@ clipping, validation every ``eval_every`` epochs on the harness's NDCG@10, early
 ``patience`` validations without improvement, restoring the best state, a progress bar, and a
 log of per-epoch loss, validation score, seconds and peak memory. Under ``accelerate launch``
 the same loop trains data-parallel (see :mod:`benchmarks.distributed`).
+
+Precision (:mod:`benchmarks.precision`, the run's ``ctx.precision``): every loss is computed
+under the method's :meth:`~benchmarks.protocol.Recommender.autocast` (bf16 / fp16 autocast,
+nothing in fp32); fp16 steps go through a gradient scaler (unscaled before clipping).
+
+Memory: ``grad_accum`` cuts every batch into that many micro-batches
+(:meth:`TorchRecommender.micro_batches`), each back-propagated with its loss weighted by its
+share of what the loss averages over (:meth:`TorchRecommender.loss_count`: the samples by
+default, the target tokens for the generative methods), and takes one optimiser step per batch:
+the update equals the whole batch's up to float error where that count is the right one
+(``batch_size`` stays the batch the method and its paper mean). ``gradient_checkpointing`` recomputes the
+activations of the transformers models inside the method's module in the backward pass
+(:func:`enable_gradient_checkpointing`).
+
+The host waits on the device only where it must: the epoch's loss is summed on the device
+(float64, so the logged mean is the one a per-step ``float(loss)`` sum gives), a non-finite
+loss is looked for every :data:`FINITE_CHECK_EVERY` steps and at the end of every epoch (the
+error names the epoch and the step where it first occurred), and the best state is copied to
+host memory (a GPU clone would double the weights' memory), restored at the end.
 """
 
 from __future__ import annotations
@@ -22,10 +41,15 @@ import torch
 from torch import nn
 
 from benchmarks import distributed
+from benchmarks.errors import ConfigError
+from benchmarks.precision import grad_scaler
 from benchmarks.protocol import Recommender, Validator
 from benchmarks.utils import PeakMemory, progress_bar, show_progress
 
 log = logging.getLogger(__name__)
+
+#: optimiser steps between two looks for a non-finite loss (each one waits on the device)
+FINITE_CHECK_EVERY = 100
 
 
 @dataclass
@@ -33,7 +57,9 @@ class TrainConfig:
     """Fields every trained method has (method configs subclass this).
 
     ``patience`` counts validations, not epochs; ``max_train_minutes`` caps wall-clock
-    training time (None = no cap) and is recorded when it stops a run.
+    training time (None = no cap) and is recorded when it stops a run. ``grad_accum``:
+    micro-batches per batch (one optimiser step per batch); ``gradient_checkpointing``:
+    recompute the transformer backbone's activations in the backward pass (see the module doc).
     """
 
     epochs: int = 200
@@ -44,6 +70,8 @@ class TrainConfig:
     eval_every: int = 1
     grad_clip: float | None = None
     max_train_minutes: float | None = None
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
 
 
 class TorchRecommender(Recommender):
@@ -57,7 +85,12 @@ class TorchRecommender(Recommender):
         # tokenizer trained now or read from the cache must not change the initialisation)
         from benchmarks.utils import seed_everything
         seed_everything(ctx.seed)
+        if config.grad_accum < 1:
+            raise ConfigError(f"{type(config).__qualname__}: field 'grad_accum': expected an integer >= 1, "
+                              f"got {config.grad_accum}")
         self.module: nn.Module = self.build().to(self.device)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(self.module, f"{type(config).__qualname__}: field 'gradient_checkpointing'")
 
     @abc.abstractmethod
     def build(self) -> nn.Module:
@@ -70,6 +103,31 @@ class TorchRecommender(Recommender):
     @abc.abstractmethod
     def loss(self, batch: Any) -> torch.Tensor:
         """Scalar loss of one batch (the module is in train mode)."""
+
+    def loss_count(self, batch: Any) -> int | torch.Tensor:
+        """What :meth:`loss` of ``batch`` is a mean over, counted (``grad_accum`` weighs each
+        micro-batch's loss by its share): default, the samples (the first dimension)."""
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return int(first.shape[0])
+
+    def micro_batches(self, batch: Any, n: int) -> list[tuple[Any, float | torch.Tensor]]:
+        """``batch`` cut into at most ``n`` micro-batches along the first dimension, each with the
+        weight of its loss: its share of the batch's :meth:`loss_count`. Default: a tensor or a
+        tuple / list of tensors of one first dimension; a method with other batches overrides
+        this."""
+        if n == 1:
+            return [(batch, 1.0)]
+        parts = batch if isinstance(batch, (tuple, list)) else (batch,)
+        sizes = {p.shape[0] for p in parts if isinstance(p, torch.Tensor)}
+        if len(sizes) != 1 or not all(isinstance(p, torch.Tensor) for p in parts):
+            raise ConfigError(f"{self.name}: field 'grad_accum': its batches are not tensors of one first "
+                              f"dimension, so they cannot be cut (override micro_batches)")
+        size = sizes.pop()
+        chunks = [torch.tensor_split(p, min(n, size)) for p in parts]
+        micros = [type(batch)(piece) if isinstance(batch, (tuple, list)) else piece[0] for piece in zip(*chunks)]
+        counts = [self.loss_count(m) for m in micros]
+        total = sum(counts)
+        return [(m, c / total) for m, c in zip(micros, counts)]
 
     def n_batches(self) -> int | None:
         """Batches per epoch, for the progress bar (None if unknown)."""
@@ -95,8 +153,95 @@ class TorchRecommender(Recommender):
         return self
 
 
+def enable_gradient_checkpointing(module: nn.Module, where: str) -> int:
+    """Switch on activation checkpointing (non-reentrant) in every outermost transformers model
+    inside ``module`` (``activation_checkpointing_enable``, before transformers 5.24
+    ``gradient_checkpointing_enable``; a PEFT wrapper passes it on); returns
+    how many. A module on the way that says why it cannot be checkpointed
+    (``gradient_checkpointing_unsupported``: a backbone whose forward keeps per-call state a
+    recomputation would not see), or no transformers model at all, is a ConfigError naming
+    ``where``."""
+    found = 0
+
+    def visit(m: nn.Module) -> None:
+        nonlocal found
+        reason = getattr(m, "gradient_checkpointing_unsupported", None)
+        if reason:
+            raise ConfigError(f"{where}: not supported by {type(m).__name__}: {reason}")
+        if getattr(m, "supports_gradient_checkpointing", False):
+            if hasattr(m, "activation_checkpointing_enable"):     # transformers >= 5.24's name
+                m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                found += 1
+                return
+            if hasattr(m, "gradient_checkpointing_enable"):
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                found += 1
+                return
+        for child in m.children():
+            visit(child)
+
+    visit(module)
+    if not found:
+        raise ConfigError(f"{where}: the module has no transformers model to checkpoint "
+                          f"(only the T5 and decoder-only backbones have one)")
+    return found
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    """Bytes a tensor holds; a sparse one (LightGCN's adjacency, COO and CSR) its values and indices."""
+    size = lambda x: x.numel() * x.element_size()
+    if t.layout == torch.sparse_coo:
+        t = t.coalesce()
+        return size(t.values()) + size(t.indices())
+    if t.layout == torch.sparse_csr:
+        return size(t.values()) + size(t.crow_indices()) + size(t.col_indices())
+    return size(t)
+
+
+def state_memory_mb(module: nn.Module) -> dict:
+    """What training holds besides activations, in MiB, from the module's tensors: its weights
+    (parameters and buffers), the gradients of its trainable parameters and Adam's two moments
+    of each (the optimiser every method uses), each in its parameter's dtype."""
+    mib = 2 ** 20
+    weights = sum(_nbytes(t) for t in [*module.parameters(), *module.buffers()])
+    trainable = sum(_nbytes(p) for p in module.parameters() if p.requires_grad)
+    return {"weights_mb": round(weights / mib, 3), "gradients_mb": round(trainable / mib, 3),
+            "optimizer_mb": round(2 * trainable / mib, 3),
+            "state_mb": round((weights + 3 * trainable) / mib, 3)}
+
+
 def _state_copy(module: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    """The module's state in host memory (a copy: it shares no storage with the module)."""
+    return {k: v.detach().clone() if v.device.type == "cpu" else v.detach().to("cpu", copy=True)
+            for k, v in module.state_dict().items()}
+
+
+class _LossTally:
+    """One epoch's losses, summed on the device, and the first non-finite one (its step and
+    value), kept on the device too: :meth:`check` is the only place the host waits."""
+
+    def __init__(self, device: torch.device):
+        dtype = torch.float32 if device.type == "mps" else torch.float64   # MPS has no float64
+        self.total = torch.zeros((), dtype=dtype, device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), dtype=dtype, device=device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.steps += 1
+        loss = loss.to(self.total.dtype)
+        first = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(first, self.bad_step.new_full((), self.steps), self.bad_step)
+        self.bad_value = torch.where(first, loss, self.bad_value)
+        self.total += loss
+
+    def check(self, name: str, epoch: int) -> None:
+        step = int(self.bad_step)
+        if step >= 0:
+            raise FloatingPointError(f"{name}: loss became {float(self.bad_value)} at epoch {epoch}, step {step}")
+
+    def mean(self) -> float:
+        return float(self.total) / max(self.steps, 1)
 
 
 def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
@@ -107,6 +252,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     if dist is not None:
         dist.broadcast_module(model.module)
     opt = model.optimizer()
+    scaler = grad_scaler(model.precision, model.device)   # inert unless fp16
     n_batches = model.n_batches()
     world = dist.world if dist is not None else 1
     per_rank = n_batches // world if n_batches else None   # the same step count everywhere
@@ -116,36 +262,47 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     best, best_epoch, best_state, bad = -math.inf, 0, None, 0
     epochs: list[dict] = []
     stopped = "max epochs"
+    cap, done_steps = model.ctx.max_steps, 0      # a dry run's step cap (protocol.Context)
     started = time.perf_counter()
     progress = show_progress(model.ctx.progress)   # off in a log file: the epoch lines below are the record
     bar = progress_bar(range(1, cfg.epochs + 1), desc=f"train {model.name}", enabled=progress)
     for epoch in bar:
         model.train()
-        total, steps = 0.0, 0
+        tally = _LossTally(model.device)
         t0 = time.perf_counter()
         with PeakMemory() as mem:
             for i, batch in enumerate(progress_bar(model.batches(rng), total=n_batches, leave=False,
                                                    desc=f"epoch {epoch}", enabled=progress)):
+                if cap is not None and done_steps >= cap:
+                    break
                 if dist is not None:
                     if i >= per_rank * world:
                         break
                     if i % world != dist.rank:
                         continue
-                loss = model.loss(batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{model.name}: loss became {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = None
+                for micro, weight in model.micro_batches(batch, cfg.grad_accum):
+                    with model.autocast():
+                        part = model.loss(micro)
+                    part = part if isinstance(weight, float) and weight == 1.0 else part * weight
+                    scaler.scale(part).backward()
+                    loss = part.detach() if loss is None else loss + part.detach()
                 if dist is not None:
                     dist.average_gradients(model.module)
                 if cfg.grad_clip:
+                    scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(model.module.parameters(), cfg.grad_clip)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 if sched is not None:
                     sched.step()
-                total += float(loss.detach())
-                steps += 1
-        entry = {"epoch": epoch, "loss": total / max(steps, 1), "steps": steps,
+                tally.add(loss)
+                done_steps += 1
+                if tally.steps % FINITE_CHECK_EVERY == 0:
+                    tally.check(model.name, epoch)
+            tally.check(model.name, epoch)
+        entry = {"epoch": epoch, "loss": tally.mean(), "steps": tally.steps,
                  "seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": mem.peak_rss_mb}
         if mem.peak_cuda_mb is not None:
             entry["peak_cuda_mb"] = mem.peak_cuda_mb
@@ -174,12 +331,16 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
         if out_of_time:
             stopped = f"time cap ({cfg.max_train_minutes} min)"
             break
+        if cap is not None and done_steps >= cap:
+            stopped = f"dry run ({cap} steps)"
+            break
     bar.close()
     if best_state is not None:
         model.module.load_state_dict(best_state)
     model.eval()
     secs = [e["seconds"] for e in epochs]
     return {"epochs": epochs, "best_epoch": best_epoch or len(epochs), "world_size": world,
+            "precision": model.precision,
             "best_valid_ndcg10": None if best == -math.inf else best, "stopped": stopped,
             "train_seconds": round(time.perf_counter() - started, 2),
             "mean_epoch_seconds": round(float(np.mean(secs)), 3) if secs else 0.0,

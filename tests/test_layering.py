@@ -24,7 +24,7 @@ PACKAGES = ("benchmarks", "identifiers", "backbones", "baselines")
 LAYERS = [
     (0, "foundation", ("benchmarks", "benchmarks.errors", "benchmarks.utils", "benchmarks.distributed",
                        "benchmarks.cache", "benchmarks.config", "benchmarks.registry", "benchmarks.prompts",
-                       "benchmarks.figures")),
+                       "benchmarks.figures", "benchmarks.precision")),
     (1, "data", ("benchmarks.data",)),
     (2, "harness core", ("benchmarks.protocol", "benchmarks.features", "benchmarks.training",
                          "benchmarks.evaluation")),

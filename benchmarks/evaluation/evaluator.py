@@ -150,11 +150,14 @@ class Evaluator:
             batch = batch.to(model.device)
             start = time.perf_counter()
             try:
+                with model.autocast():   # the run's precision (benchmarks.precision)
+                    if exact:
+                        scores = model.score(batch)
+                    else:
+                        items, vals = model.rank(batch, self.k, candidates=candidates, exclude=excl)
                 if exact:
-                    items, vals = topk_from_scores(model.score(batch).float(), self.k, candidates, excl)
-                else:
-                    items, vals = model.rank(batch, self.k, candidates=candidates, exclude=excl)
-                check_ranked_scores(vals, self.k)
+                    items, vals = topk_from_scores(scores.float(), self.k, candidates, excl)
+                check_ranked_scores(vals.float(), self.k)
             except NaNScoreError as exc:
                 raise NaNScoreError(f"method {model.name!r}: {exc}, ranking split {split!r}") from None
             if items.is_cuda:

@@ -274,6 +274,10 @@ class GenerativeRecommender(TorchRecommender):
         inputs, mask, targets = batch
         return self.module.loss(inputs, mask, targets, self.config.temperature)
 
+    def loss_count(self, batch) -> torch.Tensor:
+        """The loss is a mean over target tokens (pads ignored): ``grad_accum`` weighs by them."""
+        return (batch[2] != self.space.pad_id).sum()
+
     def optimizer(self):
         return torch.optim.AdamW([p for p in self.module.parameters() if p.requires_grad],
                                  lr=self.config.lr, weight_decay=self.config.weight_decay)

@@ -85,6 +85,8 @@ def test_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert err.startswith("error: ") and "bad.yaml: methods[0]" in err and "\n" not in err
     assert main(["run", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert main(["run", "--preset", "quick", "--precision", "fp8"]) == 2
+    assert "--precision: expected one of 'auto', 'fp32', 'bf16', 'fp16', got 'fp8'" in capsys.readouterr().err
 
 
 def test_data_stats_counts_duplicates(tmp_path, monkeypatch, capsys):

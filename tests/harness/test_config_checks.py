@@ -83,6 +83,7 @@ def test_dataset_names_are_unique(toy):
     ({"evaluation": {"mask_histroy": True}}, r"m\.yaml: evaluation: EvalConfig: unknown field\(s\) mask_histroy"),
     ({"evaluation": {"global_ranking": "yes"}}, r"field 'global_ranking': expected true or false, got 'yes'"),
     ({"device": 0}, r"m\.yaml: device: expected a string, got 0 \(int\)"),
+    ({"precision": "fp8"}, r"m\.yaml: precision: expected one of 'auto', 'fp32', 'bf16', 'fp16', got 'fp8'"),
     ({"name": ["q"]}, r"m\.yaml: name: expected a string, got \['q'\] \(list\)"),
     ({"features": {"text_template": 3}}, r"m\.yaml: features\.text_template: expected a string, got 3"),
     ({"methods": [{"name": "mf", "label": 3}]}, r"m\.yaml: methods\[0\]\.label: expected a string, got 3"),
