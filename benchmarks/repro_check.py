@@ -159,10 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         runs = [_results(run_once(i, workdir, cli_args, args.threads)[0]) for i in range(1, args.runs + 1)]
+        first: pd.DataFrame | None = None
         for i, df in enumerate(runs, start=1):
             if reference is not None:
                 diff = compare(reference, df, args.digits)
-                _print_diff(f"run {i} vs {args.against}", diff, len(df), args.digits)
+                if first is not None and not diff.empty and diff.equals(first):
+                    print(f"run {i} vs {args.against}: the same {len(diff)} differences as run 1")
+                else:
+                    _print_diff(f"run {i} vs {args.against}", diff, len(df), args.digits)
+                first = diff if first is None else first
                 failed |= not diff.empty
                 stale = changed_configs(reference, df) if i == 1 else []
                 if stale:
