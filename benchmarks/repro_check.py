@@ -7,12 +7,13 @@
 Each run is a fresh ``python -m benchmarks.cli run`` process with its own empty cache
 (``GENREC_BENCH_CACHE``: datasets, text and CF embeddings, identifiers are all recomputed) and
 its own output folder under ``--workdir`` (default: a temporary folder, removed afterwards
-unless ``--keep``). The runs' ``results.csv`` are compared with the reference (``--against``:
+unless ``--keep``). The runs' results tables (read through :class:`benchmarks.rundir.RunDir`) are compared with the reference (``--against``:
 a run folder or its ``results.csv``) and, with ``--runs 2`` or more, with each other: every
 value formatted to ``--digits`` decimals (4, as the tables print them) must be equal. The
 throughput rows (users/s, ms/user) are timings and are left out. Where the run is filtered
 (``--methods``, ``--datasets``, ``--seeds``) only the reference's rows of the cells that ran
-are compared. Rows that differ are printed with both values, and cells whose config hash
+are compared. Rows are matched on their evaluation protocol too, unless a table was written
+before protocols were recorded. Rows that differ are printed with both values, and cells whose config hash
 differs from the reference's are named (their configuration changed since); the exit status is
 1 if any value differs, or if a row is missing on one side.
 
@@ -37,21 +38,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.utils import read_results_csv
+from benchmarks.rundir import UNRECORDED_PROTOCOL, RunDir, read_results_csv
 
-#: the columns that name a value of a results table
+#: the columns that name a value of a results table (with ``protocol`` where both sides record it)
 KEY = ["dataset", "method", "seed", "split", "subset", "metric", "k"]
 #: metrics that are measured times, not results
 TIMING_METRICS = ("users_per_s", "ms_per_user")
 
 
 def _results(path: Path) -> pd.DataFrame:
+    """The results table of a run folder (through :class:`RunDir`) or a ``results.csv`` file,
+    without the timing rows."""
     path = Path(path)
     if path.is_dir():
-        path = path / "results.csv"
-    if not path.is_file():
-        raise SystemExit(f"repro_check: no results table at {path}")
-    df = read_results_csv(path)
+        df = RunDir(path).results()
+    elif path.is_file():
+        df = read_results_csv(path)
+    else:
+        raise SystemExit(f"repro_check: {path}: no such run folder or results table")
     df = df[~df["metric"].isin(TIMING_METRICS)].copy()
     df["seed"] = df["seed"].astype(int)
     df["k"] = df["k"].fillna(-1).astype(int)
@@ -64,16 +68,24 @@ def compare(reference: pd.DataFrame, new: pd.DataFrame, digits: int = 4,
     (``reference``/``new``, NaN where one side has no such row) and ``abs_diff``. With
     ``restrict``, only the reference's rows of the (dataset, method, seed) cells present in
     ``new`` are compared (a filtered run)."""
+    key = _key(reference, new)
     if restrict:
         cells = new[["dataset", "method", "seed"]].drop_duplicates()
         reference = reference.merge(cells, on=["dataset", "method", "seed"])
-    both = reference[KEY + ["value"]].merge(new[KEY + ["value"]], on=KEY, how="outer",
+    both = reference[key + ["value"]].merge(new[key + ["value"]], on=key, how="outer",
                                             suffixes=("_ref", "_new"), indicator=True)
     fmt = lambda v: "" if pd.isna(v) else f"{float(v):.{digits}f}"   # noqa: E731
     same = [fmt(a) == fmt(b) for a, b in zip(both["value_ref"], both["value_new"])]
     out = both[[not s for s in same]].rename(columns={"value_ref": "reference", "value_new": "new"})
     out = out.assign(abs_diff=(out["new"] - out["reference"]).abs())
-    return out.drop(columns="_merge").sort_values(KEY).reset_index(drop=True)
+    return out.drop(columns="_merge").sort_values(key).reset_index(drop=True)
+
+
+def _key(reference: pd.DataFrame, new: pd.DataFrame) -> list[str]:
+    """KEY, with the evaluation protocol where both tables record it (a table written before
+    protocols were recorded says ``unrecorded`` on every row; its rows are then matched without)."""
+    unrecorded = any((df["protocol"].astype(str) == UNRECORDED_PROTOCOL).any() for df in (reference, new))
+    return KEY if unrecorded else KEY + ["protocol"]
 
 
 def run_once(index: int, workdir: Path, cli_args: list[str], threads: int | None) -> tuple[Path, float]:
@@ -137,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", help="comma-separated filter, as for `run`")
     p.add_argument("--methods", help="comma-separated filter, as for `run`")
     p.add_argument("--seeds", help="comma-separated filter, as for `run`")
+    p.add_argument("--protocol", choices=["auto", "masked", "unmasked"], help="evaluation protocol, as for `run`")
     p.add_argument("--against", help="reference run folder or results.csv (e.g. results/quick)")
     p.add_argument("--runs", type=int, default=1, help="fresh runs (2+: also compared with each other)")
     p.add_argument("--digits", type=int, default=4)
@@ -149,10 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.against and args.runs < 2:
         p.error("nothing to compare: give --against REFERENCE or --runs 2")
     cli_args = [args.matrix] if args.matrix else ["--preset", args.preset]
-    for flag in ("datasets", "methods", "seeds"):
+    for flag in ("datasets", "methods", "seeds", "protocol"):
         if getattr(args, flag):
             cli_args += [f"--{flag}", getattr(args, flag)]
     reference = _results(Path(args.against)) if args.against else None
+    if reference is not None and (reference["protocol"] == UNRECORDED_PROTOCOL).all():
+        print(f"note: {args.against} records no evaluation protocol (written before protocols were); "
+              f"its rows are matched without it")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="genrec-repro-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"environment: {_environment(args.threads)}")

@@ -6,11 +6,12 @@ import yaml
 
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.repro_check import compare, main
-from benchmarks.runner import RESULT_COLUMNS
+from benchmarks.rundir import RESULT_COLUMNS
 
 
-def _table(values: dict[tuple[str, int], float]) -> pd.DataFrame:
-    return pd.DataFrame([{"dataset": "d", "method": m, "family": "traditional", "seed": s, "split": "test",
+def _table(values: dict[tuple[str, int], float], protocol: str = "masked") -> pd.DataFrame:
+    return pd.DataFrame([{"dataset": "d", "method": m, "family": "traditional", "seed": s,
+                          "protocol": protocol, "split": "test",
                           "subset": "all", "metric": "ndcg", "k": 10, "value": v, "n_users": 5,
                           "config_hash": "h"} for (m, s), v in values.items()], columns=RESULT_COLUMNS)
 
@@ -27,9 +28,20 @@ def test_compare_at_four_decimals_and_only_the_cells_that_ran():
     assert compare(ref, new, digits=3).empty
 
 
+def test_rows_are_matched_on_the_protocol_unless_a_table_does_not_record_it():
+    from benchmarks.rundir import UNRECORDED_PROTOCOL
+
+    ref = _table({("a", 0): 0.1}, protocol="masked")
+    other = _table({("a", 0): 0.1}, protocol="unmasked")
+    assert len(compare(ref, other)) == 2                           # each side's row missing on the other
+    old = _table({("a", 0): 0.1}, protocol=UNRECORDED_PROTOCOL)
+    assert compare(old, other).empty
+
+
 @pytest.mark.slow
 def test_a_fresh_run_matches_its_reference_but_for_the_changed_value(tmp_path, capsys):
-    from benchmarks.runner import parse_matrix, run_matrix
+    from benchmarks.matrix import parse_matrix
+    from benchmarks.runner import run_matrix
 
     entry = {**write_toy_recbole(tmp_path / "data"), "split": "loo", "k_core": 0}
     spec = {"name": "m", "datasets": [entry], "seeds": [0], "evaluation": {"ks": [10]}, "methods": ["mostpop"]}

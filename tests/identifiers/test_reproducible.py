@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.protocol import build_config
-from identifiers.base import IDENTIFIERS
+from benchmarks.config import build_config
+from benchmarks.registry import IDENTIFIERS
 from identifiers.quantizers import build_codebook_identifiers
 
 SMALL = {"hidden": (32,), "latent_dim": 32, "codebook_size": 32, "epochs": 2, "kmeans_iters": 5,
