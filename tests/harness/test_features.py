@@ -47,6 +47,19 @@ def test_real_minilm_embeddings_offline_and_cached(tmp_path, monkeypatch):
     assert np.array_equal(emb, again)
 
 
+def test_text_embeddings_do_not_depend_on_the_thread_count(tmp_path, monkeypatch):
+    # measured on ML-100K's 1,349 items too: the same bytes with 1, 2, 3, 4 and 8 torch threads
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ds = toy_dataset()
+    out = []
+    for threads in (1, 3):
+        torch.set_num_threads(threads)          # the suite's fixture restores the count afterwards
+        out.append(FeatureStore(ds, tmp_path / str(threads), progress=False).text_embeddings())
+    assert np.array_equal(out[0], out[1])
+
+
 def test_cf_embeddings_train_a_sasrec_once(tmp_path):
     ds = toy_dataset()
     store = build_context(ds, cache=tmp_path, progress=False).features

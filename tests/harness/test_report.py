@@ -96,3 +96,31 @@ def test_a_numeric_looking_config_hash_still_names_its_cell(tmp_path, h):
     df = run.results()
     assert df["config_hash"].tolist() == [h]
     assert run.cells_of(df) == {("d", "m", 0): cell}
+
+
+def test_environment_section_lists_versions_threads_data_and_seed_spread(tmp_path):
+    from benchmarks.report import environment_section
+    rng = np.random.default_rng(0)
+    df = _fake_run(tmp_path, {"a": [np.full(10, 0.1), np.full(10, 0.3)], "b": [rng.random(10)]})
+    cells = RunDir(tmp_path).cells_of(df)
+    for (d, m, seed), cell in cells.items():
+        cell.write_run({
+            "versions": {"python": "3.11.7", "torch": "2.13.0+cpu" if m == "a" else "2.5.0", "numpy": "2.4.6"},
+            "device": "cpu (x86_64, 2 cores, 2 torch threads)", "deterministic_kernels": True,
+            "git_commit": "abc", "dataset": {"info": {"source": "PyPI wheel recbole==1.2.1"}}})
+    text = environment_section(cells, df)
+    assert "python 3.11.7, torch 2.13.0+cpu, numpy 2.4.6 (2 cells); python 3.11.7, torch 2.5.0, numpy 2.4.6 (1 cell)" in text
+    assert "- Device: cpu (x86_64, 2 cores, 2 torch threads), deterministic kernels on\n" in text
+    assert "- Data: d from PyPI wheel recbole==1.2.1\n" in text
+    # a's two seeds are 0.1 and 0.3 apart by 0.2 (std 0.1414); b has one seed
+    assert "| a | 0.2000 (0.1414) |" in text and "| b | – |" in text
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("## Environment and reproducibility") == 1
+    one = df[df["seed"] == 0]
+    assert "one seed, so how far the seeds move each row is not measured" in environment_section(cells, one)
+    # two protocols: a row per (method, protocol), not one spread over both
+    two = pd.concat([df.assign(protocol="masked"), df.assign(protocol="unmasked", value=df["value"] + 0.5)])
+    text = environment_section(cells, two)
+    assert "| a (masked) | 0.2000 (0.1414) |" in text and "| a (unmasked) | 0.2000 (0.1414) |" in text
+    assert environment_section({}, df) == ""
