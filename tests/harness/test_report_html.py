@@ -216,7 +216,8 @@ def test_a_missing_or_outside_figure_is_an_error(tmp_path):
 
 # --------------------------------------------------------------------------- in a browser
 def _install_chromium() -> str:
-    """The chromium executable; installed with apt-get (Debian's ``chromium``) where missing."""
+    """The chromium executable; installed with apt-get (Debian's ``chromium``) where missing,
+    else the test is skipped with the reason."""
     def found():
         return next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 
@@ -228,20 +229,29 @@ def _install_chromium() -> str:
         pytest.skip("chromium is not installed and apt-get needs root (install Debian's `chromium` package)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    tail = ""
-    for steps in ([install], [["apt-get", "update"], install]):
-        try:
-            for cmd in steps:
+    last = ""
+    for steps in ([install], [["apt-get", "update"], install]):   # the package lists may be stale
+        for cmd in steps:
+            try:
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-                tail = tail[0]
-                if done.returncode:
-                    break
-        except subprocess.TimeoutExpired:
-            pytest.skip("apt-get install chromium took more than 20 minutes")
+            except subprocess.TimeoutExpired:
+                pytest.skip(f"`{' '.join(cmd)}` ran for more than 20 minutes")
+            last = ((done.stderr or done.stdout).strip().splitlines() or [""])[-1]
+            if done.returncode:
+                break
         if exe := found():
             return exe
-    pytest.skip(f"apt-get install chromium failed: {tail}")
+    pytest.skip(f"apt-get could not install chromium: {last}")
+
+
+def test_without_chromium_and_root_the_browser_tests_skip_with_the_reason(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="apt-get needs root"):
+        _install_chromium()
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="no apt-get"):
+        _install_chromium()
 
 
 @pytest.fixture(scope="module")
