@@ -4,7 +4,7 @@
                      [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
                      [--precision auto|fp32|bf16|fp16] [--refit] [--dry-run [--dry-steps N] [--dry-users M]] [--fail-fast] [--quiet]
                      [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
-    genrec-bench report DIR
+    genrec-bench report DIR [--open] [--cells-from RUN...]
     genrec-bench gather DIR... --output FILE.parquet
     genrec-bench compare DIR|FILE.parquet... [--metric ndcg] [--k 10] [--split test] [--subset all]
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
@@ -105,7 +105,25 @@ def cmd_report(args) -> int:
     paths = write_report(Path(args.dir))
     print(paths["report.md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if args.open:
+        print(open_in_browser(paths["report.html"]))
     return 0
+
+
+def open_in_browser(page: Path) -> str:
+    """Open ``page`` with Python's webbrowser (the user's default, or $BROWSER); what happened,
+    as a line to print. Where no browser can be found (a server without one) it says so."""
+    import webbrowser
+
+    try:
+        browser = webbrowser.get()
+    except webbrowser.Error:
+        return (f"no browser found here (Python's webbrowser finds none; set BROWSER to one): "
+                f"open {page} where there is one")
+    name = getattr(browser, "name", "") or type(browser).__name__
+    if not browser.open(page.resolve().as_uri()):
+        return f"the browser {name} did not open {page}"
+    return f"opened {page} in {name}"
 
 
 def cmd_gather(args) -> int:
@@ -242,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
 
-    rep = sub.add_parser("report", help="write tables (md, tex, csv) for a run directory")
+    rep = sub.add_parser("report", help="write the report (md, html), tables (md, tex, csv) and figures of a run directory")
     rep.add_argument("dir")
+    rep.add_argument("--open", action="store_true",
+                     help="then open report.html in the browser (Python's webbrowser; says so where there is none)")
     rep.add_argument("--cells-from", nargs="+", metavar="RUN", default=[],
                      help="first copy the finished cells of these run directories into DIR "
                           "(one report over several runs, e.g. one per protocol)")

@@ -12,6 +12,8 @@
   beam-vs-global table, the throughput table and the NDCG@10-vs-throughput figure, the
   validation table, and the environment the cells ran in (package versions, device, threads,
   data source) with how far the seeds move each row;
+- ``DIR/report.html``: report.md rendered as one self-contained page (``benchmarks.report_html``:
+  the same sections, tables and marks, the figures embedded, sortable columns, contents);
 - ``DIR/figures/*.png`` and ``*.pdf``.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import report_html
 from benchmarks.protocol import FAMILIES
 from benchmarks.rundir import UNRECORDED_PROTOCOL, CellDir, RunDir
 from benchmarks.utils import atomic_write_text
@@ -543,8 +546,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     df = run.results()
     order = run.method_order()
     labels = protocol_labels(df) or [UNRECORDED_PROTOCOL]
-    paths = {"table.md": run_dir / "table.md", "table.tex": run_dir / "table.tex",
-             "table.csv": run_dir / "table.csv", "report.md": run_dir / "report.md"}
+    paths = run.report_paths()
     parts = [f"# Results: {run_dir.name}", ""]
     if len(labels) > 1:
         parts += [f"> **Warning: this run mixes evaluation protocols ({', '.join(labels)}).** Figures "
@@ -566,5 +568,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     env = environment_section(run.cells_of(df), df, order)
     if env:
         parts += ["## Environment and reproducibility", "", env]
-    atomic_write_text(paths["report.md"], "\n".join(parts))
+    markdown = "\n".join(parts)
+    atomic_write_text(paths["report.md"], markdown)
+    atomic_write_text(paths["report.html"], report_html.render(markdown, run.report_figure))
     return paths

@@ -9,6 +9,8 @@ them, and nothing else knows a file name of a run::
       results.parquet           the same table as Parquet, typed by RESULT_TYPES (for `gather`)
       failures.json             this run's failed cells (absent when none failed)
       report.md, table.*, figures/   the report's own output (benchmarks.report), from the above
+      report.html               report.md as one self-contained page (benchmarks.report_html):
+                                the same tables and marks, figures/*.png embedded, sortable
       cells/<dataset>/<method>/seed<S>-<hash>/      one CellDir (<hash>: of the resolved config)
         config.json             the resolved config the hash is taken over
         train_log.json          the fit log: per-epoch loss, validation NDCG@10, seconds, memory;
@@ -64,6 +66,8 @@ UNRECORDED_PROTOCOL = "unrecorded"
 UNRECORDED = UNRECORDED_PROTOCOL
 
 _STAGING = ".tmp-"
+#: the report's files in the run folder, in the order they are written (``RunDir.report_paths``)
+REPORT_FILES = ("table.md", "table.tex", "table.csv", "report.md", "report.html")
 
 
 def read_results_csv(path: Path) -> pd.DataFrame:
@@ -407,6 +411,20 @@ class RunDir:
         """Method labels in the order of the run's matrix.yaml (empty if there is none)."""
         data = self._matrix_record()
         return [m.get("label", m.get("name")) for m in data.get("methods", []) if isinstance(m, dict)]
+
+    def report_paths(self) -> dict[str, Path]:
+        """The report's files (REPORT_FILES), name -> path."""
+        return {name: self.root / name for name in REPORT_FILES}
+
+    def report_figure(self, src: str) -> bytes:
+        """The bytes of a figure the report links, ``src`` as written in report.md
+        (``figures/<name>.png``, relative to the run folder)."""
+        path = self.root / src
+        if Path(src).is_absolute() or Path(src).parts[:1] != ("figures",) or ".." in Path(src).parts:
+            raise ConfigError(f"{self.root}: report figure {src!r}: expected a path under figures/")
+        if not path.is_file():
+            raise ConfigError(f"{path}: the figure report.md links is missing")
+        return path.read_bytes()
 
     def write_failures(self, failed: list[dict]) -> None:
         """``failures.json``: this run's failed cells; removed when none failed (a list left

@@ -37,7 +37,7 @@ LAYERS = [
     (6, "run context", ("benchmarks.context",)),
     (6, "matrix", ("benchmarks.matrix",)),
     (7, "runner", ("benchmarks.runner",)),
-    (7, "report", ("benchmarks.report",)),
+    (7, "report", ("benchmarks.report", "benchmarks.report_html")),
     (7, "tokenize", ("benchmarks.tokenize",)),
     (7, "gather", ("benchmarks.gather",)),
     (8, "entry points", ("benchmarks.cli", "benchmarks.bench_generation", "benchmarks.bench_setrec",
