@@ -319,7 +319,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
         if dist is not None:    # the same epoch everywhere, its sampling per process (TorchRecommender.share)
             model._shard = _Shard(dist.rank, world, per_rank)
             epoch_rng = np.random.default_rng(int(rng.integers(2 ** 62)))
-        with PeakMemory() as mem:
+        with PeakMemory(device=model.device) as mem:
             for i, batch in enumerate(progress_bar(model.batches(epoch_rng), total=per_rank or n_batches,
                                                    leave=False, desc=f"epoch {epoch}", enabled=progress)):
                 if cap is not None and done_steps >= cap:
