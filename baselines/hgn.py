@@ -104,7 +104,7 @@ class HGN(TorchRecommender):
         return -(-len(self.w_users) // self.config.batch_size)
 
     def batches(self, rng):
-        bs, T = self.config.batch_size, self.config.T
+        T = self.config.T
         for idx in self.shuffled_slices(rng, len(self.w_users)):
             u = self.w_users[idx]
             neg = sample_negatives(rng, np.repeat(u, T), self.n_items, self.pos_keys).reshape(len(idx), T)

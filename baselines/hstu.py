@@ -348,7 +348,7 @@ class HSTU(TorchRecommender):
         return -(-len(self.windows) // self.config.batch_size)
 
     def batches(self, rng):
-        bs, cfg = self.config.batch_size, self.config
+        cfg = self.config
         for idx in self.shuffled_slices(rng, len(self.windows)):
             win = torch.from_numpy(self.windows[idx]).to(self.device)
             times = (torch.from_numpy(self.window_times[idx]).to(self.device)
