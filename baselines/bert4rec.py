@@ -173,10 +173,8 @@ class BERT4Rec(TorchRecommender):
         return -(-len(self.windows) // self.config.batch_size)
 
     def batches(self, rng):
-        order = rng.permutation(len(self.windows))
-        bs = self.config.batch_size
-        for start in range(0, len(order), bs):
-            win = self.windows[order[start:start + bs]]
+        for idx in self.shuffled_slices(rng, len(self.windows)):
+            win = self.windows[idx]
             mask = cloze_mask(win, rng, self.config.mask_prob, self.config.last_mask_prob)
             inp = np.where(mask, self.n_items + 1, win)
             yield tuple(torch.from_numpy(x).to(self.device) for x in (inp, win, mask))

@@ -138,10 +138,8 @@ class Caser(TorchRecommender):
         return -(-len(self.w_users) // self.config.batch_size)
 
     def batches(self, rng):
-        order = rng.permutation(len(self.w_users))
-        bs, n_neg = self.config.batch_size, self.config.n_neg * self.config.T
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+        n_neg = self.config.n_neg * self.config.T
+        for idx in self.shuffled_slices(rng, len(self.w_users)):
             u = self.w_users[idx]
             neg = sample_negatives(rng, np.repeat(u, n_neg), self.n_items, self.pos_keys).reshape(len(idx), n_neg)
             yield tuple(torch.from_numpy(x).to(self.device)

@@ -104,10 +104,8 @@ class HGN(TorchRecommender):
         return -(-len(self.w_users) // self.config.batch_size)
 
     def batches(self, rng):
-        order = rng.permutation(len(self.w_users))
-        bs, T = self.config.batch_size, self.config.T
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+        T = self.config.T
+        for idx in self.shuffled_slices(rng, len(self.w_users)):
             u = self.w_users[idx]
             neg = sample_negatives(rng, np.repeat(u, T), self.n_items, self.pos_keys).reshape(len(idx), T)
             yield tuple(torch.from_numpy(x).to(self.device)

@@ -348,10 +348,8 @@ class HSTU(TorchRecommender):
         return -(-len(self.windows) // self.config.batch_size)
 
     def batches(self, rng):
-        order = rng.permutation(len(self.windows))
-        bs, cfg = self.config.batch_size, self.config
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+        cfg = self.config
+        for idx in self.shuffled_slices(rng, len(self.windows)):
             win = torch.from_numpy(self.windows[idx]).to(self.device)
             times = (torch.from_numpy(self.window_times[idx]).to(self.device)
                      if self.window_times is not None else None)

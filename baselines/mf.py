@@ -72,10 +72,7 @@ class BPRPairs:
         return -(-len(self.pairs_u) // self.config.batch_size)
 
     def batches(self, rng):
-        order = rng.permutation(len(self.pairs_u))
-        bs = self.config.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+        for idx in self.shuffled_slices(rng, len(self.pairs_u)):
             u, i = self.pairs_u[idx], self.pairs_i[idx]
             j = sample_negatives(rng, u, self.n_items, self.pos_keys)
             yield tuple(torch.from_numpy(x).to(self.device) for x in (u, i, j))

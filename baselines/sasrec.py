@@ -159,10 +159,7 @@ class SASRec(TorchRecommender):
         return -(-len(self.windows) // self.config.batch_size)
 
     def batches(self, rng):
-        order = rng.permutation(len(self.windows))
-        bs = self.config.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+        for idx in self.shuffled_slices(rng, len(self.windows)):
             win = torch.from_numpy(self.windows[idx]).to(self.device)
             neg = None
             if self.config.loss == "bce":

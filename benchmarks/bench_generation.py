@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.data.catalog import load_dataset
     from benchmarks.methods.generative import GenerativeRecommender
     from benchmarks.protocol import UserBatch
-    from benchmarks.utils import seed_everything
+    from benchmarks.utils import seed_everything, synchronize
 
     seed_everything(args.seed)
     ds = load_dataset(json.loads(args.dataset) if args.dataset.lstrip().startswith("{") else args.dataset)
@@ -71,30 +71,34 @@ def main(argv: list[str] | None = None) -> dict:
     trie = model._trie(None)
     from benchmarks.data.dataset import left_pad
 
+    def timed(fn):
+        """``fn()`` and its seconds, the device's queue drained before and after the clock."""
+        synchronize(model.device)
+        t0 = time.perf_counter()
+        out = fn()
+        synchronize(model.device)
+        return out, time.perf_counter() - t0
+
     ours_t, hf_t, masked_t, wide_t, same, total, wide_beams = 0.0, 0.0, 0.0, 0.0, 0, 0, []
     for start in range(0, len(users), args.batch):
         u = users[start:start + args.batch]
         batch = UserBatch(torch.from_numpy(u), torch.from_numpy(ds.history_matrix("test", u)))
         inputs, mask = model._inputs(batch)
-        t0 = time.perf_counter()
-        items, _ = beam_search(model.module, inputs, mask, trie, args.beams)
-        ours_t += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ref, _ = hf_constrained_generate(model.module.model, inputs, mask, trie, args.beams,
-                                         decoder_start=model.space.pad_id)
-        hf_t += time.perf_counter() - t0
-        same += int((items == ref).all(1).sum())
+        (items, _), s = timed(lambda: beam_search(model.module, inputs, mask, trie, args.beams))
+        ours_t += s
+        (ref, _), s = timed(lambda: hf_constrained_generate(model.module.model, inputs, mask, trie, args.beams,
+                                                            decoder_start=model.space.pad_id))
+        hf_t += s
+        same += int((items == ref.to(items.device)).all(1).sum())
         hists = ds.history("test", u)
-        excl = torch.from_numpy(left_pad(hists, max(len(h) for h in hists)))
-        t0 = time.perf_counter()
-        masked, _ = beam_search(model.module, inputs, mask, trie, args.beams, 10, exclude=excl)
-        masked_t += time.perf_counter() - t0
-        assert not (masked.unsqueeze(2) == excl.unsqueeze(1)).any(), "an excluded item was returned"
+        excl = torch.from_numpy(left_pad(hists, max(len(h) for h in hists))).to(model.device)
+        (masked, _), s = timed(lambda: beam_search(model.module, inputs, mask, trie, args.beams, 10, exclude=excl))
+        masked_t += s
+        assert not (masked.unsqueeze(2) == excl.to(masked.device).unsqueeze(1)).any(), "an excluded item was returned"
         wide = 10 + int((excl > 0).sum(1).max())
         wide_beams.append(wide)
-        t0 = time.perf_counter()
-        beam_search(model.module, inputs, mask, trie, wide)
-        wide_t += time.perf_counter() - t0
+        _, s = timed(lambda: beam_search(model.module, inputs, mask, trie, wide))
+        wide_t += s
         total += len(u)
     result = {"dataset": ds.name, "identifier": args.identifier, "beams": args.beams, "batch": args.batch,
               "users": total, "identical_topk_users": same,

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.methods.rpg import RPG
     from benchmarks.methods.setrec import SETRecT5
     from benchmarks.protocol import UserBatch, topk_from_scores
-    from benchmarks.utils import seed_everything
+    from benchmarks.utils import seed_everything, synchronize
 
     b, k_edges, q = (int(v) for v in args.graph.split("/"))
     entry = json.loads(args.dataset) if args.dataset.lstrip().startswith("{") else args.dataset
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     batches = [UserBatch(torch.from_numpy(users[s:s + args.batch]),
                          torch.from_numpy(base.history_matrix("test", users[s:s + args.batch])))
                for s in range(0, len(users), args.batch)]
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync = lambda: synchronize(args.device)        # noqa: E731 (that GPU, not the current one)
     size = t5_size(args)
     contexts: dict = {}
 

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.methods.generative import GenerativeRecommender
     from benchmarks.methods.setrec import SETRecT5
     from benchmarks.protocol import UserBatch
-    from benchmarks.utils import seed_everything
+    from benchmarks.utils import seed_everything, synchronize
 
     seed_everything(args.seed)
     entry = json.loads(args.dataset) if args.dataset.lstrip().startswith("{") else args.dataset
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     batches = [UserBatch(torch.from_numpy(users[s:s + args.batch]),
                          torch.from_numpy(ds.history_matrix("test", users[s:s + args.batch])))
                for s in range(0, len(users), args.batch)]
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync = lambda: synchronize(args.device)        # noqa: E731 (that GPU, not the current one)
 
     def gflop_per_user(fn, *models) -> float:
         return counted_gflop(fn, len(batches[0]), *models)

@@ -298,7 +298,7 @@ def dry_run_cell(cell: Cell, *, device: str = "auto", features: dict | None = No
         row["parameters"] = sum(p.numel() for p in model.module.parameters())
         row["trainable"] = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
         row.update(state_memory_mb(model.module))
-    with PeakMemory() as mem:
+    with PeakMemory(device=model.device) as mem:
         with Timer() as t_fit:
             fit_log = model.fit(None)
         ranked = ds.eval_users("test")[:users]

@@ -88,6 +88,7 @@ class TorchRecommender(Recommender):
         if config.grad_accum < 1:
             raise ConfigError(f"{type(config).__qualname__}: field 'grad_accum': expected an integer >= 1, "
                               f"got {config.grad_accum}")
+        self._shard: _Shard | None = None      # set by train_loop under data parallelism
         self.module: nn.Module = self.build().to(self.device)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(self.module, f"{type(config).__qualname__}: field 'gradient_checkpointing'")
@@ -132,6 +133,27 @@ class TorchRecommender(Recommender):
     def n_batches(self) -> int | None:
         """Batches per epoch, for the progress bar (None if unknown)."""
         return None
+
+    def share(self, batches: list, rng: np.random.Generator) -> list:
+        """This process's share of one epoch's ``batches`` (a list of what each batch is built
+        from: index arrays, cheap), to be built after this call: alone, all of them; under data
+        parallelism every WORLD_SIZE-th of the same shuffled list, the same count on every
+        process, and ``rng`` re-seeded per process so that what the batches draw from it
+        afterwards (negatives, masks) differs between processes. A ``batches`` that does not
+        call this still trains data-parallel, building every batch and using its share."""
+        shard = self._shard
+        if shard is None:
+            return batches
+        shard.taken = True
+        rng.bit_generator.state = np.random.PCG64([int(rng.integers(2 ** 62)), shard.rank]).state
+        return batches[shard.rank:shard.steps * shard.world:shard.world]
+
+    def shuffled_slices(self, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+        """``n`` samples shuffled with ``rng`` and cut into ``batch_size`` index arrays, this
+        process's :meth:`share` of them."""
+        order = rng.permutation(n)
+        bs = self.config.batch_size
+        return self.share([order[start:start + bs] for start in range(0, n, bs)], rng)
 
     def optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.module.parameters(), lr=self.config.lr,
@@ -216,6 +238,17 @@ def _state_copy(module: nn.Module) -> dict:
             for k, v in module.state_dict().items()}
 
 
+@dataclass
+class _Shard:
+    """One epoch of data-parallel training as a process sees it: its rank, the world size, the
+    steps every process takes; ``taken``: the method's ``batches`` took its :meth:`share`."""
+
+    rank: int
+    world: int
+    steps: int
+    taken: bool = False
+
+
 class _LossTally:
     """One epoch's losses, summed on the device, and the first non-finite one (its step and
     value), kept on the device too: :meth:`check` is the only place the host waits."""
@@ -235,10 +268,20 @@ class _LossTally:
         self.bad_value = torch.where(first, loss, self.bad_value)
         self.total += loss
 
-    def check(self, name: str, epoch: int) -> None:
-        step = int(self.bad_step)
-        if step >= 0:
-            raise FloatingPointError(f"{name}: loss became {float(self.bad_value)} at epoch {epoch}, step {step}")
+    def check(self, name: str, epoch: int, dist=None) -> None:
+        """Raise FloatingPointError if a loss was not finite; under data parallelism (``dist``)
+        on every process if it was on any (every process calls this at the same steps)."""
+        if dist is None:
+            step = int(self.bad_step)
+            if step >= 0:
+                raise FloatingPointError(f"{name}: loss became {float(self.bad_value)} at epoch {epoch}, step {step}")
+            return
+        steps = dist.all_ranks(self.bad_step.clamp(min=0))
+        if bool((steps > 0).any()):
+            values = dist.all_ranks(self.bad_value)
+            r = int(torch.where(steps > 0, steps, math.inf).argmin())   # the earliest (a NaN spreads)
+            raise FloatingPointError(f"{name}: loss became {float(values[r])} at epoch {epoch}, step "
+                                     f"{int(steps[r])} on rank {r} (of {dist.world} data-parallel processes)")
 
     def mean(self) -> float:
         return float(self.total) / max(self.steps, 1)
@@ -251,6 +294,8 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     dist = distributed.current()
     if dist is not None:
         dist.broadcast_module(model.module)
+        if dist.rank:   # dropout apart per process (rank 0 goes on with the run's stream)
+            torch.manual_seed(distributed.rank_seed(model.ctx.seed, dist.rank))
     opt = model.optimizer()
     scaler = grad_scaler(model.precision, model.device)   # inert unless fp16
     n_batches = model.n_batches()
@@ -270,16 +315,22 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
         model.train()
         tally = _LossTally(model.device)
         t0 = time.perf_counter()
-        with PeakMemory() as mem:
-            for i, batch in enumerate(progress_bar(model.batches(rng), total=n_batches, leave=False,
-                                                   desc=f"epoch {epoch}", enabled=progress)):
+        epoch_rng = rng
+        if dist is not None:    # the same epoch everywhere, its sampling per process (TorchRecommender.share)
+            model._shard = _Shard(dist.rank, world, per_rank)
+            epoch_rng = np.random.default_rng(int(rng.integers(2 ** 62)))
+        with PeakMemory(device=model.device) as mem:
+            for i, batch in enumerate(progress_bar(model.batches(epoch_rng), total=per_rank or n_batches,
+                                                   leave=False, desc=f"epoch {epoch}", enabled=progress)):
                 if cap is not None and done_steps >= cap:
                     break
-                if dist is not None:
+                if dist is not None and not model._shard.taken:   # every batch built: take ours
                     if i >= per_rank * world:
                         break
                     if i % world != dist.rank:
                         continue
+                elif dist is not None and tally.steps >= per_rank:
+                    break
                 opt.zero_grad(set_to_none=True)
                 loss = None
                 for micro, weight in model.micro_batches(batch, cfg.grad_accum):
@@ -300,22 +351,28 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                 tally.add(loss)
                 done_steps += 1
                 if tally.steps % FINITE_CHECK_EVERY == 0:
-                    tally.check(model.name, epoch)
-            tally.check(model.name, epoch)
+                    tally.check(model.name, epoch, dist)
+            tally.check(model.name, epoch, dist)
+        model._shard = None
         entry = {"epoch": epoch, "loss": tally.mean(), "steps": tally.steps,
                  "seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": mem.peak_rss_mb}
         if mem.peak_cuda_mb is not None:
             entry["peak_cuda_mb"] = mem.peak_cuda_mb
         out_of_time = (cfg.max_train_minutes is not None
                        and time.perf_counter() - started > 60 * cfg.max_train_minutes)
+        if dist is not None and cfg.max_train_minutes is not None:   # one clock: the main process's
+            out_of_time = bool(dist.broadcast_float(float(out_of_time)))
         if validator is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
             model.eval()
-            if dist is None:
+            score, improved = 0.0, False
+            if dist is None or dist.is_main:
                 score = float(validator(model))
-            else:   # the main process validates; everyone takes its score
-                score = dist.broadcast_float(float(validator(model)) if dist.is_main else 0.0)
+                improved = score > best
+            if dist is not None:   # the main process validates and decides; everyone takes both
+                score, flag = dist.broadcast_floats([score, float(improved)])
+                improved = bool(flag)
             entry["valid_ndcg10"] = score
-            if score > best:
+            if improved:
                 best, best_epoch, best_state, bad = score, epoch, _state_copy(model.module), 0
             else:
                 bad += 1
@@ -339,12 +396,15 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
         model.module.load_state_dict(best_state)
     model.eval()
     secs = [e["seconds"] for e in epochs]
-    return {"epochs": epochs, "best_epoch": best_epoch or len(epochs), "world_size": world,
+    log_ = {"epochs": epochs, "best_epoch": best_epoch or len(epochs), "world_size": world,
             "precision": model.precision,
             "best_valid_ndcg10": None if best == -math.inf else best, "stopped": stopped,
             "train_seconds": round(time.perf_counter() - started, 2),
             "mean_epoch_seconds": round(float(np.mean(secs)), 3) if secs else 0.0,
             "peak_rss_mb": max((e["peak_rss_mb"] for e in epochs), default=0.0)}
+    if dist is not None:   # each process's dropout / sampling seed (distributed.rank_seed)
+        log_["rank_seeds"] = [distributed.rank_seed(model.ctx.seed, r) for r in range(world)]
+    return log_
 
 
 def warmup_decay(schedule: str, warmup_steps: int, total_steps: int):

@@ -134,13 +134,27 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def synchronize(device) -> None:
+    """Wait until ``device`` (``cuda:1``, a ``torch.device`` ...) has finished its queued work,
+    before a clock is read: ``torch.cuda.synchronize`` of THAT GPU (of the current one when the
+    device names none), the MPS queue on ``mps``; nothing on the CPU."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 class PeakMemory:
     """Context manager sampling the process's resident memory (and CUDA's peak allocation)
     while its block runs. ``peak_rss_mb``: highest RSS seen; ``peak_cuda_mb``: peak CUDA
-    allocation (None on CPU)."""
+    allocation on ``device`` (the GPU the work runs on, e.g. ``cuda:1``; None: the current GPU),
+    None where that is not a CUDA device or there is none."""
 
-    def __init__(self, interval: float = 0.01):
+    def __init__(self, interval: float = 0.01, device=None):
         self.interval = interval
+        self.device = device
         self.peak_rss_mb = 0.0
         self.peak_cuda_mb: float | None = None
         self._stop = threading.Event()
@@ -152,9 +166,9 @@ class PeakMemory:
 
     def __enter__(self) -> "PeakMemory":
         import torch
-        self._cuda = torch.cuda.is_available()
+        self._cuda = torch.cuda.is_available() and (self.device is None or torch.device(self.device).type == "cuda")
         if self._cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.peak_rss_mb = _rss_bytes() / 2 ** 20
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -166,7 +180,7 @@ class PeakMemory:
         self.peak_rss_mb = round(max(self.peak_rss_mb, _rss_bytes() / 2 ** 20), 1)
         if self._cuda:
             import torch
-            self.peak_cuda_mb = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+            self.peak_cuda_mb = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 20, 1)
 
 
 class Timer:

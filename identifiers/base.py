@@ -168,6 +168,9 @@ class IdentifierScheme(abc.ABC):
     #: an item no training interaction contains (cold) still gets a meaningful identifier;
     #: by default, schemes that read item text embeddings
     content_based: ClassVar[bool | None] = None
+    #: True where ``build`` trains on the cell's device (:attr:`device`): a GPU's identifiers
+    #: then have a cache entry of their own (float results differ by device); CPU keys unchanged
+    trains_on_device: ClassVar[bool] = False
 
     @classmethod
     def reads_item_content(cls) -> bool:
@@ -184,6 +187,11 @@ class IdentifierScheme(abc.ABC):
         #: ``load_or_build`` beside the cache entry; removed once the identifiers are saved)
         self.checkpoint: Path | None = None
 
+    @property
+    def device(self) -> str:
+        """The cell's device (the FeatureStore's; the CPU without one)."""
+        return str(getattr(self.features, "device", None) or "cpu")
+
     def prepare(self) -> None:
         """Work that every process of a data-parallel launch does together before ``build``
         (features trained through the shared training loop, e.g. CF embeddings); default none."""
@@ -193,10 +201,17 @@ class IdentifierScheme(abc.ABC):
         """Compute (train, if the scheme learns) every item's identifier."""
 
 
-def identifier_cache_dir(scheme: str, config: Any, dataset: "Dataset", seed: int, root: Path) -> Path:
-    key = stable_hash({"scheme": scheme, "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
-                       "seed": seed, "dataset": dataset.info.get("cache_key") or dataset.name,
-                       "version": IDENTIFIER_VERSION})
+def identifier_cache_dir(scheme: str, config: Any, dataset: "Dataset", seed: int, root: Path,
+                         device: str | None = None) -> Path:
+    """The cache entry of a build; ``device``: where a ``trains_on_device`` scheme trains, in the
+    key by its kind unless that is the CPU (so the CPU's entries keep their keys)."""
+    fields = {"scheme": scheme, "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
+              "seed": seed, "dataset": dataset.info.get("cache_key") or dataset.name,
+              "version": IDENTIFIER_VERSION}
+    kind = str(device).split(":")[0] if device else "cpu"
+    if kind != "cpu":
+        fields["device"] = kind
+    key = stable_hash(fields)
     return Path(root) / "identifiers" / f"{dataset.name}-{dataset.info.get('cache_key', 'nokey')}" / f"{scheme}-{key}"
 
 
@@ -207,8 +222,9 @@ def load_or_build(name: str, config: Any, dataset: "Dataset", features: "Feature
     from benchmarks.distributed import main_first
 
     cls = IDENTIFIERS.get(name)
-    target = identifier_cache_dir(name, config, dataset, seed, cache_root) if cache_root else None
     scheme = cls(config, dataset, features, seed, progress)
+    target = (identifier_cache_dir(name, config, dataset, seed, cache_root,
+                                   scheme.device if cls.trains_on_device else None) if cache_root else None)
     if target is not None:
         scheme.checkpoint = target.with_name(target.name + ".checkpoint.pt")
     if target is None or not ItemIdentifiers.saved_in(target):

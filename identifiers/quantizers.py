@@ -246,18 +246,18 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator,
     nearest centre is the most cosine-similar one (spherical k-means); plain means of unit
     vectors shrink towards the origin, where a near-zero centre ends up nearest to them all."""
     x = x.float()
-    n = x.shape[0]
+    n, dev = x.shape[0], x.device
     if n <= k:
-        extra = x[torch.randint(n, (k - n,), generator=generator)]
-        noise = torch.randn(extra.shape, generator=generator) * (1e-3 * (x.std() + 1e-8))
+        extra = x[torch.randint(n, (k - n,), generator=generator, device=dev)]
+        noise = torch.randn(extra.shape, generator=generator, device=dev) * (1e-3 * (x.std() + 1e-8))
         return torch.cat([x, extra + noise])
-    centres = torch.empty(k, x.shape[1])
-    centres[0] = x[torch.randint(n, (1,), generator=generator)]
+    centres = torch.empty(k, x.shape[1], device=dev)
+    centres[0] = x[torch.randint(n, (1,), generator=generator, device=dev)]
     closest = squared_distances(x, centres[:1]).squeeze(1)
     for j in range(1, k):
         total = closest.sum()
         if total <= 0:                          # all points already coincide with a centre
-            idx = torch.randint(n, (1,), generator=generator)
+            idx = torch.randint(n, (1,), generator=generator, device=dev)
         else:
             idx = torch.multinomial(closest / total, 1, generator=generator)
         centres[j] = x[idx]
@@ -318,9 +318,9 @@ def diversity_loss(x: torch.Tensor, codebook: torch.Tensor, codes: torch.Tensor,
     targets [B]."""
     logits = x @ codebook.T
     logits = logits.masked_fill(F.one_hot(codes, codebook.shape[0]).bool(), float("-inf"))
-    if not (targets >= 0).any():
-        return logits.new_zeros(())
-    return F.cross_entropy(logits, targets, ignore_index=-1)
+    # 0 where no row has a target (the cross-entropy of nothing is NaN), chosen on the device
+    return torch.where((targets >= 0).any(), F.cross_entropy(logits, targets, ignore_index=-1),
+                       logits.new_zeros(()))
 
 
 class ClusterTable:
@@ -328,15 +328,16 @@ class ClusterTable:
     ``order`` lists the codes cluster by cluster, ``start``/``size`` index it per cluster and
     ``pos[c]`` is code c's place inside its cluster."""
 
-    def __init__(self, labels: np.ndarray | torch.Tensor):
+    def __init__(self, labels: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"):
         labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         n_clusters = int(labels.max()) + 1
-        self.labels = labels
-        self.order = torch.argsort(labels, stable=True)
-        self.size = torch.bincount(labels, minlength=n_clusters)
-        self.start = torch.cumsum(self.size, 0) - self.size
-        self.pos = torch.empty_like(labels)
-        self.pos[self.order] = torch.arange(len(labels)) - self.start[labels[self.order]]
+        order = torch.argsort(labels, stable=True)
+        size = torch.bincount(labels, minlength=n_clusters)
+        start = torch.cumsum(size, 0) - size
+        pos = torch.empty_like(labels)
+        pos[order] = torch.arange(len(labels)) - start[labels[order]]
+        self.labels, self.order, self.size, self.start, self.pos = (
+            t.to(device) for t in (labels, order, size, start, pos))
 
 
 def sample_cluster_targets(codes: torch.Tensor, table: ClusterTable,
@@ -347,7 +348,7 @@ def sample_cluster_targets(codes: torch.Tensor, table: ClusterTable,
     cluster = table.labels[codes]
     size = table.size[cluster]
     if uniform is None:
-        uniform = torch.rand(codes.shape, generator=generator)
+        uniform = torch.rand(codes.shape, generator=generator, device=codes.device)
     j = (uniform * (size - 1).clamp_min(1)).long().clamp_max((size - 2).clamp_min(0))
     j = j + (j >= table.pos[codes]).long()          # skip the code itself
     target = table.order[(table.start[cluster] + j).clamp_max(len(table.order) - 1)]
@@ -428,18 +429,19 @@ class RQVAE(nn.Module):
 
 def rqvae_loss(model: RQVAE, out: dict, cf: torch.Tensor | None = None,
                tables: list[ClusterTable] | None = None, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 5 for one batch: the total and its parts (floats, unweighted) for the log."""
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 5 for one batch: the total and its parts (unweighted, detached scalars on the
+    model's device: the host reads them when it logs, not per step) for the log."""
     cfg = model.cfg
     reduce = torch.sum if cfg.level_reduction == "sum" else torch.mean
     recon = F.mse_loss(out["recon"], out["target"])
     codebook, commit = quantisation_losses(out["residuals"], out["chosen"], cfg.mu)
     total = recon + reduce(codebook + commit)
-    parts = {"recon": recon.item(), "codebook": reduce(codebook).item(), "commit": reduce(commit).item()}
+    parts = {"recon": recon.detach(), "codebook": reduce(codebook).detach(), "commit": reduce(commit).detach()}
     if cfg.alpha > 0:
         cf_loss = info_nce(out["z_hat"], cf)
         total = total + cfg.alpha * cf_loss
-        parts["cf"] = cf_loss.item()
+        parts["cf"] = cf_loss.detach()
     if cfg.beta > 0:
         div = torch.stack([
             diversity_loss(out["chosen"][lvl], model.codebooks[lvl], out["codes"][:, lvl],
@@ -447,8 +449,8 @@ def rqvae_loss(model: RQVAE, out: dict, cf: torch.Tensor | None = None,
             for lvl in range(cfg.n_levels)])
         div = reduce(div)
         total = total + cfg.beta * div
-        parts["div"] = div.item()
-    parts["total"] = total.item()
+        parts["div"] = div.detach()
+    parts["total"] = total.detach()
     return total, parts
 
 
@@ -481,7 +483,8 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndarray | None = None,
                 progress: bool = True, desc: str = "rq-vae", checkpoint: Path | None = None,
-                checkpoint_seconds: float = CHECKPOINT_SECONDS) -> tuple[RQVAE, dict]:
+                checkpoint_seconds: float = CHECKPOINT_SECONDS, device: str | torch.device = "cpu"
+                ) -> tuple[RQVAE, dict]:
     """Train an RQ-VAE on ``embeddings`` [n, in_dim] (row i = item i+1). ``cf`` [n, latent_dim]
     is required when ``cfg.alpha > 0``. Returns the model (eval mode) and the training stats:
     epochs, per-epoch mean losses, the final epoch's losses, seconds, and ``code_curve``: at
@@ -493,6 +496,12 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
     LETTER's cluster tables) is written to every ``checkpoint_seconds`` of training; a run
     started with the file present continues from it — exactly as if it had never stopped — when
     it was made for the same config, seed and inputs, and ignores it (with a warning) otherwise.
+
+    ``device``: where the model, the inputs, the random generator and every buffer live (the
+    cell's device). The host does not wait on it per step: each epoch's loss sums stay on the
+    device (float64, the sums a per-step ``.item()`` gave) and are read at the code-curve points,
+    at a checkpoint and at the end (and every epoch only for a progress bar). On the CPU the
+    numbers are the ones of the CPU-only version; a GPU draws from its own generator.
     """
     from tqdm.auto import tqdm
 
@@ -505,11 +514,12 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
         if cf.shape != (len(embeddings), cfg.latent_dim):
             raise ValueError(f"CF embeddings must be [{len(embeddings)}, {cfg.latent_dim}], got {cf.shape}")
     seed_everything(seed)
-    gen = torch.Generator().manual_seed(seed)
-    x_all = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-    cf_all = torch.as_tensor(np.asarray(cf, dtype=np.float32)) if cf is not None else None
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x_all = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(device)
+    cf_all = torch.as_tensor(np.asarray(cf, dtype=np.float32)).to(device) if cf is not None else None
     n = len(x_all)
-    model = RQVAE(x_all.shape[1], cfg)
+    model = RQVAE(x_all.shape[1], cfg).to(device)
     model.fit_input_scale(x_all)
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -530,23 +540,32 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
             opt.load_state_dict(state["optimizer"])
             gen.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
-            tables = None if state["tables"] is None else [ClusterTable(t) for t in state["tables"]]
+            tables = None if state["tables"] is None else [ClusterTable(t, device) for t in state["tables"]]
             losses, curve, first_epoch, elapsed = state["log"], state["curve"], state["epoch"], state["seconds"]
             prev_codes = None if state["codes"] is None else state["codes"].numpy()
             log.info("%s: resumed from %s at epoch %d of %d", desc, checkpoint, first_epoch, cfg.epochs)
     every = max(1, cfg.epochs // CURVE_POINTS)
     start = time.perf_counter() - elapsed
     last_save = time.perf_counter()
+    sum_dtype = torch.float32 if device.type == "mps" else torch.float64     # MPS has no float64
+    pending: list[dict[str, torch.Tensor]] = []      # epochs whose loss sums the host has not read
+
+    def read_losses() -> None:      # the one host wait for the epochs since the last one
+        for sums in pending:
+            for k, v in sums.items():
+                losses.setdefault(k, []).append(round(float(v) / n, 6))
+        pending.clear()
+
     bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, disable=not progress, leave=False,
                initial=first_epoch, total=cfg.epochs)
     for epoch in bar:
         model.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen, device=device)
         if epoch == 0 and cfg.kmeans_init:
             model.init_codebooks(x_all[perm[:cfg.batch_size]], gen)
         if cfg.beta > 0 and epoch % cfg.recluster_every == 0:
             tables = cluster_codebooks(model, cfg, seed + epoch)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         for s in range(0, n, cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
             out = model(x_all[idx], balanced=True)
@@ -555,11 +574,14 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
             loss.backward()
             opt.step()
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * len(idx)
-        for k, v in sums.items():
-            losses.setdefault(k, []).append(round(v / n, 6))
+                part = v.to(sum_dtype) * len(idx)
+                sums[k] = sums[k] + part if k in sums else part
+        pending.append(sums)
+        if progress:
+            read_losses()
         if (epoch + 1) % every == 0 or epoch + 1 == cfg.epochs:
-            codes = encode_items(model, x_all.numpy())["codes"]
+            read_losses()
+            codes = encode_items(model, x_all)["codes"]
             changed = None if prev_codes is None else round(float((codes != prev_codes).any(1).mean()), 6)
             curve.append({"epoch": epoch + 1, "changed": changed, **{k: v[-1] for k, v in losses.items()}})
             prev_codes = codes
@@ -567,6 +589,7 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
             bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in losses.items()})
         if checkpoint is not None and (time.perf_counter() - last_save >= checkpoint_seconds
                                        or epoch + 1 == cfg.epochs):
+            read_losses()
             _save_checkpoint(Path(checkpoint), {
                 "key": key, "epoch": epoch + 1, "seconds": time.perf_counter() - start,
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -575,6 +598,7 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
                 "log": losses, "curve": curve,
                 "codes": None if prev_codes is None else torch.from_numpy(prev_codes)})
             last_save = time.perf_counter()
+    read_losses()
     model.eval()
     stats = {"epochs": cfg.epochs, "loss_log": losses,
              "final_losses": {k: v[-1] for k, v in losses.items()},
@@ -585,23 +609,27 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
 
 def cluster_codebooks(model: RQVAE, cfg: RQVAEConfig, seed: int) -> list[ClusterTable]:
     """Constrained k-means of every codebook's code vectors (diversity regularisation)."""
-    books = model.codebooks.detach().cpu().numpy()
+    books = model.codebooks.detach().cpu().numpy()      # k-means-constrained runs on the host
     return [ClusterTable(balanced_kmeans(books[lvl], cfg.diversity_clusters, seed + lvl,
-                                         tuple(cfg.cluster_size_bounds)))
+                                         tuple(cfg.cluster_size_bounds)), model.codebooks.device)
             for lvl in range(cfg.n_levels)]
 
 
 # ============================================================================ codes
 @torch.no_grad()
-def encode_items(model: RQVAE, embeddings: np.ndarray, batch_size: int = 4096) -> dict[str, np.ndarray]:
+def encode_items(model: RQVAE, embeddings: np.ndarray | torch.Tensor, batch_size: int = 4096
+                 ) -> dict[str, np.ndarray]:
     """Final codes of every item: argmin on every level, or (``final_sinkhorn``) one Sinkhorn
-    plan over ALL items on the Sinkhorn levels. Returns codes [n, L] and the last level's
-    residuals [n, d] (for collision resolution)."""
+    plan over ALL items on the Sinkhorn levels, computed on the model's device. Returns codes
+    [n, L] and the last level's residuals [n, d] (for collision resolution), in host memory."""
     model.eval()
-    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    device = model.codebooks.device
+    x = (embeddings if isinstance(embeddings, torch.Tensor)
+         else torch.as_tensor(np.asarray(embeddings, dtype=np.float32))).to(device)
     z = torch.cat([model.encoder(model.normalise(x[s:s + batch_size])) for s in range(0, len(x), batch_size)])
     out = model.quantise(z, balanced=model.cfg.final_sinkhorn)
-    return {"codes": out["codes"].numpy().astype(np.int64), "last_residual": out["residuals"][-1].numpy()}
+    return {"codes": out["codes"].cpu().numpy().astype(np.int64),
+            "last_residual": out["residuals"][-1].cpu().numpy()}
 
 
 def collision_report(codes: np.ndarray) -> dict:
@@ -682,14 +710,16 @@ def level_tokens(level: int, size: int) -> list[str]:
 
 def build_codebook_identifiers(scheme: str, embeddings: np.ndarray, cfg: RQVAEConfig, seed: int,
                                cf: np.ndarray | None = None, progress: bool = True,
-                               log: Callable[[str], None] | None = None, checkpoint: Path | None = None):
+                               log: Callable[[str], None] | None = None, checkpoint: Path | None = None,
+                               device: str | torch.device = "cpu"):
     """Train the quantiser on ``embeddings`` [n_items, in_dim] and turn it into ItemIdentifiers
     (tokens, levels, n_semantic_levels, stats, arrays["quantized"], arrays["codebook_0"],
-    arrays["codebooks"])."""
-    model, stats = train_rqvae(embeddings, cfg, seed, cf=cf, progress=progress, desc=scheme, checkpoint=checkpoint)
+    arrays["codebooks"]); the quantiser trains on ``device``."""
+    model, stats = train_rqvae(embeddings, cfg, seed, cf=cf, progress=progress, desc=scheme, checkpoint=checkpoint,
+                               device=device)
     enc = encode_items(model, embeddings)
     codes = enc["codes"]
-    books = model.codebooks.detach().numpy()
+    books = model.codebooks.detach().cpu().numpy()
     stats["collisions_before"] = collision_report(codes)
     stats["code_usage_before"] = code_usage(codes, [cfg.codebook_size] * cfg.n_levels)
     if cfg.collision == "reassign":
@@ -728,6 +758,7 @@ class CodebookScheme(IdentifierScheme):
 
     kind = "codes"
     needs = frozenset({"text"})
+    trains_on_device = True
     #: overrides for the papers' training length
     paper_config: dict = {"epochs": 20000}
 
@@ -740,4 +771,5 @@ class CodebookScheme(IdentifierScheme):
         text = self.features.text_embeddings()[1:]
         cf = self.cf_embeddings()
         return build_codebook_identifiers(self.name, text, self.config, self.seed, cf=cf,
-                                          progress=self.progress, log=log.info, checkpoint=self.checkpoint)
+                                          progress=self.progress, log=log.info, checkpoint=self.checkpoint,
+                                          device=self.device)

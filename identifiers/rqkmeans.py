@@ -88,11 +88,13 @@ class RQKMeansConfig:
                               f"named, got {self.n_levels}")
 
 
-def residual_kmeans(x: np.ndarray, cfg: RQKMeansConfig, seed: int) -> dict[str, np.ndarray]:
+def residual_kmeans(x: np.ndarray, cfg: RQKMeansConfig, seed: int,
+                    device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Codes [n, L], centroids [L, K, d] and the mean squared norm of each level's residual
-    [L] of residual k-means on the rows of ``x`` (see the module docstring)."""
-    gen = torch.Generator().manual_seed(seed)
-    residual = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    [L] of residual k-means on the rows of ``x`` (see the module docstring), computed on
+    ``device`` (its own random generator), returned in host memory."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    residual = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(device)
     codes, books, mse = [], [], []
     for _ in range(cfg.n_levels):
         if cfg.normalize_residuals:
@@ -103,8 +105,8 @@ def residual_kmeans(x: np.ndarray, cfg: RQKMeansConfig, seed: int) -> dict[str, 
         codes.append(c)
         books.append(centres)
         mse.append(float(residual.pow(2).sum(1).mean()))
-    return {"codes": torch.stack(codes, 1).numpy().astype(np.int64),
-            "codebooks": torch.stack(books).numpy().astype(np.float32),
+    return {"codes": torch.stack(codes, 1).cpu().numpy().astype(np.int64),
+            "codebooks": torch.stack(books).cpu().numpy().astype(np.float32),
             "residual_mse": np.asarray(mse)}
 
 
@@ -117,6 +119,7 @@ class RQKMeans(IdentifierScheme):
     Config = RQKMeansConfig
     needs = frozenset({"text"})
     smoke_config = {"codebook_size": 8, "kmeans_iters": 10}
+    trains_on_device = True
 
     def build(self) -> ItemIdentifiers:
         cfg = self.config
@@ -125,7 +128,7 @@ class RQKMeans(IdentifierScheme):
             raise ValueError(f"{self.name} needs a FeatureStore (item text embeddings)")
         text = self.features.text_embeddings()[1:]
         start = time.perf_counter()
-        out = residual_kmeans(text, cfg, self.seed)
+        out = residual_kmeans(text, cfg, self.seed, self.device)
         codes, books = out["codes"], out["codebooks"]
         stats = {"collision_policy": cfg.collision, "collisions_before": collision_report(codes),
                  "residual_mse": [round(v, 6) for v in out["residual_mse"].tolist()]}

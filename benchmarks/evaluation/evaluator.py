@@ -32,7 +32,7 @@ from benchmarks.evaluation import protocols
 from benchmarks.evaluation.metrics import pad_targets, recall_ndcg
 from benchmarks.protocol import (NaNScoreError, Recommender, UserBatch, check_ranked_scores,
                                  topk_from_scores)
-from benchmarks.utils import PeakMemory, progress_bar
+from benchmarks.utils import PeakMemory, progress_bar, synchronize
 
 SUBSETS = ("all", "warm", "cold", "popularity")
 
@@ -160,8 +160,7 @@ class Evaluator:
                 check_ranked_scores(vals.float(), self.k)
             except NaNScoreError as exc:
                 raise NaNScoreError(f"method {model.name!r}: {exc}, ranking split {split!r}") from None
-            if items.is_cuda:
-                torch.cuda.synchronize()
+            synchronize(items.device)     # the clock stops when that device is done
             seconds += time.perf_counter() - start
             if items.shape[1] < self.k:
                 items = torch.nn.functional.pad(items, (0, self.k - items.shape[1]))
@@ -200,7 +199,7 @@ class Evaluator:
             users = self.ds.eval_users(split)
             targets = [self.ds.targets(split)[u] for u in users]
             timed = throughput and split == "test"
-            with PeakMemory() as mem:
+            with PeakMemory(device=model.device) as mem:
                 topk, timing = self.rank(model, split, users, desc=f"rank {split}", progress=progress)
             if timed and timing["users"]:
                 res.throughput = {

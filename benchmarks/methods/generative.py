@@ -256,7 +256,7 @@ class GenerativeRecommender(TorchRecommender):
 
     def batches(self, rng):
         s = self.samples
-        for rows in self._epoch_batches(rng):
+        for rows in self.share(self._epoch_batches(rng), rng):
             task = self.config.tasks[int(rows[0, 0])]
             idx = rows[:, 1]
             if task in ("seq", "seq2title"):

@@ -235,10 +235,7 @@ class RPG(TorchRecommender):
         return -(-len(self.inputs) // self.config.batch_size)
 
     def batches(self, rng):
-        order = rng.permutation(len(self.inputs))
-        bs = self.config.batch_size
-        for s in range(0, len(order), bs):
-            idx = order[s:s + bs]
+        for idx in self.shuffled_slices(rng, len(self.inputs)):
             inp, lab = self.inputs[idx], self.labels[idx]
             keep = (inp > 0).any(0)                                     # drop all-padding columns
             first = int(np.argmax(keep))

@@ -255,10 +255,7 @@ class SETRec(TorchRecommender):
         return -(-len(self.samples["targets"]) // self.config.batch_size)
 
     def batches(self, rng):
-        order = rng.permutation(len(self.samples["targets"]))
-        bs = self.config.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+        for idx in self.shuffled_slices(rng, len(self.samples["targets"])):
             hist = _trim(torch.from_numpy(self.samples["hist"][idx]))
             yield hist.to(self.device), torch.from_numpy(self.samples["targets"][idx]).to(self.device)
 
