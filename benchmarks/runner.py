@@ -10,7 +10,8 @@ every process trains each cell data-parallel and only the main process writes) a
 the run context (:func:`benchmarks.context.build_context`), the method, its training, the
 evaluation, and the cell folder through :class:`benchmarks.rundir.RunDir`, built in a staging
 folder and renamed into place when complete, so a finished cell is never recomputed and a run
-killed at any moment resumes where it stopped.
+killed at any moment resumes where it stopped. With ``track``, each complete cell is then
+logged by a tracker of :mod:`benchmarks.tracking`, read back from its folder.
 """
 
 from __future__ import annotations
