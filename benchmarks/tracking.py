@@ -29,6 +29,7 @@ the suite imports either library.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -196,7 +197,8 @@ class MlflowTracker:
                 self.client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
             self.client.log_artifacts(run_id, str(cell.path))
         except BaseException:
-            self.client.set_terminated(run_id, status="FAILED")
+            with contextlib.suppress(Exception):   # the error being raised is the one to report
+                self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED", end_time=stamp)
         return run_id

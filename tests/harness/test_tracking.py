@@ -147,3 +147,26 @@ def test_track_flags_are_checked(toy_matrix, capsys):
 def test_flatten_keeps_leaves_as_json_text():
     assert flatten({"a": {"b": 1, "c": [5, 10], "d": None, "e": {}}, "f": "x", "g": True}) == {
         "a.b": "1", "a.c": "[5, 10]", "a.d": "null", "a.e": "{}", "f": "x", "g": "true"}
+
+
+def test_an_mlflow_run_that_failed_midway_is_logged_again(tmp_path, toy_matrix, monkeypatch, capsys):
+    """A run whose artefacts could not be uploaded is marked FAILED and does not count as
+    logged: the next run of the command logs the cell again."""
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", str(toy_matrix), "--output", str(tmp_path / "run"), "--quiet", "--methods", "mostpop",
+            "--track", "mlflow", "--track-uri", uri]
+    with monkeypatch.context() as m:
+        def refuse(self, run_id, local_dir, artifact_path=None):
+            raise OSError("artefact store refused")
+        m.setattr(MlflowClient, "log_artifacts", refuse)
+        assert main(args) == 1
+    assert "TRACKING FAILED" in capsys.readouterr().err
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("toy-track").experiment_id
+    assert [r.info.status for r in client.search_runs([experiment])] == ["FAILED"]
+    assert main(args) == 0
+    assert "tracked 1 cell(s)" in capsys.readouterr().out
+    assert sorted(r.info.status for r in client.search_runs([experiment])) == ["FAILED", "FINISHED"]
