@@ -4,6 +4,7 @@
                      [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
                      [--precision auto|fp32|bf16|fp16] [--refit] [--dry-run [--dry-steps N] [--dry-users M]] [--fail-fast] [--quiet]
                      [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
+                     [--track mlflow|tensorboard [--track-uri URI]]
     genrec-bench report DIR [--open] [--cells-from RUN...]
     genrec-bench gather DIR... --output FILE.parquet
     genrec-bench compare DIR|FILE.parquet... [--metric ndcg] [--k 10] [--split test] [--subset all]
@@ -67,8 +68,12 @@ def cmd_run(args) -> int:
     if args.protocol or args.refit:   # the named evaluation protocol (benchmarks/evaluation/protocols.py)
         matrix.evaluation = {**matrix.evaluation, **({"protocol": args.protocol} if args.protocol else {}),
                              **({"refit": True} if args.refit else {})}
+    if args.track_uri and not args.track:
+        raise ConfigError("--track-uri: names where --track mlflow|tensorboard logs; give --track too")
     if args.dry_run:
         from benchmarks.runner import dry_run
+        if args.track:
+            raise ConfigError("--track: a dry run writes no cells to track; drop --track or --dry-run")
         for flag, value in (("--dry-steps", args.dry_steps), ("--dry-users", args.dry_users)):
             if value < 1:
                 raise ConfigError(f"{flag}: expected an integer >= 1, got {value}")
@@ -79,7 +84,8 @@ def cmd_run(args) -> int:
     executor = None
     if args.executor == "ray":
         executor = RayExecutor(args.ray_address, cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
-    summary = run_matrix(matrix, out, executor=executor, progress=not args.quiet, fail_fast=args.fail_fast)
+    summary = run_matrix(matrix, out, executor=executor, progress=not args.quiet, fail_fast=args.fail_fast,
+                         track=args.track, track_uri=args.track_uri)
     from benchmarks import distributed
     if not distributed.is_main():
         return 0
@@ -89,7 +95,12 @@ def cmd_run(args) -> int:
     print(paths["table.md"].read_text())
     for f in summary["failed"]:
         print(f"FAILED {f['cell']}: {f['error']}", file=sys.stderr)
-    return 1 if summary["failed"] else 0
+    if args.track:
+        print(f"tracked {summary['tracked']} cell(s) -> {summary['tracked_to']}")
+        for f in summary["tracking_failed"]:
+            print(f"TRACKING FAILED {f['cell']} (the cell is kept; run the same command again to log it): "
+                  f"{f['error']}", file=sys.stderr)
+    return 1 if summary["failed"] or summary.get("tracking_failed") else 0
 
 
 def cmd_report(args) -> int:
@@ -257,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", help="Ray cluster address (default: start a local cluster)")
     r.add_argument("--cpus-per-cell", type=float, default=1, help="Ray resources per cell (CPUs)")
     r.add_argument("--gpus-per-cell", type=float, default=0, help="Ray resources per cell (GPUs)")
+    r.add_argument("--track", choices=["mlflow", "tensorboard"],
+                   help="log each finished cell: one MLflow run (params, per-epoch and final metrics, tags, "
+                        "the cell folder as artefacts) or TensorBoard event files; needs "
+                        "pip install 'genrec-bench[track]'")
+    r.add_argument("--track-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else MLflow's "
+                   "default) or TensorBoard log folder (default: DIR/tensorboard)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
 

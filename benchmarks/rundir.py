@@ -8,6 +8,8 @@ them, and nothing else knows a file name of a run::
       results.csv               every finished cell's metrics.csv, one tidy table (RESULT_COLUMNS)
       results.parquet           the same table as Parquet, typed by RESULT_TYPES (for `gather`)
       failures.json             this run's failed cells (absent when none failed)
+      tensorboard/<dataset>/<method>/seed<S>-<hash>/   `run --track tensorboard`'s event files, one
+                                folder per cell (benchmarks.tracking), unless --track-uri says elsewhere
       report.md, table.*, figures/   the report's own output (benchmarks.report), from the above
       report.html               report.md as one self-contained page (benchmarks.report_html):
                                 the same tables and marks, figures/*.png embedded, sortable
@@ -256,6 +258,11 @@ class RunDir:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    @property
+    def tensorboard(self) -> Path:
+        """The default folder of ``run --track tensorboard``'s event files (one per cell)."""
+        return self.root / "tensorboard"
 
     def cell(self, dataset: str, method: str, seed: int, config_hash: str) -> CellDir:
         return CellDir(self.root / CellDir.relpath(dataset, method, seed, config_hash))

@@ -10,7 +10,8 @@ every process trains each cell data-parallel and only the main process writes) a
 the run context (:func:`benchmarks.context.build_context`), the method, its training, the
 evaluation, and the cell folder through :class:`benchmarks.rundir.RunDir`, built in a staging
 folder and renamed into place when complete, so a finished cell is never recomputed and a run
-killed at any moment resumes where it stopped.
+killed at any moment resumes where it stopped. With ``track``, each complete cell is then
+logged by a tracker of :mod:`benchmarks.tracking`, read back from its folder.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from benchmarks.matrix import Cell, Matrix, expand, matrix_record
 from benchmarks.protocol import Context
 from benchmarks.registry import METHODS
 from benchmarks.rundir import RunDir
+from benchmarks.tracking import open_tracker, track_cells
 from benchmarks.utils import (Timer, device_description, git_commit, package_versions, progress_bar,
                               resolve_device, seed_everything, show_progress, stable_hash)
 
@@ -234,20 +236,26 @@ class RayExecutor:
 
 
 def run_matrix(matrix: Matrix, out: Path, *, executor: LocalExecutor | RayExecutor | None = None,
-               progress: bool = True, fail_fast: bool = False) -> dict:
+               progress: bool = True, fail_fast: bool = False, track: str | None = None,
+               track_uri: str | None = None) -> dict:
     """Run every unfinished cell with ``executor`` (default: :class:`LocalExecutor`); collect
-    results; return a summary ``{"cells", "skipped", "ran", "failed"}``.
+    results; return a summary ``{"cells", "skipped", "ran", "failed"}`` (with ``track``, also
+    ``"tracked"``, ``"tracking_failed"`` and ``"tracked_to"``).
 
     A matrix whose configs do not check stops before the run folder is touched. A cell that
     fails at run time (a data error of its dataset, a diverged model ...) is recorded in the
     summary and ``failures.json`` and the other cells run, unless ``fail_fast``. Under a
-    multi-process launch only the main process cleans, records and writes."""
+    multi-process launch only the main process cleans, records and writes. ``track``: a
+    tracker of :mod:`benchmarks.tracking` (``mlflow``, ``tensorboard``; ``track_uri``: where)
+    logs each cell once it is complete, and the cells finished by an earlier run that it does
+    not hold yet; a tracking failure is recorded in ``tracking_failed`` and loses no cell."""
     executor = executor or LocalExecutor()
     out = Path(out)
     run = RunDir(out)
     cells = expand(matrix)   # every config checked before the run folder is touched
-    out.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()
+    tracker = open_tracker(track, matrix=matrix.name, run=run, uri=track_uri) if track and main else None
+    out.mkdir(parents=True, exist_ok=True)
     if main:
         run.clean_stale()
         run.write_matrix(matrix_record(matrix))
@@ -256,9 +264,24 @@ def run_matrix(matrix: Matrix, out: Path, *, executor: LocalExecutor | RayExecut
         distributed.current().barrier()
     summary = {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "failed": []}
     log.info("matrix %s: %d cells, %d finished already", matrix.name, len(cells), summary["skipped"])
-    for _cell, failure in executor.run(todo, out, matrix, progress=progress, fail_fast=fail_fast):
+
+    def cell_dir(c: Cell):
+        return run.cell(c.dataset.name, c.method.label, c.seed, c.hash)
+
+    if tracker is not None:
+        summary.update(tracked=0, tracking_failed=[], tracked_to=f"{tracker.kind} {tracker.where}")
+        pending = {c.relpath for c in todo}
+        earlier = [cell_dir(c) for c in cells if c.relpath not in pending]
+        n, failed = track_cells(tracker, earlier, skip_logged=True)
+        summary["tracked"] += n
+        summary["tracking_failed"] += failed
+    for cell, failure in executor.run(todo, out, matrix, progress=progress, fail_fast=fail_fast):
         if failure is None:
             summary["ran"] += 1
+            if tracker is not None:   # after the cell is complete in its folder: it is read from there
+                n, failed = track_cells(tracker, [cell_dir(cell)])
+                summary["tracked"] += n
+                summary["tracking_failed"] += failed
         else:
             summary["failed"].append(failure)
         if main:

@@ -36,6 +36,7 @@ LAYERS = [
     (5, "methods", ("benchmarks.methods",)),
     (6, "run context", ("benchmarks.context",)),
     (6, "matrix", ("benchmarks.matrix",)),
+    (6, "tracking", ("benchmarks.tracking",)),
     (7, "runner", ("benchmarks.runner",)),
     (7, "report", ("benchmarks.report", "benchmarks.report_html")),
     (7, "tokenize", ("benchmarks.tokenize",)),
