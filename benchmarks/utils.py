@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -83,6 +84,29 @@ def show_progress(requested: bool = True) -> bool:
         return bool(sys.stderr.isatty())
     except (AttributeError, ValueError):   # no stderr, or a closed one
         return False
+
+
+@contextlib.contextmanager
+def hf_progress_bars(requested: bool = True) -> Iterator[None]:
+    """transformers' and the hub's loading / download bars, only where the suite draws bars
+    (:func:`show_progress`): a checkpoint or text encoder loaded in a logged run would otherwise
+    write a bar's redraws into the log. Restores the libraries' settings afterwards."""
+    if show_progress(requested):
+        yield
+        return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hub_was_on, tf_was_on = not are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hub_was_on:
+            enable_progress_bars()
+        if tf_was_on:
+            hf_logging.enable_progress_bar()
 
 
 def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs):

@@ -50,3 +50,18 @@ def test_a_run_logged_to_a_file_has_epoch_lines_and_no_bar_redraws(tmp_path):
     epochs = [line for line in text.splitlines() if "benchmarks.training: sasrec epoch" in line]
     assert [line.split("sasrec epoch ")[1].split(":")[0] for line in epochs] == ["1", "2", "3"]
     assert all("loss" in line and "valid NDCG@10" in line for line in epochs)
+
+
+def test_loading_the_text_encoder_in_a_log_draws_no_bar(tmp_path):
+    """The MiniLM load (transformers' "Loading weights" bar) wrote a bar into the quick run's log."""
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    code = ("from benchmarks.features import load_text_encoder, DEFAULT_ENCODER\n"
+            "from transformers.utils import logging as l\n"
+            "m = load_text_encoder(DEFAULT_ENCODER)\n"
+            "assert l.is_progress_bar_enabled()\n"   # the library's setting restored afterwards
+            "print(m.encode(['a']).shape)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Loading weights" not in proc.stderr and "\r" not in proc.stderr, proc.stderr
