@@ -38,3 +38,34 @@ def test_bench_generation_times_masked_search_at_the_configured_beam(tmp_path):
     assert res["masked_users_per_s"] > 0 and res["masked_slowdown"] > 0
     # the old way widened the beam by the longest history (toy histories are 7-14 items)
     assert res["widened_beams_mean"] > res["beams"]
+
+
+def test_bench_scale_runs_every_stage_and_fits_slopes(tmp_path):
+    """The scale benchmark end to end at two toy catalog sizes, in this process: every stage
+    measured (RPG's hook reports 'not available' where its module is absent), the table, the
+    csv and the figure written, a slope fitted per stage."""
+    import pandas as pd
+
+    from benchmarks import bench_scale
+
+    out = tmp_path / "scale"
+    res = bench_scale.main(["--sizes", "200,2000", "--in-process", "--output", str(out), "--users", "16",
+                            "--beam-users", "8", "--global-users", "2", "--batch", "8",
+                            "--d-model", "16", "--layers", "1", "--heads", "2", "--d-kv", "8", "--d-ff", "32"])
+    df = pd.read_csv(out / "scale.csv")
+    assert set(df["n_items"]) == {200, 2000}
+    assert set(df["stage"]) == set(bench_scale.STAGES)
+    rpg = df["stage"] == "rpg_graph_decoding"
+    import importlib.util
+    if importlib.util.find_spec("benchmarks.methods.rpg") is None:
+        assert (df.loc[rpg, "status"] == "not available").all()
+    ok = df[~rpg]
+    assert (ok["status"] == "ok").all(), ok[ok["status"] != "ok"]
+    assert (ok["seconds"] > 0).all() and (ok["peak_mb"] >= 0).all()
+    # the catalogs hold what they were asked for, and the preprocessing keeps every item
+    assert {n: c["stats"]["dataset_items"] for n, c in res["catalogs"].items()} == {200: 200, 2000: 2000}
+    slopes = {r["stage"]: r for r in res["slopes"]}
+    assert slopes["trie"]["slope_seconds"] is not None and slopes["metrics"]["slope_peak_mb"] is not None
+    table = (out / "table.md").read_text()
+    assert "| p5cid | all |" in table and "slope s" in table
+    assert (out / "scale.png").stat().st_size > 0 and (out / "scale.pdf").stat().st_size > 0
