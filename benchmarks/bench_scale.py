@@ -26,7 +26,7 @@ ALL users, whose number grows in proportion to N):
 | training_samples | all | ``Dataset.training_samples`` (every prefix) + ``training_windows`` (SASRec) |
 | rqvae_epoch_tiger | - | ``train_rqvae``, TIGER config (3 x 256), one epoch incl. k-means init |
 | rqvae_epoch_letter | - | one epoch, LETTER config: Sinkhorn last level, CF loss, diversity loss with constrained k-means |
-| codes_tiger | - | ``build_codebook_identifiers`` after a one-epoch training: codes of all items, TIGER's extra token |
+| codes_tiger | - | ``build_codebook_identifiers`` with a quantiser trained in the set-up (>= ``--codes-steps`` steps): codes of all items, TIGER's extra token |
 | codes_lcrec | - | the same, LC-Rec config: 4 x 256, collisions reassigned (``resolve_collisions``) |
 | codes_sinkhorn_all | - | ``encode_items`` with ``final_sinkhorn``: one Sinkhorn plan over all items |
 | p5cid | all | ``CollaborativeID.build``: co-occurrence graph, recursive spectral clustering, tokens |
@@ -229,14 +229,26 @@ def _rqvae_letter(env: Env):
     return _rqvae_epoch(env, "letter")
 
 
-def _codes(env: Env, scheme: str, **extra):
-    """``build_codebook_identifiers`` with its training step replaced by a model trained for
-    one epoch in the set-up: what is timed is the code assignment of every item, collision
-    handling and the identifier tokens, through the function the schemes call."""
+def _trained_rqvae(env: Env, scheme: str, **extra):
+    """(config, trained model and stats) of a quantiser trained in the set-up for at least
+    ``--codes-steps`` optimiser steps (whole epochs: one at 1M items): codes of a model that
+    has not collapsed onto a few codes, so that collision handling sees what it sees after
+    training and not the first steps' collapse."""
+    import math
+
     import identifiers.quantizers as q
     text = env.text()
     cfg = _rqvae_config(scheme, **extra)
-    trained = q.train_rqvae(text, cfg, env.args.seed, progress=False)
+    cfg.epochs = max(1, math.ceil(env.args.codes_steps / math.ceil(len(text) / cfg.batch_size)))
+    return text, cfg, q.train_rqvae(text, cfg, env.args.seed, progress=False)
+
+
+def _codes(env: Env, scheme: str, **extra):
+    """``build_codebook_identifiers`` with its training step replaced by the model trained in
+    the set-up (:func:`_trained_rqvae`): what is timed is the code assignment of every item,
+    collision handling and the identifier tokens, through the function the schemes call."""
+    import identifiers.quantizers as q
+    text, cfg, trained = _trained_rqvae(env, scheme, **extra)
 
     def run():
         train = q.train_rqvae
@@ -248,7 +260,8 @@ def _codes(env: Env, scheme: str, **extra):
 
     def report(ids):
         s = ids.stats
-        return {"items": ids.n_items, "collided_before": s["collisions_before"]["collided_items"],
+        return {"items": ids.n_items, "setup_epochs": cfg.epochs,
+                "collided_before": s["collisions_before"]["collided_items"],
                 "collided_after": s["collisions_after"]["collided_items"],
                 "reassigned": s.get("reassigned_items"), "digest": tokens_digest(ids.tokens)}
     return run, report
@@ -268,10 +281,8 @@ def _codes_lcrec(env: Env):
 def _codes_sinkhorn(env: Env):
     import torch
 
-    from identifiers.quantizers import encode_items, train_rqvae
-    text = env.text()
-    cfg = _rqvae_config("lcrec", final_sinkhorn=True)
-    model, _ = train_rqvae(text, cfg, env.args.seed, progress=False)
+    from identifiers.quantizers import encode_items
+    text, cfg, (model, _) = _trained_rqvae(env, "lcrec", final_sinkhorn=True)
 
     def run():
         with torch.no_grad():
@@ -584,12 +595,12 @@ def measure(name: str, env: Env) -> dict:
     _trim()
     rss0 = _status_kb("VmRSS")
     exact = _reset_peak()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = run()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     hwm = _status_kb("VmHWM")
     info = report(out)
-    return {"stage": name, "status": "ok", "seconds": round(seconds, 4),
+    return {"stage": name, "status": "ok", "seconds": round(seconds, 4), "cpu_s": round(cpu, 4),
             "peak_mb": round((hwm - rss0) / 1024, 1), "rss_mb": round(hwm / 1024, 1),
             "start_rss_mb": round(rss0 / 1024, 1), "setup_s": round(setup_s, 2),
             "peak_exact": exact, "info": info}
@@ -623,7 +634,7 @@ def _child_rss_kb(pid: int) -> int:
 
 def _budget_args(args) -> list[str]:
     out = []
-    for key in ("users", "beam_users", "global_users", "batch", "beams", "history", "seed",
+    for key in ("users", "beam_users", "global_users", "batch", "beams", "history", "seed", "codes_steps",
                 "d_model", "layers", "heads", "d_kv", "d_ff"):
         out += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     return out
@@ -714,7 +725,7 @@ def summarise(records: list[dict], sizes: list[int]) -> tuple[list[dict], str]:
     by = {(r["n_items"], r["stage"]): r for r in records if r["stage"] in STAGES}
     rows, lines = [], []
     head = ["stage", "users"] + [f"N={n:,} s" for n in sizes] + [f"N={n:,} MB" for n in sizes] + \
-           ["slope s", "slope MB"]
+           ["slope s", "slope CPU s", "slope MB"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for name, sdef in STAGES.items():
@@ -723,12 +734,14 @@ def summarise(records: list[dict], sizes: list[int]) -> tuple[list[dict], str]:
             continue
         ok = [(n, r) for n, r in zip(sizes, recs) if r and r.get("status") == "ok"]
         s_slope = fit_slope([n for n, _ in ok], [r["seconds"] for _, r in ok])
+        c_slope = fit_slope([n for n, _ in ok], [max(r.get("cpu_s") or 0, 1e-4) for _, r in ok])
         m_slope = fit_slope([n for n, _ in ok], [max(r["peak_mb"], 1.0) for _, r in ok])
-        rows.append({"stage": name, "users": sdef.users, "slope_seconds": s_slope, "slope_peak_mb": m_slope})
+        rows.append({"stage": name, "users": sdef.users, "slope_seconds": s_slope, "slope_cpu_seconds": c_slope,
+                     "slope_peak_mb": m_slope})
         cells = [_cell(r) for r in recs]
         fmt = lambda v: "" if v is None else f"{v:.2f}"
         lines.append("| " + " | ".join([name, sdef.users] + [c[0] for c in cells] + [c[1] for c in cells]
-                                        + [fmt(s_slope), fmt(m_slope)]) + " |")
+                                        + [fmt(s_slope), fmt(c_slope), fmt(m_slope)]) + " |")
     notes = [f"- {r['stage']} at N={r['n_items']:,}: {r['status']} ({r.get('note', '')})"
              for r in records if r["stage"] in STAGES and r.get("status") not in ("ok",)]
     return rows, "\n".join(lines + ([""] + notes if notes else [])) + "\n"
@@ -806,6 +819,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--d-kv", type=int, default=16)
     p.add_argument("--d-ff", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codes-steps", type=int, default=300,
+                   help="optimiser steps (whole epochs) of the quantiser the codes_* stages assign codes with")
     p.add_argument("--users-per-item", type=float, default=1.0)
     p.add_argument("--max-rss-gb", type=float, default=8.0, help="kill a stage whose process passes this")
     p.add_argument("--stage-timeout", type=float, default=3600.0, help="kill a stage running longer (s)")
@@ -870,7 +885,7 @@ def main(argv: list[str] | None = None) -> dict:
                     fixes.append(_fix_row(n, name, before, rec))
             rec["n_items"] = n
             records.append(rec)
-            shown = {k: rec.get(k) for k in ("status", "seconds", "peak_mb", "rss_mb", "setup_s", "note") if k in rec}
+            shown = {k: rec.get(k) for k in ("status", "seconds", "cpu_s", "peak_mb", "rss_mb", "setup_s", "note") if k in rec}
             print(f"  {name}: {shown} {rec.get('info', '')}", flush=True)
             _write(out, args, sizes, records, catalogs, fixes, restored, final=False)
     result = _write(out, args, sizes, records, catalogs, fixes, restored, final=True)
@@ -898,7 +913,8 @@ def _write(out: Path, args, sizes, records, catalogs, fixes, restored, final: bo
     import pandas as pd
     rows, table = summarise(records, sizes)
     flat = [{"n_items": r["n_items"], "stage": r["stage"], "users": STAGES[r["stage"]].users,
-             "status": r.get("status"), "seconds": r.get("seconds"), "peak_mb": r.get("peak_mb"),
+             "status": r.get("status"), "seconds": r.get("seconds"), "cpu_s": r.get("cpu_s"),
+             "peak_mb": r.get("peak_mb"),
              "process_peak_mb": r.get("rss_mb"), "setup_s": r.get("setup_s"), "note": r.get("note", ""),
              "info": json.dumps(r.get("info", {}), sort_keys=True)} for r in records]
     atomic_write_text(out / "scale.csv", pd.DataFrame(flat).to_csv(index=False))

@@ -50,7 +50,7 @@ def test_bench_scale_runs_every_stage_and_fits_slopes(tmp_path):
 
     out = tmp_path / "scale"
     res = bench_scale.main(["--sizes", "200,2000", "--in-process", "--output", str(out), "--users", "16",
-                            "--beam-users", "8", "--global-users", "2", "--batch", "8",
+                            "--beam-users", "8", "--global-users", "2", "--batch", "8", "--codes-steps", "20",
                             "--d-model", "16", "--layers", "1", "--heads", "2", "--d-kv", "8", "--d-ff", "32"])
     df = pd.read_csv(out / "scale.csv")
     assert set(df["n_items"]) == {200, 2000}
