@@ -84,9 +84,9 @@ def spectral_labels(affinity: sp.spmatrix, n_clusters: int, seed: int) -> np.nda
     v0 = np.random.RandomState(seed).uniform(-1, 1, adj.shape[0])
     _, vectors = eigsh(lap.tocsr(), k=n_clusters, which="SA", tol=0, v0=v0)
     embedding = vectors / dd[:, None]
-    off = (adj - sp.diags(adj.diagonal())).tocsr()
-    off.eliminate_zeros()
-    embedding[off.getnnz(axis=1) == 0] = 0.0
+    row = np.repeat(np.arange(adj.shape[0]), np.diff(adj.indptr))
+    edge = (adj.data != 0) & (adj.indices != row)      # stored, non-zero, off the diagonal
+    embedding[np.bincount(row[edge], minlength=adj.shape[0]) == 0] = 0.0
     return cluster_qr(embedding)
 
 
