@@ -30,6 +30,7 @@ ALL users, whose number grows in proportion to N):
 | codes_lcrec | - | the same, LC-Rec config: 4 x 256, collisions reassigned (``resolve_collisions``) |
 | codes_sinkhorn_all | - | ``encode_items`` with ``final_sinkhorn``: one Sinkhorn plan over all items |
 | p5cid | all | ``CollaborativeID.build``: co-occurrence graph, recursive spectral clustering, tokens |
+| p5cid_root | all | the bounded part of P5-CID: the co-occurrence graph and the first spectral split of all items |
 | identifiers | - | ``published-codes`` identifiers from the catalog's random 3 x 256 codes (+ TIGER's token), uniqueness check |
 | token_space | - | ``TokenSpace``: the item token table |
 | trie | - | ``TokenSpace.trie``: the tensorised trie over all items |
@@ -304,6 +305,26 @@ def _p5cid(env: Env):
     def report(ids):
         return {**{k: ids.stats[k] for k in ("max_depth", "leaves", "chunked_clusters", "graph_edges")},
                 "digest": tokens_digest(ids.tokens)}
+    return run, report
+
+
+@stage("p5cid_root", "all", "identifiers")
+def _p5cid_root(env: Env):
+    """The bounded P5-CID stage: the co-occurrence graph and the first spectral split of the
+    whole catalog (the exact call ``build`` makes at the root)."""
+    from identifiers.p5_cid import CIDConfig, CollaborativeID, cooccurrence_graph
+    ds = env.dataset
+    scheme = CollaborativeID(CIDConfig(), ds, None, env.args.seed, progress=False)
+
+    def run():
+        graph = cooccurrence_graph(ds.train, ds.n_items)
+        return graph, scheme._split(graph, np.arange(ds.n_items), env.args.seed)
+
+    def report(out):
+        graph, labels = out
+        sizes = np.bincount(labels)
+        return {"graph_edges": int(graph.nnz - ds.n_items), "clusters": int(len(sizes)),
+                "largest_cluster": int(sizes.max()), "digest": digest(labels)}
     return run, report
 
 
