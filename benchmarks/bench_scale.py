@@ -28,6 +28,7 @@ ALL users, whose number grows in proportion to N):
 | rqvae_epoch_letter | - | one epoch, LETTER config: Sinkhorn last level, CF loss, diversity loss with constrained k-means |
 | codes_tiger | - | ``build_codebook_identifiers`` with a quantiser trained in the set-up (>= ``--codes-steps`` steps): codes of all items, TIGER's extra token |
 | codes_lcrec | - | the same, LC-Rec config: 4 x 256, collisions reassigned (``resolve_collisions``) |
+| collisions | - | ``resolve_collisions`` (LC-Rec / LETTER) on the catalog's random 3 x 256 codes: the last level reassigned in every prefix that repeats a code |
 | codes_sinkhorn_all | - | ``encode_items`` with ``final_sinkhorn``: one Sinkhorn plan over all items |
 | p5cid | all | ``CollaborativeID.build``: co-occurrence graph, recursive spectral clustering, tokens |
 | p5cid_root | all | the bounded part of P5-CID: the co-occurrence graph and the first spectral split of all items |
@@ -276,6 +277,30 @@ def _codes_tiger(env: Env):
 @stage("codes_lcrec", "-", "identifiers")
 def _codes_lcrec(env: Env):
     return _codes(env, "lcrec")
+
+
+@stage("collisions", "-", "identifiers")
+def _collisions(env: Env):
+    """LC-Rec / LETTER's collision reassignment (``resolve_collisions``) under load: the
+    catalog's uniformly random 3 x 256 codes, the last level reassigned within each prefix
+    of the first two (N / 65,536 items per prefix: at 1M items ~15, so most prefixes hold a
+    repeated code), random 32-d residuals and codebook."""
+    from identifiers.published import read_codes
+    from identifiers.quantizers import resolve_collisions
+    ds = env.dataset
+    codes = read_codes(env.catalog.codes_file)
+    numbers = np.array([[int(t[3:-1]) for t in codes[rid]] for rid in ds.item_ids], dtype=np.int64)
+    rng = np.random.default_rng(env.args.seed)
+    resid = rng.standard_normal((len(numbers), 32)).astype(np.float32)
+    book = rng.standard_normal((int(numbers[:, -1].max()) + 1, 32)).astype(np.float32)
+
+    def run():
+        return resolve_collisions(numbers, resid, book)
+
+    def report(out):
+        new, moved = out
+        return {"items": len(new), "moved": int(moved), "digest": digest(new)}
+    return run, report
 
 
 @stage("codes_sinkhorn_all", "-", "identifiers")
@@ -673,6 +698,7 @@ def run_worker(args, stage_name: str, spec, catalog: str, tree: Path) -> dict:
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
         limit_kb = int(args.max_rss_gb * 2 ** 20)
+        limit_s = stage_timeouts(args).get(stage_name, args.stage_timeout)
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         peak_kb, killed = 0, None
@@ -680,8 +706,8 @@ def run_worker(args, stage_name: str, spec, catalog: str, tree: Path) -> dict:
             peak_kb = max(peak_kb, _child_rss_kb(proc.pid))
             if peak_kb > limit_kb:
                 killed = f"memory limit: the process passed {args.max_rss_gb:g} GiB"
-            elif time.perf_counter() - t0 > args.stage_timeout:
-                killed = f"time limit: still running after {args.stage_timeout:g} s"
+            elif time.perf_counter() - t0 > limit_s:
+                killed = f"time limit: still running after {limit_s:g} s"
             if killed:
                 proc.kill()
                 break
@@ -699,6 +725,17 @@ def run_worker(args, stage_name: str, spec, catalog: str, tree: Path) -> dict:
         if rec.get("status") == "not available":
             print(f"    {stage_name}: not available ({rec['note']})", flush=True)
         return rec
+
+
+def stage_timeouts(args) -> dict[str, float]:
+    """``--stage-timeouts stage=seconds,...`` as a mapping (stages not named: --stage-timeout)."""
+    out = {}
+    for part in filter(None, (args.stage_timeouts or "").split(",")):
+        name, sep, value = part.partition("=")
+        if not sep or name not in STAGES:
+            raise SystemExit(f"--stage-timeouts: expected stage=seconds with a known stage, got {part!r}")
+        out[name] = float(value)
+    return out
 
 
 def baseline_tree(repo: Path, ref: str, dest: Path) -> list[str]:
@@ -845,6 +882,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--users-per-item", type=float, default=1.0)
     p.add_argument("--max-rss-gb", type=float, default=8.0, help="kill a stage whose process passes this")
     p.add_argument("--stage-timeout", type=float, default=3600.0, help="kill a stage running longer (s)")
+    p.add_argument("--stage-timeouts", default="", help="per-stage time limits, e.g. p5cid=1200")
     p.add_argument("--in-process", action="store_true",
                    help="run every stage in this process (toy sizes, tests): no fresh process, no watchdog")
     p.add_argument("--baseline-ref", help="also run --baseline-stages on the code of this commit")
@@ -871,6 +909,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--stages / --baseline-stages: unknown {unknown}; known: {', '.join(STAGES)}")
     if compare and not args.baseline_ref:
         raise SystemExit("--baseline-stages needs --baseline-ref")
+    stage_timeouts(args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     repo = Path(__file__).resolve().parents[1]

@@ -21,7 +21,10 @@ below), generated from a seed:
   every 600 s (users interleave on the global time line).
 - Item "text" embeddings: random unit vectors of MiniLM's width (384), so that a text
   encoder is not what a scale measurement measures (``SyntheticFeatures`` serves them in
-  place of the encoder's).
+  place of the encoder's). Like a sentence encoder's, they have a low intrinsic dimension:
+  a Gaussian ``text_rank``-dimensional (32) latent through a fixed random 384 x 32 map, plus
+  isotropic noise of a tenth of that scale, normalised (isotropic 384-d noise has nothing an
+  RQ-VAE can learn: its codes collapse, and LC-Rec's reassignment then refuses the catalog).
 - CF embeddings: random 64-d vectors written like a paper's published CF file (row r = raw
   item id r), found by ``FeatureStore.cf_embeddings`` through ``info["cf_embeddings_file"]``.
 - Codes: uniformly random ``code_levels`` x ``codebook_size`` codes per item, written as a
@@ -57,7 +60,7 @@ from benchmarks.features import FeatureStore
 from benchmarks.utils import atomic_write_json, stable_hash
 
 #: bump when the generator's output changes for the same parameters (part of the cache key)
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 #: the text encoder name the synthetic embeddings stand in for (recorded, never loaded)
 SYNTHETIC_ENCODER = "synthetic-random-384"
 
@@ -74,6 +77,7 @@ class SyntheticSpec:
     popularity_exponent: float = 1.5
     follow: float = 0.5
     text_dim: int = 384
+    text_rank: int = 32
     cf_dim: int = 64
     code_levels: int = 3
     codebook_size: int = 256
@@ -88,6 +92,7 @@ class SyntheticSpec:
                   ("popularity_exponent", self.popularity_exponent > 1, "a number > 1 (a finite mean)"),
                   ("follow", 0 <= self.follow <= 1, "a probability in [0, 1]"),
                   ("text_dim", self.text_dim >= 1, "an integer >= 1"),
+                  ("text_rank", 0 <= self.text_rank <= self.text_dim, f"an integer in 0 .. text_dim ({self.text_dim})"),
                   ("cf_dim", self.cf_dim >= 1, "an integer >= 1"),
                   ("code_levels", 1 <= self.code_levels <= 25, "an integer in 1 .. 25"),
                   ("codebook_size", self.codebook_size >= 2, "an integer >= 2")]
@@ -167,12 +172,19 @@ def generate_interactions(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, 
     return users, all_items, times, stats
 
 
-def _random_unit_rows(rng: np.random.Generator, n: int, d: int, chunk: int = 65536) -> np.ndarray:
-    """[n + 1, d] float32: row 0 zeros, rows 1..n random unit vectors (written chunk by chunk)."""
+def _random_unit_rows(rng: np.random.Generator, n: int, d: int, rank: int = 0,
+                      chunk: int = 65536) -> np.ndarray:
+    """[n + 1, d] float32: row 0 zeros, rows 1..n random unit vectors (written chunk by
+    chunk): isotropic for ``rank`` 0, else a Gaussian ``rank``-d latent through a fixed random
+    [rank, d] map plus isotropic noise at a tenth of its scale."""
     out = np.zeros((n + 1, d), np.float32)
+    basis = rng.standard_normal((rank, d), dtype=np.float32) / np.sqrt(rank) if rank else None
     for s in range(0, n, chunk):
-        x = rng.standard_normal((min(chunk, n - s), d), dtype=np.float32)
-        out[1 + s:1 + s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        m = min(chunk, n - s)
+        x = rng.standard_normal((m, d), dtype=np.float32)
+        if basis is not None:
+            x = rng.standard_normal((m, rank), dtype=np.float32) @ basis + 0.1 * x
+        out[1 + s:1 + s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
 
@@ -263,7 +275,8 @@ def build_catalog(spec: SyntheticSpec, root: Path | None = None) -> SyntheticCat
         users, items, times, stats = generate_interactions(spec)
         np.savez(tmp / "raw.npz", user=users, item=items, timestamp=times)
         rng = np.random.default_rng([spec.seed, 1])
-        np.save(tmp / "text.npy", _random_unit_rows(rng, spec.n_items, spec.text_dim), allow_pickle=False)
+        np.save(tmp / "text.npy", _random_unit_rows(rng, spec.n_items, spec.text_dim, spec.text_rank),
+                allow_pickle=False)
         np.save(tmp / "cf.npy", _random_unit_rows(rng, spec.n_items, spec.cf_dim)[1:], allow_pickle=False)
         _write_codes(tmp / "codes.index.json", rng, spec)
         del users, items, times
