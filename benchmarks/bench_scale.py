@@ -285,6 +285,8 @@ def _collisions(env: Env):
     catalog's uniformly random 3 x 256 codes, the last level reassigned within each prefix
     of the first two (N / 65,536 items per prefix: at 1M items ~15, so most prefixes hold a
     repeated code), random 32-d residuals and codebook."""
+    import scipy.optimize  # noqa: F401  (imported by resolve_collisions: not part of the timing)
+
     from identifiers.published import read_codes
     from identifiers.quantizers import resolve_collisions
     ds = env.dataset
@@ -321,6 +323,9 @@ def _codes_sinkhorn(env: Env):
 
 @stage("p5cid", "all", "identifiers")
 def _p5cid(env: Env):
+    import scipy.sparse.linalg  # noqa: F401  (imports of the clustering: not part of the timing)
+    import sklearn.cluster  # noqa: F401
+
     from identifiers.p5_cid import CIDConfig, CollaborativeID
     ds = env.dataset
 
@@ -337,6 +342,9 @@ def _p5cid(env: Env):
 def _p5cid_root(env: Env):
     """The bounded P5-CID stage: the co-occurrence graph and the first spectral split of the
     whole catalog (the exact call ``build`` makes at the root)."""
+    import scipy.sparse.linalg  # noqa: F401  (imports of the clustering: not part of the timing)
+    import sklearn.cluster  # noqa: F401
+
     from identifiers.p5_cid import CIDConfig, CollaborativeID, cooccurrence_graph
     ds = env.dataset
     scheme = CollaborativeID(CIDConfig(), ds, None, env.args.seed, progress=False)
@@ -956,7 +964,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _fix_row(n: int, name: str, before: dict, after: dict) -> dict:
     row = {"n_items": n, "stage": name, "before_status": before.get("status"), "after_status": after.get("status")}
-    for key in ("seconds", "peak_mb"):
+    for key in ("seconds", "cpu_s", "peak_mb"):
         b, a = before.get(key), after.get(key)
         row[f"before_{key}"], row[f"after_{key}"] = b, a
         row[f"ratio_{key}"] = round(b / a, 2) if b and a else None
@@ -985,7 +993,8 @@ def _write(out: Path, args, sizes, records, catalogs, fixes, restored, final: bo
     if fixes:
         df = pd.DataFrame(fixes)
         atomic_write_text(out / "fixes.csv", df.to_csv(index=False))
-        cols = ["stage", "n_items", "before_seconds", "after_seconds", "ratio_seconds", "before_peak_mb",
+        cols = ["stage", "n_items", "before_seconds", "after_seconds", "ratio_seconds", "before_cpu_s",
+                "after_cpu_s", "ratio_cpu_s", "before_peak_mb",
                 "after_peak_mb", "ratio_peak_mb", "identical", "before_status", "before_note"]
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
