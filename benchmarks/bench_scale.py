@@ -79,6 +79,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks.features import FeatureStore
+
 DEFAULT_SIZES = "10000,100000,1000000"
 #: files that define the measurement itself: kept as they are when the baseline is built
 BENCH_FILES = ("benchmarks/bench_scale.py", "benchmarks/data/synthetic.py")
@@ -123,6 +125,30 @@ def tokens_digest(tokens: list[tuple[str, ...]]) -> str:
     return hashlib.sha256("\n".join(" ".join(t) for t in tokens).encode()).hexdigest()[:16]
 
 
+class SyntheticFeatures(FeatureStore):
+    """The FeatureStore of a synthetic catalog: ``text_embeddings`` returns the catalog's
+    random vectors (whatever template or encoder is asked for: they stand for the encoder's
+    output); every other feature is computed as for any dataset."""
+
+    def __init__(self, dataset, catalog, seed: int = 0):
+        from benchmarks.cache import cache_dir
+        from benchmarks.data.synthetic import SYNTHETIC_ENCODER
+
+        super().__init__(dataset, cache_dir(), seed=seed, text_encoder=SYNTHETIC_ENCODER, progress=False)
+        self.catalog = catalog
+        self._text: np.ndarray | None = None
+
+    def text_embeddings(self, template: str | None = None, encoder: str | None = None,
+                        batch_size: int = 256) -> np.ndarray:
+        if self._text is None:
+            emb = self.catalog.text_embeddings()
+            if emb.shape[0] != self.ds.n_items + 1:
+                raise ValueError(f"{self.catalog.folder}/text.npy: expected {self.ds.n_items + 1} rows "
+                                 f"(one per item of dataset {self.ds.name!r}, row 0 padding), got {emb.shape[0]}")
+            self._text = emb
+        return self._text
+
+
 class Env:
     """What the stages of one catalog share in one worker process (built lazily)."""
 
@@ -130,6 +156,7 @@ class Env:
         self.catalog = catalog
         self.args = args
         self._ds = None
+        self._evaluators = {}
 
     @property
     def dataset(self):
@@ -138,9 +165,15 @@ class Env:
         return self._ds
 
     def context(self, features: bool = False):
-        from benchmarks.protocol import Context
-        store = self.catalog.features(self.dataset, self.args.seed) if features else None
-        return Context(self.dataset, store, "cpu", self.args.seed, workdir=None, progress=False)
+        """The run context (:func:`benchmarks.context.build_context`, nothing cached), with the
+        catalog's FeatureStore where the stage's method reads features."""
+        from dataclasses import replace
+
+        from benchmarks.context import build_context
+        ctx = build_context(self.dataset, seed=self.args.seed, evaluator=self.evaluator(), needs=frozenset(),
+                            progress=False)
+        ctx = replace(ctx, cache=None)
+        return replace(ctx, features=SyntheticFeatures(self.dataset, self.catalog, self.args.seed)) if features else ctx
 
     def text(self) -> np.ndarray:
         return self.catalog.text_embeddings()[1:]
@@ -152,14 +185,17 @@ class Env:
 
     def evaluator(self, batch: int | None = None):
         from benchmarks.evaluation import EvalConfig, Evaluator
-        return Evaluator(self.dataset, EvalConfig(batch_size=batch or self.args.batch, protocol="masked"))
+        batch = batch or self.args.batch
+        if batch not in self._evaluators:
+            self._evaluators[batch] = Evaluator(self.dataset, EvalConfig(batch_size=batch, protocol="masked"))
+        return self._evaluators[batch]
 
     def test_users(self, n: int) -> np.ndarray:
         return self.dataset.eval_users("test")[:n]
 
     def generative(self):
         from benchmarks.methods.generative import GenerativeRecommender
-        from benchmarks.protocol import build_config
+        from benchmarks.config import build_config
         cfg = build_config(GenerativeRecommender.Config, {
             "identifier": "published-codes", "identifier_config": {"path": str(self.catalog.codes_file)},
             "backbone_config": self.t5(), "beams": self.args.beams, "max_history": self.args.history,
@@ -170,8 +206,8 @@ class Env:
 
 
 def _rqvae_config(scheme: str, **extra):
-    from benchmarks.protocol import build_config
-    from identifiers.base import IDENTIFIERS
+    from benchmarks.config import build_config
+    from benchmarks.registry import IDENTIFIERS
     return build_config(IDENTIFIERS.get(scheme).Config, {"epochs": 1, **extra})
 
 
@@ -383,7 +419,7 @@ def _identifiers(env: Env):
 
 
 def _token_space(ids):
-    from benchmarks.methods.generative import TokenSpace
+    from benchmarks.methods.token_space import TokenSpace
     return TokenSpace(ids, text_tokenizer=None, user_tokens=0, max_title_tokens=32, titles=None)
 
 
@@ -439,7 +475,7 @@ def _global(env: Env):
 
 def _setrec(env: Env):
     from benchmarks.methods.setrec import SETRecT5
-    from benchmarks.protocol import build_config
+    from benchmarks.config import build_config
     cfg = build_config(SETRecT5.Config, {"n_sem": 4, "cf_source": "published", "backbone_config": env.t5(),
                                          "max_history": env.args.history, "train_last_n": 1})
     return SETRecT5(cfg, env.context(features=True)).eval()
@@ -491,7 +527,7 @@ def _setrec_ground(env: Env):
 def _rpg(env: Env):
     """RPG (branch ``rpg``): its registered method with its default config, untrained, ranking
     the fixed users through ``Evaluator.rank`` (its graph decoding)."""
-    from benchmarks.protocol import build_config
+    from benchmarks.config import build_config
     from benchmarks.registry import METHODS
     cls = METHODS.get("rpg")
     model = cls(build_config(cls.Config, {}), env.context(features=True)).eval()
@@ -501,14 +537,14 @@ def _rpg(env: Env):
 @stage("sasrec_topk", "fixed", "baselines and evaluation")
 def _sasrec(env: Env):
     from baselines.sasrec import SASRec
-    from benchmarks.protocol import build_config
+    from benchmarks.config import build_config
     model = SASRec(build_config(SASRec.Config, {}), env.context()).eval()
     return _ranking(env, model, env.args.users)
 
 
 def _lightgcn(env: Env):
     from baselines.lightgcn import LightGCN
-    from benchmarks.protocol import build_config
+    from benchmarks.config import build_config
     return LightGCN, build_config(LightGCN.Config, {}), env.context()
 
 

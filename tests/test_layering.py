@@ -40,7 +40,7 @@ LAYERS = [
     (7, "report", ("benchmarks.report",)),
     (7, "tokenize", ("benchmarks.tokenize",)),
     (8, "entry points", ("benchmarks.cli", "benchmarks.bench_generation", "benchmarks.bench_setrec",
-                         "benchmarks.parity")),
+                         "benchmarks.bench_scale", "benchmarks.parity")),
 ]
 
 

@@ -20,8 +20,8 @@ below), generated from a seed:
 - Timestamps: each user starts at a random second of a ~30-year span and takes one step
   every 600 s (users interleave on the global time line).
 - Item "text" embeddings: random unit vectors of MiniLM's width (384), so that a text
-  encoder is not what a scale measurement measures (``SyntheticFeatures`` serves them in
-  place of the encoder's). Like a sentence encoder's, they have a low intrinsic dimension:
+  encoder is not what a scale measurement measures (``bench_scale.SyntheticFeatures`` serves
+  them in place of the encoder's). Like a sentence encoder's, they have a low intrinsic dimension:
   a Gaussian ``text_rank``-dimensional (32) latent through a fixed random 384 x 32 map, plus
   isotropic noise of a tenth of that scale, normalised (isotropic 384-d noise has nothing an
   RQ-VAE can learn: its codes collapse, and LC-Rec's reassignment then refuses the catalog).
@@ -52,11 +52,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.cache import cache_dir
 from benchmarks.data.dataset import Dataset
 from benchmarks.data.preprocess import PREPROCESS_VERSION, PreprocessOptions, preprocess
 from benchmarks.data.raw import RawData
 from benchmarks.errors import ConfigError
-from benchmarks.features import FeatureStore
 from benchmarks.utils import atomic_write_json, stable_hash
 
 #: bump when the generator's output changes for the same parameters (part of the cache key)
@@ -244,11 +244,6 @@ class SyntheticCatalog:
         """float32 [n_items + 1, text_dim], row 0 zeros, row i = item id i."""
         return np.load(self.folder / "text.npy", allow_pickle=False)
 
-    def features(self, dataset: Dataset, seed: int = 0) -> FeatureStore:
-        """A FeatureStore of ``dataset`` that serves the catalog's random text embeddings in
-        place of a text encoder's (CF embeddings: the catalog's published-style file)."""
-        return SyntheticFeatures(dataset, self, seed=seed)
-
 
 def _finish_dataset(ds: Dataset, spec: SyntheticSpec, folder: Path) -> Dataset:
     """Record what the suite reads from a dataset's info: cache key, CF and codes files."""
@@ -259,7 +254,6 @@ def _finish_dataset(ds: Dataset, spec: SyntheticSpec, folder: Path) -> Dataset:
 
 
 def synthetic_root() -> Path:
-    from benchmarks.data.fetch import cache_dir
     return cache_dir() / "synthetic"
 
 
@@ -300,27 +294,3 @@ def build_catalog(spec: SyntheticSpec, root: Path | None = None) -> SyntheticCat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return SyntheticCatalog(spec, folder)
-
-
-
-class SyntheticFeatures(FeatureStore):
-    """The FeatureStore of a synthetic catalog: ``text_embeddings`` returns the catalog's
-    random vectors (whatever template or encoder is asked for: they stand for the encoder's
-    output); every other feature is computed as for any dataset."""
-
-    def __init__(self, dataset: Dataset, catalog: SyntheticCatalog, seed: int = 0):
-        from benchmarks.data.fetch import cache_dir
-
-        super().__init__(dataset, cache_dir(), seed=seed, text_encoder=SYNTHETIC_ENCODER, progress=False)
-        self.catalog = catalog
-        self._text: np.ndarray | None = None
-
-    def text_embeddings(self, template: str | None = None, encoder: str | None = None,
-                        batch_size: int = 256) -> np.ndarray:
-        if self._text is None:
-            emb = self.catalog.text_embeddings()
-            if emb.shape[0] != self.ds.n_items + 1:
-                raise ValueError(f"{self.catalog.folder}/text.npy: expected {self.ds.n_items + 1} rows "
-                                 f"(one per item of dataset {self.ds.name!r}, row 0 padding), got {emb.shape[0]}")
-            self._text = emb
-        return self._text

@@ -119,6 +119,36 @@ def test_trie_leaves_are_the_items_at_the_end_of_their_paths():
     assert int((trie.leaf_item > 0).sum()) == len(table)
 
 
+def _walk_duplicate(table, items):
+    """The per-item walk the vectorised construction replaced: depth by depth, rows in order,
+    the first item to end on an occupied node -> (the item already there, that item)."""
+    owner = {}
+    lengths = (table != PAD).sum(1)
+    for depth in range(table.shape[1]):
+        for i in np.flatnonzero(lengths == depth + 1):
+            key = tuple(table[i, :depth + 1])
+            if key in owner:
+                return owner[key], int(items[i])
+            owner[key] = int(items[i])
+    return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_trie_names_the_duplicate_the_per_item_walk_meets_first(seed):
+    """Random small tables with repeats: the error names the same pair as the walk."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    lengths = rng.integers(1, 4, n)
+    table = np.full((n, 4), PAD)
+    for i, ln in enumerate(lengths):
+        table[i, :ln] = rng.integers(2, 5, ln)     # few tokens: repeats are certain
+        table[i, ln] = EOS
+    items = rng.permutation(n) + 1
+    first, second = _walk_duplicate(table, items)
+    with pytest.raises(ValueError, match=f"items {first} and {second} share a token sequence"):
+        Trie(table, items, V, PAD)
+
+
 @pytest.mark.parametrize("backbone_fn,side", [(_t5, "right"), (_causal, "left")])
 @pytest.mark.parametrize("table_fn", [_codes, _variable])
 def test_beam_search_is_valid_and_distinct(backbone_fn, side, table_fn):
