@@ -927,6 +927,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-rss-gb", type=float, default=8.0, help="kill a stage whose process passes this")
     p.add_argument("--stage-timeout", type=float, default=3600.0, help="kill a stage running longer (s)")
     p.add_argument("--stage-timeouts", default="", help="per-stage time limits, e.g. p5cid=1200")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the records of --output's scale.json (same budget) and run only the "
+                        "(stage, N) pairs it lacks; --sizes adds to its sizes")
     p.add_argument("--in-process", action="store_true",
                    help="run every stage in this process (toy sizes, tests): no fresh process, no watchdog")
     p.add_argument("--baseline-ref", help="also run --baseline-stages on the code of this commit")
@@ -964,7 +967,12 @@ def main(argv: list[str] | None = None) -> dict:
         restored = baseline_tree(repo, args.baseline_ref, base_dir)
         print(f"baseline {args.baseline_ref}: {len(restored)} files restored ({', '.join(restored)})", flush=True)
     records, catalogs, fixes = [], {}, []
+    if args.resume:
+        records, catalogs, fixes, sizes = _resumed(out / "scale.json", args, sizes)
+    done = {(r["n_items"], r["stage"]) for r in records}
     for n in sizes:
+        if all((n, name) in done for name in names):
+            continue
         spec = SyntheticSpec(n, users_per_item=args.users_per_item, seed=args.seed)
         if args.in_process:
             t0 = time.perf_counter()
@@ -979,6 +987,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"N={n:,}: catalog {cat_rec['folder']} ({cat_rec['seconds']} s) {cat_rec['stats']}", flush=True)
         env = Env(SyntheticCatalog(spec, Path(cat_rec["folder"])), args) if args.in_process else None
         for name in names:
+            if (n, name) in done:
+                continue
             if args.in_process:
                 rec = measure(name, env)
             else:
@@ -996,6 +1006,27 @@ def main(argv: list[str] | None = None) -> dict:
     result["commit"] = git_commit(repo)
     atomic_write_json(out / "scale.json", result)
     return result
+
+
+#: the arguments a record's figures depend on: a resumed run must share them
+BUDGET_KEYS = ("users", "beam_users", "global_users", "batch", "beams", "history", "seed", "codes_steps",
+               "d_model", "layers", "heads", "d_kv", "d_ff", "users_per_item")
+
+
+def _resumed(path: Path, args, sizes: list[int]) -> tuple[list, dict, list, list[int]]:
+    """(records, catalogs, fixes, sizes) of an earlier run's ``scale.json`` to continue."""
+    if not path.is_file():
+        return [], {}, [], sizes
+    old = json.loads(path.read_text())
+    for key in ("records", "catalogs", "args", "sizes"):
+        if key not in old:
+            raise SystemExit(f"{path}: no {key!r}: not a scale.json of this benchmark")
+    differ = {k: (old["args"].get(k), getattr(args, k)) for k in BUDGET_KEYS if old["args"].get(k) != getattr(args, k)}
+    if differ:
+        raise SystemExit(f"--resume: {path} was measured with another budget {differ} (earlier, now): "
+                         "use another --output or the same arguments")
+    catalogs = {int(n): c for n, c in old["catalogs"].items()}
+    return old["records"], catalogs, old.get("fixes", []), sorted(set(old["sizes"]) | set(sizes))
 
 
 def _fix_row(n: int, name: str, before: dict, after: dict) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.data.toy import write_toy_recbole
 
 TINY_T5 = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-kv", "8", "--d-ff", "32"]
@@ -49,9 +51,10 @@ def test_bench_scale_runs_every_stage_and_fits_slopes(tmp_path):
     from benchmarks import bench_scale
 
     out = tmp_path / "scale"
-    res = bench_scale.main(["--sizes", "200,2000", "--in-process", "--output", str(out), "--users", "16",
-                            "--beam-users", "8", "--global-users", "2", "--batch", "8", "--codes-steps", "20",
-                            "--d-model", "16", "--layers", "1", "--heads", "2", "--d-kv", "8", "--d-ff", "32"])
+    budget = ["--in-process", "--output", str(out), "--users", "16", "--beam-users", "8", "--global-users", "2",
+              "--batch", "8", "--codes-steps", "20", "--d-model", "16", "--layers", "1", "--heads", "2",
+              "--d-kv", "8", "--d-ff", "32"]
+    res = bench_scale.main(["--sizes", "200,2000", *budget])
     df = pd.read_csv(out / "scale.csv")
     assert set(df["n_items"]) == {200, 2000}
     assert set(df["stage"]) == set(bench_scale.STAGES)
@@ -69,3 +72,12 @@ def test_bench_scale_runs_every_stage_and_fits_slopes(tmp_path):
     table = (out / "table.md").read_text()
     assert "| p5cid | all |" in table and "slope s" in table
     assert (out / "scale.png").stat().st_size > 0 and (out / "scale.pdf").stat().st_size > 0
+    # --resume keeps every record and runs only the pairs it lacks (here: the trie at N = 500)
+    more = bench_scale.main(["--sizes", "500", "--stages", "trie", "--resume", *budget])
+    assert more["sizes"] == [200, 500, 2000]
+    assert more["records"][:len(res["records"])] == res["records"]
+    assert [(r["n_items"], r["stage"]) for r in more["records"][len(res["records"]):]] == [(500, "trie")]
+    # another budget is refused, naming what differs
+    with pytest.raises(SystemExit, match="another budget.*beams"):
+        bench_scale.main(["--sizes", "500", "--stages", "trie", "--resume", "--beams", "5", *budget])
+
