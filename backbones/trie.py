@@ -39,15 +39,15 @@ class Trie:
         lengths = (seqs != pad).sum(1)
         if (lengths == 0).any():
             raise ValueError("every item needs at least one token")
-        if not all(((seqs[i, :lengths[i]] != pad).all() and (seqs[i, lengths[i]:] == pad).all())
-                   for i in range(len(seqs))):
+        real = seqs != pad
+        if (real[:, 1:] & ~real[:, :-1]).any():          # a token after a pad
             raise ValueError("pad tokens may only follow an item's tokens")
         n_items = len(seqs)
         node = np.zeros(n_items, dtype=np.int64)           # current node of every sequence
         paths = np.full((n_items, self.max_len), -1, dtype=np.int64)   # node at each depth
         parents, tokens, children = [], [], []
         n_nodes = 1
-        leaf_item = {}
+        leaf_nodes, leaf_rows = [], []
         for depth in range(self.max_len):
             active = np.nonzero(lengths > depth)[0]
             if not len(active):
@@ -62,10 +62,8 @@ class Trie:
             node[active] = new_ids[inverse]
             paths[active, depth] = node[active]
             ended = active[lengths[active] == depth + 1]
-            for i in ended:
-                if int(node[i]) in leaf_item:
-                    raise ValueError(f"items {leaf_item[int(node[i])]} and {int(items[i])} share a token sequence")
-                leaf_item[int(node[i])] = int(items[i])
+            leaf_nodes.append(node[ended])
+            leaf_rows.append(ended)
         # the widest fan-out among the nodes of each depth: a search whose live beams all sit at
         # depth d gathers that many child slots per beam (fixed width, no host round trip)
         self.fanout = [int(np.unique(p, return_counts=True)[1].max()) for p in parents]
@@ -73,9 +71,19 @@ class Trie:
         parents = np.concatenate(parents)
         tokens = np.concatenate(tokens)
         children = np.concatenate(children)
+        leaf_nodes, leaf_rows = np.concatenate(leaf_nodes), np.concatenate(leaf_rows)
+        # two sequences ending at one node: name the first repeat in (depth, row) order, and
+        # the earlier item at its node, as a walk through the table would
+        order = np.argsort(leaf_nodes, kind="stable")
+        by_node = leaf_nodes[order]
+        repeat = np.flatnonzero(by_node[1:] == by_node[:-1]) + 1
+        if len(repeat):
+            j = repeat[np.argmin(order[repeat])]
+            first = order[np.searchsorted(by_node, by_node[j])]
+            raise ValueError(f"items {int(items[leaf_rows[first]])} and {int(items[leaf_rows[order[j]]])} "
+                             "share a token sequence")
         leaf = np.zeros(n_nodes, dtype=np.int64)
-        for n, it in leaf_item.items():
-            leaf[n] = it
+        leaf[leaf_nodes] = items[leaf_rows]
         inner = np.zeros(n_nodes, dtype=bool)
         inner[parents] = True
         if (inner & (leaf > 0)).any():

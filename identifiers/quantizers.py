@@ -672,8 +672,11 @@ def resolve_collisions(codes: np.ndarray, last_residual: np.ndarray, last_codebo
     prefix_inv = prefix_inv.reshape(-1)
     bad_prefixes = np.unique(prefix_inv[counts[inverse] > 1])
     moved = 0
+    # each prefix group's members (ascending) from one sort, not a scan of all items per group
+    by_prefix = np.argsort(prefix_inv, kind="stable")
+    bounds = np.searchsorted(prefix_inv[by_prefix], np.arange(int(prefix_inv.max()) + 2))
     for p in bad_prefixes:
-        members = np.flatnonzero(prefix_inv == p)
+        members = by_prefix[bounds[p]:bounds[p + 1]]
         if len(members) > n_codes:
             raise ValueError(f"{len(members)} items share their first {codes.shape[1] - 1} codes: "
                              f"more than the {n_codes} last-level codes can tell apart")

@@ -42,7 +42,7 @@ LAYERS = [
     (7, "tokenize", ("benchmarks.tokenize",)),
     (7, "gather", ("benchmarks.gather",)),
     (8, "entry points", ("benchmarks.cli", "benchmarks.bench_generation", "benchmarks.bench_setrec",
-                         "benchmarks.bench_rpg", "benchmarks.parity", "benchmarks.repro_check")),
+                         "benchmarks.bench_rpg", "benchmarks.bench_scale", "benchmarks.parity", "benchmarks.repro_check")),
 ]
 
 

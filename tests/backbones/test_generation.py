@@ -90,6 +90,63 @@ def test_trie_rejects_duplicates_and_prefixes():
         Trie(torch.tensor([[2, 3], [2, 3]]), [1, 2], V, PAD)
     with pytest.raises(ValueError, match="prefix"):
         Trie(torch.tensor([[2, 0], [2, 3]]), [1, 2], V, PAD)
+    # the pair named is the first repeat a walk through the table meets (shallowest first,
+    # then in row order), with the earlier item at that node
+    with pytest.raises(ValueError, match="items 1 and 3 share"):
+        Trie(torch.tensor([[2, 3], [4, 5], [2, 3], [4, 5]]), [1, 2, 3, 4], V, PAD)
+    with pytest.raises(ValueError, match="items 3 and 4 share"):
+        Trie(torch.tensor([[7, 8, 9], [7, 8, 9], [2, PAD, PAD], [2, PAD, PAD]]), [1, 2, 3, 4], V, PAD)
+    with pytest.raises(ValueError, match="pad tokens may only follow"):
+        Trie(torch.tensor([[2, PAD, 3], [4, 5, 6]]), [1, 2], V, PAD)
+
+
+def test_trie_leaves_are_the_items_at_the_end_of_their_paths():
+    """The vectorised construction puts each item at the node its sequence ends on (what the
+    per-item loop it replaced did), for a large variable-length table."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    lengths = rng.integers(1, 5, n)
+    table = np.full((n, 5), PAD)
+    for i, ln in enumerate(lengths):          # distinct sequences, none a prefix of another
+        table[i, :ln] = rng.integers(2, V, ln)
+        table[i, ln] = 1                          # an end token
+    table = np.unique(table, axis=0)
+    items = rng.permutation(len(table)) + 1
+    trie = Trie(table, items, V, PAD)
+    ends = (table != PAD).sum(1) - 1
+    end_nodes = trie.item_paths[torch.arange(len(table)), torch.from_numpy(ends)]
+    assert torch.equal(trie.leaf_item[end_nodes], torch.from_numpy(items))
+    assert int((trie.leaf_item > 0).sum()) == len(table)
+
+
+def _walk_duplicate(table, items):
+    """The per-item walk the vectorised construction replaced: depth by depth, rows in order,
+    the first item to end on an occupied node -> (the item already there, that item)."""
+    owner = {}
+    lengths = (table != PAD).sum(1)
+    for depth in range(table.shape[1]):
+        for i in np.flatnonzero(lengths == depth + 1):
+            key = tuple(table[i, :depth + 1])
+            if key in owner:
+                return owner[key], int(items[i])
+            owner[key] = int(items[i])
+    return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_trie_names_the_duplicate_the_per_item_walk_meets_first(seed):
+    """Random small tables with repeats: the error names the same pair as the walk."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    lengths = rng.integers(1, 4, n)
+    table = np.full((n, 4), PAD)
+    for i, ln in enumerate(lengths):
+        table[i, :ln] = rng.integers(2, 5, ln)     # few tokens: repeats are certain
+        table[i, ln] = EOS
+    items = rng.permutation(n) + 1
+    first, second = _walk_duplicate(table, items)
+    with pytest.raises(ValueError, match=f"items {first} and {second} share a token sequence"):
+        Trie(table, items, V, PAD)
 
 
 @pytest.mark.parametrize("backbone_fn,side", [(_t5, "right"), (_causal, "left")])

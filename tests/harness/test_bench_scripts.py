@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.data.toy import write_toy_recbole
 
 TINY_T5 = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-kv", "8", "--d-ff", "32"]
@@ -62,3 +64,44 @@ def test_bench_rpg_times_and_counts_three_decodings_on_two_catalogue_sizes(tmp_p
     # RPG's arithmetic is its network's, whatever the catalogue; SETRec's grows with the items
     assert small["rpg"]["graph"]["gflop_per_user"] == large["rpg"]["graph"]["gflop_per_user"]
     assert large["setrec"]["gflop_per_user"] > small["setrec"]["gflop_per_user"]
+
+
+def test_bench_scale_runs_every_stage_and_fits_slopes(tmp_path):
+    """The scale benchmark end to end at two toy catalog sizes, in this process: every stage
+    measured (RPG's hook reports 'not available' where its module is absent), the table, the
+    csv and the figure written, a slope fitted per stage."""
+    import pandas as pd
+
+    from benchmarks import bench_scale
+
+    out = tmp_path / "scale"
+    budget = ["--in-process", "--output", str(out), "--users", "16", "--beam-users", "8", "--global-users", "2",
+              "--batch", "8", "--codes-steps", "20", "--d-model", "16", "--layers", "1", "--heads", "2",
+              "--d-kv", "8", "--d-ff", "32"]
+    res = bench_scale.main(["--sizes", "200,2000", *budget])
+    df = pd.read_csv(out / "scale.csv")
+    assert set(df["n_items"]) == {200, 2000}
+    assert set(df["stage"]) == set(bench_scale.STAGES)
+    rpg = df["stage"] == "rpg_graph_decoding"
+    import importlib.util
+    if importlib.util.find_spec("benchmarks.methods.rpg") is None:
+        assert (df.loc[rpg, "status"] == "not available").all()
+    ok = df[~rpg]
+    assert (ok["status"] == "ok").all(), ok[ok["status"] != "ok"]
+    assert (ok["seconds"] > 0).all() and (ok["peak_mb"] >= 0).all()
+    # the catalogs hold what they were asked for, and the preprocessing keeps every item
+    assert {n: c["stats"]["dataset_items"] for n, c in res["catalogs"].items()} == {200: 200, 2000: 2000}
+    slopes = {r["stage"]: r for r in res["slopes"]}
+    assert slopes["trie"]["slope_seconds"] is not None and slopes["metrics"]["slope_peak_mb"] is not None
+    table = (out / "table.md").read_text()
+    assert "| p5cid | all |" in table and "slope s" in table
+    assert (out / "scale.png").stat().st_size > 0 and (out / "scale.pdf").stat().st_size > 0
+    # --resume keeps every record and runs only the pairs it lacks (here: the trie at N = 500)
+    more = bench_scale.main(["--sizes", "500", "--stages", "trie", "--resume", *budget])
+    assert more["sizes"] == [200, 500, 2000]
+    assert more["records"][:len(res["records"])] == res["records"]
+    assert [(r["n_items"], r["stage"]) for r in more["records"][len(res["records"]):]] == [(500, "trie")]
+    # another budget is refused, naming what differs
+    with pytest.raises(SystemExit, match="another budget.*beams"):
+        bench_scale.main(["--sizes", "500", "--stages", "trie", "--resume", "--beams", "5", *budget])
+

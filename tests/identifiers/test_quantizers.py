@@ -182,3 +182,50 @@ def test_config_validation(over, match):
     with pytest.raises(ConfigError, match=match):
         RQVAEConfig(**over).validate()
     RQVAEConfig(sinkhorn_levels=(-1,)).validate()
+
+
+def _resolve_collisions_scan(codes: np.ndarray, last_residual: np.ndarray, last_codebook: np.ndarray
+                       ) -> tuple[np.ndarray, int]:
+    """The implementation before prefix groups came from one sort (commit cc7c0ea): it
+    scanned every item once per colliding prefix group (quadratic in the items)."""
+    from scipy.optimize import linear_sum_assignment
+
+    codes = codes.copy()
+    n_codes = len(last_codebook)
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    if counts.max(initial=1) <= 1:
+        return codes, 0
+    _, prefix_inv = np.unique(codes[:, :-1], axis=0, return_inverse=True)
+    prefix_inv = prefix_inv.reshape(-1)
+    bad_prefixes = np.unique(prefix_inv[counts[inverse] > 1])
+    moved = 0
+    for p in bad_prefixes:
+        members = np.flatnonzero(prefix_inv == p)
+        if len(members) > n_codes:
+            raise ValueError(f"{len(members)} items share their first {codes.shape[1] - 1} codes: "
+                             f"more than the {n_codes} last-level codes can tell apart")
+        d = ((last_residual[members][:, None, :] - last_codebook[None]) ** 2).sum(-1)
+        own = d[np.arange(len(members)), codes[members, -1]]
+        # keep, per used code, the member nearest to it
+        order = np.lexsort((own, codes[members, -1]))
+        sorted_codes = codes[members, -1][order]
+        keep_sorted = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+        movers = members[order[~keep_sorted]]
+        free = np.setdiff1d(np.arange(n_codes), sorted_codes[keep_sorted])
+        rows, cols = linear_sum_assignment(d[order[~keep_sorted]][:, free])
+        codes[movers[rows], -1] = free[cols]
+        moved += len(movers)
+    return codes, moved
+
+
+def test_resolve_collisions_equals_the_per_group_scan_it_replaced():
+    """Many prefix groups, many collisions: the same codes and count as the scan."""
+    rng = np.random.default_rng(3)
+    for n, sizes in ((400, (8, 8, 32)), (3000, (24, 24, 48))):
+        codes = np.stack([rng.integers(0, s, n) for s in sizes], 1)
+        resid = rng.standard_normal((n, 4))
+        book = rng.standard_normal((sizes[-1], 4))
+        new, moved = resolve_collisions(codes, resid, book)
+        ref, ref_moved = _resolve_collisions_scan(codes, resid, book)
+        assert moved == ref_moved > 0 and np.array_equal(new, ref)
