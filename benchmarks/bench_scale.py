@@ -613,6 +613,11 @@ class _Replay:
     def eval(self):
         return self
 
+    def autocast(self):   # no torch module: nothing to cast (Recommender.autocast's contract)
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def rank(self, batch, k, candidates=None, exclude=None):
         import torch
         items = self.table[batch.users.cpu()][:, :k]
