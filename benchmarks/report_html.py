@@ -50,16 +50,19 @@ EXPECTED = ("a heading, a paragraph, a '- ' list, a '> ' quote, a pipe table wit
 
 
 def inline(text: str) -> str:
-    """The inline markdown of one line or cell as HTML: text escaped, code spans literal."""
-    out = []
-    for i, piece in enumerate(_CODE.split(text)):
-        if i % 2:
-            out.append(f"<code>{html.escape(piece, quote=False)}</code>")
-            continue
-        piece = html.escape(piece, quote=False).replace("&lt;u&gt;", "<u>").replace("&lt;/u&gt;", "</u>")
-        piece = _BOLD.sub(r"<strong>\1</strong>", piece)
-        out.append(_ITALIC.sub(r"<em>\1</em>", piece))
-    return "".join(out)
+    """The inline markdown of one line or cell as HTML: text escaped, code spans literal. Code
+    spans are set aside first, so that a bold or italic span may hold one
+    (``**protocol `masked`; seed 0**``)."""
+    codes: list[str] = []
+
+    def keep(m: re.Match) -> str:
+        codes.append(f"<code>{html.escape(m.group(1), quote=False)}</code>")
+        return f"\x00{len(codes) - 1}\x00"
+
+    piece = html.escape(_CODE.sub(keep, text), quote=False)
+    piece = piece.replace("&lt;u&gt;", "<u>").replace("&lt;/u&gt;", "</u>")
+    piece = _ITALIC.sub(r"<em>\1</em>", _BOLD.sub(r"<strong>\1</strong>", piece))
+    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], piece)
 
 
 def plain(text: str) -> str:

@@ -175,6 +175,9 @@ def test_inline_marks_and_escaping():
     assert "<blockquote><p><strong>Warning: two protocols.</strong> Read\non.</p></blockquote>" in page
     assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in page
     assert "<title>Results: x</title>" in page
+    # a bold span holding a code span (the Overall table's caption), and marks inside code kept
+    page = render("# x\n\n**Test split; protocol `masked`: history removed; seed 0** and `**x**`\n", lambda src: b"")
+    assert "<p><strong>Test split; protocol <code>masked</code>: history removed; seed 0</strong> and <code>**x**</code></p>" in page
 
 
 def test_the_contents_of_a_report_with_two_protocols():
