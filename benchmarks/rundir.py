@@ -345,13 +345,22 @@ class RunDir:
                 shutil.copytree(cell.path, tmp)
                 tmp.rename(dest)
                 copied.append(dest)
-        methods = []
+        methods, labels = [], set()
         for run in [self, *sources]:
             path = run.root / "matrix.yaml"
             data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
             for m in data.get("methods", []):
-                if isinstance(m, dict) and m not in methods:
+                label = m.get("label", m.get("name")) if isinstance(m, dict) else None
+                if label is not None and label not in labels:
                     methods.append(m)
+                    labels.add(label)
+        # a run resumed with --methods rewrites its matrix.yaml with the selection only: the
+        # labels of cells no matrix lists are added from the cells' own configs
+        for cell in self.finished():
+            cfg = cell.config() or {}
+            if cfg.get("label") not in labels and cfg.get("label") is not None:
+                methods.append({"name": cfg.get("method", cfg["label"]), "label": cfg["label"]})
+                labels.add(cfg["label"])
         name = self.root.name
         self.write_matrix({"name": name, "gathered_from": [str(s.root) for s in sources], "methods": methods})
         return copied

@@ -90,3 +90,17 @@ def test_gathering_two_different_cells_under_one_path_is_refused(tmp_path):
         RunDir(tmp_path / "out").adopt_cells([a, b])
     with pytest.raises(ConfigError, match="no finished cells"):
         RunDir(tmp_path / "out2").adopt_cells([RunDir(tmp_path / "empty")])
+
+
+def test_gathered_cells_no_matrix_lists_still_order_the_report(tmp_path):
+    """A run resumed with --methods keeps only its selection in matrix.yaml; the other cells'
+    labels come from their configs."""
+    a = RunDir(tmp_path / "a")
+    for label in ("mf", "hgn"):
+        with a.building(CellDir.relpath("d", label, 0, "h")) as cell:
+            cell.write_config({"seed": 0, "method": label, "label": label})
+            cell.write_metrics([{**ROW, "method": label, "config_hash": "h"}])
+    a.write_matrix({"name": "a", "methods": [{"name": "hgn"}]})
+    out = RunDir(tmp_path / "out")
+    out.adopt_cells([a])
+    assert out.method_order() == ["hgn", "mf"]
