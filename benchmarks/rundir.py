@@ -418,10 +418,21 @@ class RunDir:
         name = self._matrix_record().get("name")
         return str(name) if name is not None else None
 
-    def write_matrix(self, record: dict) -> None:
+    def write_matrix(self, record: dict, *, keep_methods: bool = False) -> None:
+        """Write ``matrix.yaml``. ``keep_methods``: the methods an existing ``matrix.yaml`` lists
+        and ``record`` does not are kept (in their place, before the new ones), so that a run
+        resumed with a ``--methods`` selection still lists the methods of every cell the folder
+        holds (their labels order the report's rows); an entry with a label of ``record``
+        takes that entry's place."""
         import yaml
 
-        atomic_write_text(self.root / "matrix.yaml", yaml.safe_dump(record, sort_keys=False))
+        path = self.root / "matrix.yaml"
+        if keep_methods and path.is_file():
+            old = (yaml.safe_load(path.read_text()) or {}).get("methods") or []
+            new = {m.get("label", m.get("name")): m for m in record.get("methods", [])}
+            merged = [new.pop(m.get("label", m.get("name")), m) for m in old if isinstance(m, dict)]
+            record = {**record, "methods": merged + list(new.values())}
+        atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
 
     def method_order(self) -> list[str]:
         """Method labels in the order of the run's matrix.yaml (empty if there is none)."""

@@ -258,7 +258,7 @@ def run_matrix(matrix: Matrix, out: Path, *, executor: LocalExecutor | RayExecut
     out.mkdir(parents=True, exist_ok=True)
     if main:
         run.clean_stale()
-        run.write_matrix(matrix_record(matrix))
+        run.write_matrix(matrix_record(matrix), keep_methods=True)   # a --methods selection keeps the rest
     todo = [c for c in cells if not run.complete(c.relpath)]
     if distributed.current() is not None:   # decided before anyone writes: the same list everywhere
         distributed.current().barrier()

@@ -104,3 +104,16 @@ def test_gathered_cells_no_matrix_lists_still_order_the_report(tmp_path):
     out = RunDir(tmp_path / "out")
     out.adopt_cells([a])
     assert out.method_order() == ["hgn", "mf"]
+
+
+def test_a_resumed_selection_keeps_the_other_methods_in_matrix_yaml(tmp_path):
+    """`run ... --methods hgn` into a folder that holds mf's cells listed only hgn afterwards,
+    so the report lost mf's row order; the other entries are kept, a re-run entry replaced."""
+    run = RunDir(tmp_path)
+    run.write_matrix({"name": "m", "methods": [{"name": "mf", "config": {"dim": 8}}, {"name": "sasrec"}]}, keep_methods=True)
+    run.write_matrix({"name": "m", "methods": [{"name": "hgn"}, {"name": "mf", "config": {"dim": 16}}]}, keep_methods=True)
+    assert run.method_order() == ["mf", "sasrec", "hgn"]
+    import yaml
+    assert yaml.safe_load((tmp_path / "matrix.yaml").read_text())["methods"][0]["config"] == {"dim": 16}
+    run.write_matrix({"name": "m", "methods": [{"name": "hgn"}]})      # without keep_methods: as given
+    assert run.method_order() == ["hgn"]
