@@ -67,6 +67,22 @@ class _DatasetMemo:
         return ds, Evaluator(ds, eval_cfg, seed=seed)
 
 
+def _cell_setup(cell: Cell, *, device: str, features: dict | None, memo: _DatasetMemo | None,
+                progress: bool, precision: str, max_steps: int | None = None):
+    """What a run and a dry run of ``cell`` share before the method is built: the seed set, the
+    device resolved, the dataset and its evaluator (from ``memo``), the method's class and
+    checked config, and its Context. Returns ``(device, dataset, evaluator, cls, cfg, ctx)``."""
+    seed_everything(cell.seed)
+    dev = resolve_device(device)
+    eval_cfg = build_config(EvalConfig, cell.resolved["evaluation"])
+    ds, evaluator = (memo or _DatasetMemo()).get(cell.dataset, eval_cfg, cell.seed)
+    cls = METHODS.get(cell.method.name)
+    cfg = build_config(cls.Config, cell.resolved["config"])
+    ctx = build_context(ds, seed=cell.seed, device=dev, evaluator=evaluator, needs=cls.needs, features=features,
+                        progress=progress, precision=precision, max_steps=max_steps)
+    return dev, ds, evaluator, cls, cfg, ctx
+
+
 def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | None = None,
              progress: bool = True, memo: _DatasetMemo | None = None, precision: str = "auto") -> Path:
     """Train and evaluate one cell on ``device`` in ``precision`` (auto | fp32 | bf16 | fp16);
@@ -79,14 +95,8 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
     # a data-parallel helper process trains in a scratch folder; the main process writes the cell
     with RunDir(out).building(cell.relpath, scratch=not main) as staging:
         with Timer() as total:
-            seed_everything(cell.seed)
-            dev = resolve_device(device)
-            eval_cfg = build_config(EvalConfig, cell.resolved["evaluation"])
-            ds, evaluator = (memo or _DatasetMemo()).get(cell.dataset, eval_cfg, cell.seed)
-            cls = METHODS.get(cell.method.name)
-            cfg = build_config(cls.Config, cell.resolved["config"])
-            ctx = build_context(ds, seed=cell.seed, device=dev, evaluator=evaluator, needs=cls.needs,
-                                features=features, progress=progress, precision=precision)
+            dev, ds, evaluator, cls, cfg, ctx = _cell_setup(cell, device=device, features=features, memo=memo,
+                                                            progress=progress, precision=precision)
             model = cls(cfg, ctx)
             with Timer() as t_fit:
                 fit_log = model.fit(ctx.validator)
@@ -304,14 +314,8 @@ def dry_run_cell(cell: Cell, *, device: str = "auto", features: dict | None = No
     from benchmarks.training import TorchRecommender, state_memory_mb
     from benchmarks.utils import PeakMemory
 
-    seed_everything(cell.seed)
-    dev = resolve_device(device)
-    eval_cfg = build_config(EvalConfig, cell.resolved["evaluation"])
-    ds, evaluator = (memo or _DatasetMemo()).get(cell.dataset, eval_cfg, cell.seed)
-    cls = METHODS.get(cell.method.name)
-    cfg = build_config(cls.Config, cell.resolved["config"])
-    ctx = build_context(ds, seed=cell.seed, device=dev, evaluator=evaluator, needs=cls.needs,
-                        features=features, progress=False, precision=precision, max_steps=steps)
+    dev, ds, evaluator, cls, cfg, ctx = _cell_setup(cell, device=device, features=features, memo=memo,
+                                                    progress=False, precision=precision, max_steps=steps)
     with Timer() as t_build:
         model = cls(cfg, ctx)
     row: dict = {"dataset": ds.name, "method": cell.method.label, "seed": cell.seed, "device": dev,
