@@ -268,7 +268,7 @@ def _rqvae_letter(env: Env):
 
 
 def _trained_rqvae(env: Env, scheme: str, **extra):
-    """(config, trained model and stats) of a quantiser trained in the set-up for at least
+    """(text embeddings, config, (trained model, stats)) of a quantiser trained in the set-up for at least
     ``--codes-steps`` optimiser steps (whole epochs: one at 1M items): codes of a model that
     has not collapsed onto a few codes, so that collision handling sees what it sees after
     training and not the first steps' collapse."""
@@ -282,19 +282,14 @@ def _trained_rqvae(env: Env, scheme: str, **extra):
 
 
 def _codes(env: Env, scheme: str, **extra):
-    """``build_codebook_identifiers`` with its training step replaced by the model trained in
-    the set-up (:func:`_trained_rqvae`): what is timed is the code assignment of every item,
-    collision handling and the identifier tokens, through the function the schemes call."""
+    """What ``build_codebook_identifiers`` does after training, on the model trained in the
+    set-up (:func:`_trained_rqvae`): the code assignment of every item, collision handling and
+    the identifier tokens, through the function the schemes call (``identifiers_from_quantizer``)."""
     import identifiers.quantizers as q
-    text, cfg, trained = _trained_rqvae(env, scheme, **extra)
+    text, cfg, (model, stats) = _trained_rqvae(env, scheme, **extra)
 
     def run():
-        train = q.train_rqvae
-        q.train_rqvae = lambda *a, **k: trained      # for this call only
-        try:
-            return q.build_codebook_identifiers(scheme, text, cfg, env.args.seed, progress=False)
-        finally:
-            q.train_rqvae = train
+        return q.identifiers_from_quantizer(scheme, model, stats, text, cfg)
 
     def report(ids):
         s = ids.stats
@@ -525,7 +520,7 @@ def _setrec_ground(env: Env):
 
 @stage("rpg_graph_decoding", "fixed", "decoding", needs="benchmarks.methods.rpg")
 def _rpg(env: Env):
-    """RPG (branch ``rpg``): its registered method with its default config, untrained, ranking
+    """RPG: its registered method with its default config, untrained, ranking
     the fixed users through ``Evaluator.rank`` (its graph decoding)."""
     from benchmarks.config import build_config
     from benchmarks.registry import METHODS

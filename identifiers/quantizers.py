@@ -720,6 +720,15 @@ def build_codebook_identifiers(scheme: str, embeddings: np.ndarray, cfg: RQVAECo
     arrays["codebooks"]); the quantiser trains on ``device``."""
     model, stats = train_rqvae(embeddings, cfg, seed, cf=cf, progress=progress, desc=scheme, checkpoint=checkpoint,
                                device=device)
+    return identifiers_from_quantizer(scheme, model, stats, embeddings, cfg, log=log)
+
+
+def identifiers_from_quantizer(scheme: str, model, stats: dict, embeddings: np.ndarray, cfg: RQVAEConfig,
+                               log: Callable[[str], None] | None = None):
+    """A trained quantiser (``train_rqvae``'s model and stats) turned into ItemIdentifiers: every
+    item's codes, collision handling (``cfg.collision``), the tokens and arrays. ``stats`` is
+    copied, not changed."""
+    stats = dict(stats)
     enc = encode_items(model, embeddings)
     codes = enc["codes"]
     books = model.codebooks.detach().cpu().numpy()
