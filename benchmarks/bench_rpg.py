@@ -213,11 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
                                             "d_ff": args.d_ff},
               "rpg_size": {"layers": args.rpg_layers, "heads": args.rpg_heads, "inner": args.rpg_inner},
               "device": args.device, "threads": torch.get_num_threads(), "catalogues": catalogues}
-    print(json.dumps(result, indent=2))
-    if args.json:
-        from pathlib import Path
-        from benchmarks.utils import atomic_write_json
-        atomic_write_json(Path(args.json), result)
+    from benchmarks.utils import emit_json
+    emit_json(result, args.json)
     return result
 
 

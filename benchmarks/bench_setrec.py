@@ -149,11 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
         "model": {"d_model": args.d_model, "layers": args.layers, "heads": args.heads,
                   "d_kv": args.d_kv, "d_ff": args.d_ff},
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        from pathlib import Path
-        from benchmarks.utils import atomic_write_json
-        atomic_write_json(Path(args.json), result)
+    from benchmarks.utils import emit_json
+    emit_json(result, args.json)
     return result
 
 

@@ -149,6 +149,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def emit_json(result: dict, path: str | Path | None) -> None:
+    """A benchmark script's result: printed as indented JSON, and written to ``path`` (its
+    ``--json``) when one is given."""
+    print(json.dumps(result, indent=2))
+    if path:
+        atomic_write_json(Path(path), result)
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as fh:
