@@ -253,6 +253,11 @@ class CellDir:
         return pd.read_csv(f) if f.is_file() else None
 
 
+def _label(method: dict) -> str:
+    """A matrix.yaml method entry's label (its name where it has none)."""
+    return method.get("label", method.get("name"))
+
+
 class RunDir:
     """A run directory (see the module docstring)."""
 
@@ -324,8 +329,6 @@ class RunDir:
         again; two sources holding the same path with different metrics are an error. The
         methods of the sources' ``matrix.yaml`` are merged, in order, into this one's (their
         labels order the report's rows). Returns the paths copied."""
-        import yaml
-
         copied, seen = [], {}
         for src in sources:
             src_cells = src.finished()
@@ -347,13 +350,10 @@ class RunDir:
                 copied.append(dest)
         methods, labels = [], set()
         for run in [self, *sources]:
-            path = run.root / "matrix.yaml"
-            data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-            for m in data.get("methods", []):
-                label = m.get("label", m.get("name")) if isinstance(m, dict) else None
-                if label is not None and label not in labels:
+            for m in run._matrix_methods():
+                if _label(m) not in labels:
                     methods.append(m)
-                    labels.add(label)
+                    labels.add(_label(m))
         # a run resumed with --methods rewrites its matrix.yaml with the selection only: the
         # labels of cells no matrix lists are added from the cells' own configs
         for cell in self.finished():
@@ -426,18 +426,19 @@ class RunDir:
         takes that entry's place."""
         import yaml
 
-        path = self.root / "matrix.yaml"
-        if keep_methods and path.is_file():
-            old = (yaml.safe_load(path.read_text()) or {}).get("methods") or []
-            new = {m.get("label", m.get("name")): m for m in record.get("methods", [])}
-            merged = [new.pop(m.get("label", m.get("name")), m) for m in old if isinstance(m, dict)]
+        if keep_methods:
+            new = {_label(m): m for m in record.get("methods", [])}
+            merged = [new.pop(_label(m), m) for m in self._matrix_methods()]
             record = {**record, "methods": merged + list(new.values())}
-        atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+        atomic_write_text(self.root / "matrix.yaml", yaml.safe_dump(record, sort_keys=False))
 
     def method_order(self) -> list[str]:
         """Method labels in the order of the run's matrix.yaml (empty if there is none)."""
-        data = self._matrix_record()
-        return [m.get("label", m.get("name")) for m in data.get("methods", []) if isinstance(m, dict)]
+        return [_label(m) for m in self._matrix_methods()]
+
+    def _matrix_methods(self) -> list[dict]:
+        """The method entries of the run's matrix.yaml (empty if there is none)."""
+        return [m for m in self._matrix_record().get("methods") or [] if isinstance(m, dict)]
 
     def report_paths(self) -> dict[str, Path]:
         """The report's files (REPORT_FILES), name -> path."""
