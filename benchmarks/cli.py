@@ -3,7 +3,7 @@
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
                      [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
                      [--precision auto|fp32|bf16|fp16] [--refit] [--dry-run [--dry-steps N] [--dry-users M]] [--fail-fast] [--quiet]
-                     [--executor local|ray] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
+                     [--executor local|ray] [--jobs N] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
                      [--track mlflow|tensorboard [--track-uri URI]]
     genrec-bench report DIR [--open] [--cells-from RUN...]
     genrec-bench gather DIR... --output FILE.parquet
@@ -56,7 +56,7 @@ def dry_run_table(rows: list[dict]) -> str:
 def cmd_run(args) -> int:
     from benchmarks.matrix import load_matrix, select
     from benchmarks.report import write_report
-    from benchmarks.runner import RayExecutor, run_matrix
+    from benchmarks.runner import ProcessExecutor, RayExecutor, run_matrix
 
     matrix = load_matrix(args.matrix, args.preset)
     matrix = select(matrix, args.datasets, args.methods, args.seeds)
@@ -82,6 +82,10 @@ def cmd_run(args) -> int:
         return 1 if any("error" in r for r in rows) else 0
     out = Path(args.output or Path("runs") / matrix.name)
     executor = None
+    if args.jobs is not None and args.executor == "ray":
+        raise ConfigError("--jobs is for the local executor; under --executor ray use --cpus-per-cell")
+    if args.jobs is not None and args.jobs != 1:
+        executor = ProcessExecutor(args.jobs)
     if args.executor == "ray":
         executor = RayExecutor(args.ray_address, cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
     summary = run_matrix(matrix, out, executor=executor, progress=not args.quiet, fail_fast=args.fail_fast,
@@ -265,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-users", type=int, default=32, help="test users ranked per cell in a dry run")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: cells one after another in this process; ray: one Ray task per cell")
+    r.add_argument("--jobs", type=int,
+                   help="local executor: run the cells on N worker processes of this machine, the CPUs "
+                        "shared among them (default: one cell after another in this process)")
     r.add_argument("--ray-address", help="Ray cluster address (default: start a local cluster)")
     r.add_argument("--cpus-per-cell", type=float, default=1, help="Ray resources per cell (CPUs)")
     r.add_argument("--gpus-per-cell", type=float, default=0, help="Ray resources per cell (GPUs)")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data.dataset import Dataset
+from benchmarks.cache import build_lock
 from benchmarks.errors import GenrecError
 from benchmarks.utils import atomic_write_bytes, hf_progress_bars, stable_hash
 
@@ -138,7 +139,9 @@ class FeatureStore:
         if str(path) in self._memo:
             return self._memo[str(path)]
         from benchmarks.distributed import main_first
-        with main_first():   # under a multi-process launch: encoded once, by the main process
+        # under a multi-process launch: encoded once, by the main process; across processes
+        # sharing the cache (a --jobs run): by the first, the others wait and read it
+        with main_first(), build_lock(path):
             if path.is_file():
                 emb = np.load(path, allow_pickle=False)
             else:
@@ -181,11 +184,12 @@ class FeatureStore:
         path = self.dir / f"cf-sasrec-{stable_hash([overrides, self.seed])}.npy"
         if str(path) in self._memo:
             return self._memo[str(path)]
-        if path.is_file():
-            emb = np.load(path, allow_pickle=False)
-        else:
-            emb = self._train_sasrec(overrides)
-            _save_npy(path, emb)
+        with build_lock(path):
+            if path.is_file():
+                emb = np.load(path, allow_pickle=False)
+            else:
+                emb = self._train_sasrec(overrides)
+                _save_npy(path, emb)
         self._memo[str(path)] = emb
         return emb
 

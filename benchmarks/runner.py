@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -198,6 +199,91 @@ class LocalExecutor:
                 yield cell, None
 
 
+#: the worker process's datasets (a ProcessExecutor worker runs many cells; each dataset is
+#: read once per worker, like LocalExecutor's memo in its one process)
+_WORKER_MEMO: _DatasetMemo | None = None
+
+
+def _worker_init(threads: int, log_level: int) -> None:
+    """A ProcessExecutor worker: ``threads`` torch threads, plain log lines (no bars), its memo."""
+    global _WORKER_MEMO
+    import torch
+
+    os.environ["TQDM_DISABLE"] = "1"
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    _WORKER_MEMO = _DatasetMemo()
+
+
+def _worker_cell(cell: Cell, out: str, device: str, features: dict, precision: str) -> str:
+    return str(run_cell(cell, Path(out), device=device, features=features, progress=False,
+                        memo=_WORKER_MEMO, precision=precision))
+
+
+class ProcessExecutor:
+    """The cells on ``jobs`` worker processes of this machine (``--jobs N``), each with
+    ``threads`` torch threads (default: the CPUs this process may use, divided among the
+    jobs, at least 1). A cell runs exactly as in :class:`LocalExecutor` (its seed set at its
+    start, its files written through :class:`RunDir`); only the thread count per cell and the
+    order in which cells finish differ. Workers are spawned (no forked torch state) and reused
+    for many cells; what several cells build (a dataset's preprocessing, text and CF
+    embeddings, identifiers) is built once: the others wait on its cache entry's
+    :func:`benchmarks.cache.build_lock`. Not for a multi-process (accelerate) launch."""
+
+    def __init__(self, jobs: int, threads: int | None = None):
+        if jobs < 1:
+            raise ConfigError(f"--jobs: expected a positive number of worker processes, got {jobs}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads per job: expected a positive number, got {threads}")
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.jobs, self.threads = jobs, threads or max(1, cpus // jobs)
+
+    def run(self, cells: list[Cell], out: Path, matrix: Matrix, *, progress: bool,
+            fail_fast: bool) -> Iterator[Outcome]:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        if distributed.world_size() > 1:
+            raise ConfigError("--jobs: cells in worker processes cannot run inside a multi-process "
+                              "(accelerate / torchrun) launch; drop --jobs or launch one process")
+        log.info("matrix %s: %d cells on %d worker processes, %d torch thread(s) each",
+                 matrix.name, len(cells), self.jobs, self.threads)
+        bar = progress_bar(total=len(cells), desc=f"matrix {matrix.name} ({self.jobs} jobs)", enabled=progress)
+        pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(self.threads, logging.getLogger().level))
+        try:
+            pending = {pool.submit(_worker_cell, c, str(out), matrix.device, matrix.features, matrix.precision): c
+                       for c in cells}
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in done:
+                    cell = pending.pop(future)
+                    bar.update(1)
+                    exc = future.exception()
+                    if exc is None:
+                        yield cell, None
+                        continue
+                    if fail_fast or not isinstance(exc, CELL_ERRORS):
+                        raise exc
+                    failure = _failure(cell, exc, with_traceback=False)
+                    remote = getattr(exc.__cause__, "tb", None)   # the worker's formatted traceback
+                    if remote:
+                        failure["traceback"] = str(remote)
+                    yield cell, failure
+        except BaseException:
+            # a failing cell under fail_fast, a bug, Ctrl-C: the running cells are stopped, not
+            # waited for (a stopped cell leaves only its temporary folder, removed by the next run)
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        else:
+            pool.shutdown(wait=True)
+        finally:
+            bar.close()
+
+
 def _ray_cell(cell: Cell, out: str, device: str, features: dict, precision: str = "auto") -> str:
     """A Ray task: one cell, written exactly as an in-process run writes it."""
     logging.basicConfig(level=logging.INFO)
@@ -245,7 +331,7 @@ class RayExecutor:
         bar.close()
 
 
-def run_matrix(matrix: Matrix, out: Path, *, executor: LocalExecutor | RayExecutor | None = None,
+def run_matrix(matrix: Matrix, out: Path, *, executor: LocalExecutor | ProcessExecutor | RayExecutor | None = None,
                progress: bool = True, fail_fast: bool = False, track: str | None = None,
                track_uri: str | None = None) -> dict:
     """Run every unfinished cell with ``executor`` (default: :class:`LocalExecutor`); collect

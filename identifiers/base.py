@@ -35,6 +35,7 @@ import abc
 import dataclasses
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -219,6 +220,7 @@ def load_or_build(name: str, config: Any, dataset: "Dataset", features: "Feature
                   seed: int, cache_root: Path | None, progress: bool = True) -> ItemIdentifiers:
     """Build scheme ``name`` (or reuse the cached result for the same dataset, config, seed).
     Under a multi-process launch the main process builds first, the others read its cache."""
+    from benchmarks.cache import build_lock
     from benchmarks.distributed import main_first
 
     cls = IDENTIFIERS.get(name)
@@ -229,7 +231,9 @@ def load_or_build(name: str, config: Any, dataset: "Dataset", features: "Feature
         scheme.checkpoint = target.with_name(target.name + ".checkpoint.pt")
     if target is None or not ItemIdentifiers.saved_in(target):
         scheme.prepare()
-    with main_first():
+    # the lock inside main_first (the main process builds first, and a waiting rank must not
+    # hold the lock at the barrier); across processes sharing the cache, the first builds
+    with main_first(), (build_lock(target) if target is not None else nullcontext()):
         return _load_or_build(scheme, name, dataset, target)
 
 

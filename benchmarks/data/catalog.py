@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.cache import cache_dir
+from benchmarks.cache import build_lock, cache_dir
 from benchmarks.config import build_config, check_value
 from benchmarks.data.dataset import Dataset
 from benchmarks.data.preprocess import PREPROCESS_VERSION, PreprocessOptions, preprocess
@@ -400,6 +400,14 @@ def load_dataset(entry: str | dict | DatasetSpec, *, refresh: bool = False) -> D
                "options": spec.options.to_dict(), "version": PREPROCESS_VERSION}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
     target = cache_dir() / "datasets" / f"{spec.name}-{key}"
+    with build_lock(target):   # two processes sharing the cache: the first preprocesses
+        return _cached_or_preprocessed(spec, reader_args, source, key, target, refresh)
+
+
+def _cached_or_preprocessed(spec: DatasetSpec, reader_args: dict, source: str, key: str, target: Path,
+                            refresh: bool) -> Dataset:
+    """The cached copy at ``target``, or the files read, preprocessed and saved there atomically
+    (under :func:`load_dataset`'s build lock)."""
     if target.is_dir() and (target / "dataset.json").is_file() and not refresh:
         ds = Dataset.load(target)
         log.info("dataset %s: cached copy %s", spec.name, target)
