@@ -28,7 +28,8 @@ times TIGER's search done the way the TIGER / LETTER / LC-Rec code bases do it (
 ``generate`` with ``prefix_allowed_tokens_fn``) on the first N users.
 
 Besides time, each search's arithmetic is COUNTED (:mod:`benchmarks.evaluation.flops`, on the
-first batch): ``gflop_per_user`` and ``flop_ratio``. The FLOP ratio is the speed-up a
+first batch, or on every timed batch with ``--count-all``: ``counted_users``): ``gflop_per_user``
+and ``flop_ratio``. The FLOP ratio is the speed-up a
 compute-bound machine (this CPU) can show at best; a measured time ratio far under it means
 overhead, one near it means the arithmetic itself is the bound. The beam side's ``phases``
 split one batch's search (after the warm-up) by backbone call: the prompt's ``prefill`` (once
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n-sem", type=int, help="SETRec's semantic tokens (default: the method's, 4 on t5, 6 on causal)")
     p.add_argument("--cf-source", default="auto")
     p.add_argument("--cf-sasrec-config", help="JSON: SASRec overrides where SETRec's CF embeddings are trained")
+    p.add_argument("--count-all", action="store_true",
+                   help="count both rankings' FLOPs over every timed batch (default: the first batch only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--hf-users", type=int, default=0,
@@ -234,6 +237,14 @@ def main(argv: list[str] | None = None) -> dict:
     def gflop_per_user(fn, *models) -> float:
         return counted_gflop(fn, len(batches[0]), *models)
 
+    counted = batches if args.count_all else batches[:1]
+
+    def rank_gflop_per_user(model) -> float:
+        """Counted GFLOP per user of ``model.rank`` over the counted batches."""
+        total = sum(counted_gflop(lambda: model.rank(b.to(model.device), args.k), len(b), model.module) * len(b)
+                    for b in counted)
+        return total / sum(len(b) for b in counted)
+
     def timed(model, warm: bool = True) -> tuple[float, int]:
         seconds, n = 0.0, 0
         with torch.no_grad():
@@ -277,17 +288,18 @@ def main(argv: list[str] | None = None) -> dict:
     s_sec, n = timed(setrec)
     t_sec, _ = timed(beam)
     first = batches[0].to(setrec.device)
-    s_flop = gflop_per_user(lambda: setrec.rank(first, args.k), setrec.module)
+    s_flop = rank_gflop_per_user(setrec)
     with torch.no_grad():
         out = setrec.module.query_outputs(tokens, first.history[:, -setrec.max_history:].to(setrec.device))
     ground_flop = gflop_per_user(lambda: setrec.module.per_query_scores(tokens, out), setrec.module)
-    t_flop = gflop_per_user(lambda: beam.rank(batches[0].to(beam.device), args.k), beam.module)
+    t_flop = rank_gflop_per_user(beam)
     phases = beam_phases(beam, batches[0], max(args.beams, args.k), args.k, sync)
     lm = beam.module.model
     set_lm = setrec.module.backbone.model if args.backbone == "t5" else setrec.module.backbone.lm
     hist_items = [int((b.history[:, -setrec.max_history:] > 0).sum()) for b in batches]
     result = {
         "dataset": ds.name, "split": ds.split, "users": n, "batch": args.batch, "k": args.k,
+        "counted_users": sum(len(b) for b in counted),
         "backbone": args.backbone, "history_cap": setrec.max_history,
         "history_items_mean": round(sum(hist_items) / n, 2),
         beam_key: {"method": beam_method, "identifier": identifier, "beams": max(args.beams, args.k),

@@ -18,9 +18,10 @@ def test_bench_setrec_times_and_counts_both_searches(tmp_path):
     out = tmp_path / "bench.json"
     res = bench_setrec.main(["--dataset", json.dumps(entry), *TINY_T5, "--users", "16", "--batch", "8",
                              "--beams", "4", "--k", "4", "--hf-users", "8", "--cf-source", "sasrec",
-                             "--json", str(out)])
+                             "--count-all", "--json", str(out)])
     assert json.loads(out.read_text()) == res
     assert res["users"] == 16 and res["setrec"]["users_per_s"] > 0 and res["tiger"]["users_per_s"] > 0
+    assert res["counted_users"] == 16                   # --count-all: both timed batches counted
     # equal backbone blocks, so the comparison is like for like
     assert res["setrec"]["block_parameters"] == res["tiger"]["block_parameters"]
     # one pass of 5 queries costs less arithmetic than 4-beam search over 4 code levels, and
@@ -51,7 +52,7 @@ def test_bench_setrec_causal_shape_times_lcrec_and_setrec_and_splits_the_search(
     ph = lc["phases"]
     # the phases add up to the whole search's counted arithmetic: prefill, then 3 decoding steps
     # (4 code levels: the prefill gives the first level's distribution)
-    assert len(ph["per_step"]) == 3 and ph["users"] == 8
+    assert len(ph["per_step"]) == 3 and ph["users"] == 8 and res["counted_users"] == 8   # the first batch
     assert ph["gflop_per_user"] == pytest.approx(lc["gflop_per_user"], rel=1e-3)
     assert ph["prefill"]["gflop_per_user"] + ph["steps"]["gflop_per_user"] == pytest.approx(ph["gflop_per_user"], rel=1e-3)
     # every step runs the output head over all 3,033 rows for 4 beams; the prefill for 1 position
