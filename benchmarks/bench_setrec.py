@@ -32,11 +32,12 @@ first batch, or on every timed batch with ``--count-all``: ``counted_users``): `
 and ``flop_ratio``. The FLOP ratio is the speed-up a
 compute-bound machine (this CPU) can show at best; a measured time ratio far under it means
 overhead, one near it means the arithmetic itself is the bound. The beam side's ``phases``
-split one batch's search (after the warm-up) by backbone call: the prompt's ``prefill`` (once
-per user; it also gives the first code's distribution), each decoding ``step`` (a forward of
-every beam's last token against the key/value cache), the cache ``reorder`` and the search's
-own work between them (``search``: log-softmax, trie gathers, top-k); per phase its seconds,
-counted GFLOP and the output head's share (the vocabulary projection). SETRec's
+split its search over the counted batches (after the warm-up) by backbone call: the prompt's
+``prefill`` (once per user: T5's encoder; the causal LM's prompt pass, which also gives the
+first code's distribution, so its first step costs nothing), each decoding ``step`` (a forward
+of every beam's last token against the key/value cache), the cache ``reorder`` and the
+search's own work between them (``search``: log-softmax, trie gathers, top-k); per phase its
+seconds, counted GFLOP and the output head's share (the vocabulary projection). SETRec's
 ``grounding_gflop_per_user`` is its item matching, the rest its backbone pass.
 
 SETRec needs the dataset's CF and text embeddings: the first run computes and caches them
@@ -112,8 +113,6 @@ class PhaseMeter:
         return self._call("prefill", self.backbone.begin, inputs, input_mask, beams)
 
     def step(self, state, tokens):
-        if tokens is None:                      # the first code's logits came with the prefill
-            return self.backbone.step(state, None)
         self._step += 1
         return self._call(f"step{self._step}", self.backbone.step, state, tokens)
 
@@ -121,31 +120,35 @@ class PhaseMeter:
         return self._call("reorder", self.backbone.reorder, state, index)
 
 
-def beam_phases(model, batch, beams: int, k: int, sync) -> dict:
-    """One batch's beam search split by backbone call (see the module docstring): seconds per
-    user of each phase from a timed search, GFLOP per user (and the output head's) from a
-    counted one."""
+def beam_phases(model, batches: list, beams: int, k: int, sync) -> dict:
+    """The beam search over ``batches`` split by backbone call (see the module docstring):
+    seconds per user of each phase from a timed search, GFLOP per user (and the output head's)
+    from a counted one."""
     from backbones.generation import beam_search
 
-    inputs, mask = model._inputs(batch.to(model.device))
     trie = model._trie(None)
-    n = len(batch)
-    with torch.no_grad():
-        timed = PhaseMeter(model.module, sync)
-        sync()
-        t0 = time.perf_counter()
-        beam_search(timed, inputs, mask, trie, beams, k)
-        sync()
-        total_s = time.perf_counter() - t0
-        counted = PhaseMeter(model.module, sync, count=True)
-        with frozen(model.module):
-            beam_search(counted, inputs, mask, trie, beams, k)
+    n, total_s, real, width = 0, 0.0, 0, 0
     sec, flop, head = defaultdict(float), defaultdict(float), defaultdict(float)
-    for rec in timed.calls:
-        sec[rec["phase"]] += rec["seconds"]
-    for rec in counted.calls:
-        flop[rec["phase"]] += rec["flop"]
-        head[rec["phase"]] += rec["head_flop"]
+    for batch in batches:
+        inputs, mask = model._inputs(batch.to(model.device))
+        with torch.no_grad():
+            timed = PhaseMeter(model.module, sync)
+            sync()
+            t0 = time.perf_counter()
+            beam_search(timed, inputs, mask, trie, beams, k)
+            sync()
+            total_s += time.perf_counter() - t0
+            counted = PhaseMeter(model.module, sync, count=True)
+            with frozen(model.module):
+                beam_search(counted, inputs, mask, trie, beams, k)
+        for rec in timed.calls:
+            sec[rec["phase"]] += rec["seconds"]
+        for rec in counted.calls:
+            flop[rec["phase"]] += rec["flop"]
+            head[rec["phase"]] += rec["head_flop"]
+        n += len(batch)
+        real += int(mask.sum())
+        width += int(mask.shape[1]) * len(batch)
     steps = sorted((p for p in flop if p.startswith("step")), key=lambda p: int(p[4:]))
 
     def entry(phases: list[str]) -> dict:
@@ -157,8 +160,7 @@ def beam_phases(model, batch, beams: int, k: int, sync) -> dict:
             "prefill": entry(["prefill"]), "steps": entry(steps), "per_step": [entry([p]) for p in steps],
             "reorder_s_per_user": _sig(sec["reorder"] / n),
             "search_s_per_user": _sig((total_s - sum(sec.values())) / n),
-            "prompt_tokens_mean": round(float(mask.sum(1).float().mean()), 1),
-            "prompt_width": int(mask.shape[1])}
+            "prompt_tokens_mean": round(real / n, 1), "prompt_width_mean": round(width / n, 1)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -293,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = setrec.module.query_outputs(tokens, first.history[:, -setrec.max_history:].to(setrec.device))
     ground_flop = gflop_per_user(lambda: setrec.module.per_query_scores(tokens, out), setrec.module)
     t_flop = rank_gflop_per_user(beam)
-    phases = beam_phases(beam, batches[0], max(args.beams, args.k), args.k, sync)
+    phases = beam_phases(beam, counted, max(args.beams, args.k), args.k, sync)
     lm = beam.module.model
     set_lm = setrec.module.backbone.model if args.backbone == "t5" else setrec.module.backbone.lm
     hist_items = [int((b.history[:, -setrec.max_history:] > 0).sum()) for b in batches]

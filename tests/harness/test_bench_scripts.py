@@ -29,6 +29,11 @@ def test_bench_setrec_times_and_counts_both_searches(tmp_path):
     s, t, hf = res["setrec"]["gflop_per_user"], res["tiger"]["gflop_per_user"], res["tiger_hf_generate"]["gflop_per_user"]
     assert 0 < s < t < hf
     assert abs(res["flop_ratio"] - t / s) < 0.05 * t / s + 0.01
+    ph = res["tiger"]["phases"]
+    # the search's phases add up to its counted arithmetic over the same users: the encoder,
+    # then one decoder pass per code level (the first from the start token)
+    assert ph["users"] == 16 and ph["gflop_per_user"] == pytest.approx(t, rel=1e-3)
+    assert ph["prefill"]["head_gflop_per_user"] == 0 and all(s_["gflop_per_user"] > 0 for s_ in ph["per_step"])
 
 
 def test_bench_setrec_causal_shape_times_lcrec_and_setrec_and_splits_the_search(tmp_path, capsys):
@@ -50,14 +55,15 @@ def test_bench_setrec_causal_shape_times_lcrec_and_setrec_and_splits_the_search(
     assert lc["block_parameters"] == st["block_parameters"]                          # one shape on both sides
     assert lc["vocab_rows"] == 3000 + 1 + 4 * 8            # text rows + separator + 4 levels of 8 codes
     ph = lc["phases"]
-    # the phases add up to the whole search's counted arithmetic: prefill, then 3 decoding steps
-    # (4 code levels: the prefill gives the first level's distribution)
-    assert len(ph["per_step"]) == 3 and ph["users"] == 8 and res["counted_users"] == 8   # the first batch
+    # the phases add up to the whole search's counted arithmetic: prefill, then one step per
+    # code level, the first free (the prefill gave its distribution)
+    assert len(ph["per_step"]) == 4 and ph["users"] == 8 and res["counted_users"] == 8   # the first batch
+    assert ph["per_step"][0]["gflop_per_user"] == 0
     assert ph["gflop_per_user"] == pytest.approx(lc["gflop_per_user"], rel=1e-3)
     assert ph["prefill"]["gflop_per_user"] + ph["steps"]["gflop_per_user"] == pytest.approx(ph["gflop_per_user"], rel=1e-3)
     # every step runs the output head over all 3,033 rows for 4 beams; the prefill for 1 position
     head = 2 * 32 * 3033 / 1e9
-    assert ph["per_step"][0]["head_gflop_per_user"] == pytest.approx(4 * head, rel=1e-3)
+    assert ph["per_step"][1]["head_gflop_per_user"] == pytest.approx(4 * head, rel=1e-3)
     assert ph["prefill"]["head_gflop_per_user"] == pytest.approx(head, rel=1e-3)
     assert 0 < st["grounding_gflop_per_user"] < st["gflop_per_user"]
     assert res["flop_ratio"] == pytest.approx(lc["gflop_per_user"] / st["gflop_per_user"], rel=0.02)
