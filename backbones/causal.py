@@ -7,7 +7,9 @@ tokens added to the vocabulary; SETRec and LETTER-LC-Rec likewise (Qwen2.5 / LLa
   name such as ``Qwen/Qwen2.5-0.5B`` (:mod:`backbones.hub`); its embedding matrix is
   resized to the harness's vocabulary (its tokenizer + the identifier tokens). Without a
   checkpoint, a TINY model is built from a config (``family``: qwen2 or llama; the sizes
-  below) for CPU runs and tests.
+  below) for CPU runs and tests, or one of a published model's shape (:data:`SHAPES`, e.g.
+  Qwen2.5-0.5B's layer sizes, rope theta, norm eps and tokenizer vocabulary; random weights)
+  for cost measurements: ``shape_config("qwen2.5-0.5b")`` gives its config fields.
 - ``lora``: "auto" (LoRA on a checkpoint, full training of a from-config model, whose random
   weights LoRA could not adapt), True or False. LoRA: rank ``lora_r``, ``lora_alpha``,
   ``lora_dropout`` on ``lora_targets`` (default q_proj, v_proj as LC-Rec and SETRec), and the
@@ -45,6 +47,9 @@ class CausalBackboneConfig:
     n_kv_heads: int = 2
     intermediate: int = 512
     max_positions: int = 2048
+    rope_theta: float | None = None  # None: transformers' default for the family
+    rms_eps: float | None = None     # None: transformers' default for the family
+    text_vocab: int | None = None    # from-config builds: text token rows before the harness's new tokens
     checkpoint: str | None = None
     lora: bool | Literal["auto"] = "auto"
     lora_r: int = 8
@@ -52,6 +57,44 @@ class CausalBackboneConfig:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     dtype: str = "float32"         # float32 | bfloat16 | float16 (checkpoints on GPUs)
+
+
+#: Published decoder-only models' shapes as CausalBackboneConfig fields, for from-config models
+#: of LLM size (random weights: the cost of a pass does not depend on them; nothing is
+#: downloaded). ``text_vocab``: the checkpoint's embedding rows (its tokenizer vocabulary,
+#: padded), which the harness's new tokens (separator, item codes) are added to.
+SHAPES: dict[str, dict] = {
+    # Qwen/Qwen2.5-0.5B, config.json on the Hugging Face hub: hidden_size 896,
+    # num_hidden_layers 24, num_attention_heads 14, num_key_value_heads 2, intermediate_size
+    # 4864, max_position_embeddings 32768, rope_theta 1000000.0, rms_norm_eps 1e-06,
+    # vocab_size 151936, tie_word_embeddings true (0.49B parameters, 0.36B without embeddings)
+    "qwen2.5-0.5b": {"family": "qwen2", "hidden": 896, "n_layers": 24, "n_heads": 14, "n_kv_heads": 2,
+                     "intermediate": 4864, "max_positions": 32768, "rope_theta": 1000000.0,
+                     "rms_eps": 1e-06, "text_vocab": 151936},
+}
+
+
+def shape_config(name: str) -> dict:
+    """The CausalBackboneConfig fields of the named published shape (:data:`SHAPES`)."""
+    if name not in SHAPES:
+        raise ValueError(f"unknown causal backbone shape {name!r}; known: {', '.join(sorted(SHAPES))}")
+    return dict(SHAPES[name])
+
+
+def lm_rows(cfg: CausalBackboneConfig, vocab_size: int, n_new: int) -> int:
+    """Embedding (and tied output) rows of a from-config model: the harness's ``vocab_size``,
+    or, with ``text_vocab``, that many text rows plus the ``n_new`` new tokens (the harness's
+    own ids all fall inside: its text part is at most ``text_vocab``)."""
+    if cfg.text_vocab is None:
+        return vocab_size
+    if cfg.checkpoint:
+        raise ValueError("backbone_config.text_vocab is for from-config builds; "
+                         f"the checkpoint {cfg.checkpoint!r} has its own vocabulary")
+    rows = cfg.text_vocab + n_new
+    if vocab_size > rows:
+        raise ValueError(f"backbone_config.text_vocab = {cfg.text_vocab} is smaller than the text vocabulary "
+                         f"the harness uses ({vocab_size - n_new} ids before its {n_new} new tokens)")
+    return rows
 
 
 @dataclass
@@ -71,6 +114,7 @@ class CausalBackbone(GenerativeBackbone):
         from transformers import AutoModelForCausalLM
 
         dtype = getattr(torch, cfg.dtype)
+        vocab_size = lm_rows(cfg, vocab_size, len(new_token_ids or ()))
         if cfg.checkpoint:
             model = from_pretrained(AutoModelForCausalLM, cfg.checkpoint, dtype=dtype)
             model.resize_token_embeddings(vocab_size)
@@ -103,6 +147,10 @@ class CausalBackbone(GenerativeBackbone):
                       num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.max_positions,
                       pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id,
                       tie_word_embeddings=True)
+        if cfg.rope_theta is not None:
+            common["rope_theta"] = cfg.rope_theta
+        if cfg.rms_eps is not None:
+            common["rms_norm_eps"] = cfg.rms_eps
         if cfg.family == "qwen2":
             return Qwen2Config(**common)
         if cfg.family == "llama":
@@ -188,10 +236,11 @@ class SetCausalLM(nn.Module):
         super().__init__()
         from transformers import AutoModelForCausalLM
 
+        rows = lm_rows(cfg, max(vocab_size, 2), 0)   # no new tokens: set tokens are continuous
         if cfg.checkpoint:
             full = from_pretrained(AutoModelForCausalLM, cfg.checkpoint, dtype=getattr(torch, cfg.dtype))
         else:
-            full = AutoModelForCausalLM.from_config(CausalBackbone._config(max(vocab_size, 2), 0, 0, cfg))
+            full = AutoModelForCausalLM.from_config(CausalBackbone._config(rows, 0, 0, cfg))
         stack = full.base_model
         use_lora = bool(cfg.checkpoint) if cfg.lora == "auto" else bool(cfg.lora)
         if use_lora:

@@ -1,14 +1,19 @@
 """What a ranking costs in arithmetic, for the benchmark scripts that compare decodings at equal
 model size (``bench_setrec``, ``bench_rpg``): the counted FLOPs of one call, per user, and the
-parameters of a T5's transformer blocks (the size the comparison holds equal).
+parameters of a transformer's blocks (the size the comparison holds equal).
 
 FLOPs are COUNTED, not timed (``torch.utils.flop_counter``: matrix products and attention):
 the best speed-up a compute-bound machine can show. Gathers, sorts and top-k cost no FLOPs
-there, which is why a gather-based ranking (RPG's) counts only its network.
+there, which is why a gather-based ranking (RPG's) counts only its network. torch's counter
+has no formula for the CPU kernel of ``scaled_dot_product_attention``
+(``_scaled_dot_product_flash_attention_for_cpu``, what transformers' ``sdpa`` attention runs
+on a CPU) and would count that attention as zero; :func:`counted_gflop` adds the formula torch
+uses for its GPU kernels (two matrix products, the causal half not subtracted).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -18,23 +23,46 @@ def counted_gflop(fn: Callable[[], object], n_users: int, *models: torch.nn.Modu
     """Counted multiply-adds x 2 of ``fn()`` (one batch of ``n_users``), per user, in GFLOP.
     The models' parameters are frozen meanwhile: the counter's module hooks reject the
     grad-requiring views that no_grad creates of parameters (e.g. SETRec's expanded queries)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     if n_users < 1:
         raise ValueError(f"counted_gflop: n_users must be at least 1, got {n_users}")
-    params = [p for m in models for p in m.parameters() if p.requires_grad]
-    counter = FlopCounterMode(display=False)
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        with torch.no_grad(), counter:
-            fn()
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+    counter = flop_counter()
+    with frozen(*models), torch.no_grad(), counter:
+        fn()
     return counter.get_total_flops() / n_users / 1e9
 
 
+@contextlib.contextmanager
+def frozen(*models: torch.nn.Module):
+    """The models' trainable parameters set to ``requires_grad=False`` for the block, restored
+    after it (what counting under no_grad needs, see :func:`counted_gflop`)."""
+    params = [p for m in models for p in m.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _cpu_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def flop_counter():
+    """A ``FlopCounterMode`` (no display) that also counts the CPU attention kernel."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flop})
+
+
 def block_parameters(module: torch.nn.Module) -> int:
-    """Parameters of a T5's transformer blocks and final norms (embeddings and heads excluded)."""
-    return sum(p.numel() for n, p in module.named_parameters() if ".block." in n or "final_layer_norm" in n)
+    """Parameters of a transformer's blocks and final norms, embeddings and heads excluded: a
+    T5's ``block`` lists and ``final_layer_norm``, a Qwen2 / LLaMA's ``layers`` and ``norm``."""
+    def is_block(name: str) -> bool:
+        parts = name.split(".")
+        return "block" in parts or "layers" in parts or (len(parts) > 1 and parts[-2] in ("final_layer_norm", "norm"))
+    return sum(p.numel() for n, p in module.named_parameters() if is_block(n))

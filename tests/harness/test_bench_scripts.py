@@ -18,9 +18,10 @@ def test_bench_setrec_times_and_counts_both_searches(tmp_path):
     out = tmp_path / "bench.json"
     res = bench_setrec.main(["--dataset", json.dumps(entry), *TINY_T5, "--users", "16", "--batch", "8",
                              "--beams", "4", "--k", "4", "--hf-users", "8", "--cf-source", "sasrec",
-                             "--json", str(out)])
+                             "--count-all", "--json", str(out)])
     assert json.loads(out.read_text()) == res
     assert res["users"] == 16 and res["setrec"]["users_per_s"] > 0 and res["tiger"]["users_per_s"] > 0
+    assert res["counted_users"] == 16                   # --count-all: both timed batches counted
     # equal backbone blocks, so the comparison is like for like
     assert res["setrec"]["block_parameters"] == res["tiger"]["block_parameters"]
     # one pass of 5 queries costs less arithmetic than 4-beam search over 4 code levels, and
@@ -28,6 +29,50 @@ def test_bench_setrec_times_and_counts_both_searches(tmp_path):
     s, t, hf = res["setrec"]["gflop_per_user"], res["tiger"]["gflop_per_user"], res["tiger_hf_generate"]["gflop_per_user"]
     assert 0 < s < t < hf
     assert abs(res["flop_ratio"] - t / s) < 0.05 * t / s + 0.01
+    ph = res["tiger"]["phases"]
+    # the search's phases add up to its counted arithmetic over the same users: the encoder,
+    # then one decoder pass per code level (the first from the start token)
+    assert ph["users"] == 16 and ph["gflop_per_user"] == pytest.approx(t, rel=1e-3)
+    assert ph["prefill"]["head_gflop_per_user"] == 0 and all(s_["gflop_per_user"] > 0 for s_ in ph["per_step"])
+
+
+def test_bench_setrec_causal_shape_times_lcrec_and_setrec_and_splits_the_search(tmp_path, capsys):
+    """--backbone causal --shape: LC-Rec's 4-code beam search against SETRec-causal on one
+    decoder-only shape (Qwen2.5-0.5B's config, shrunk to a tiny width here)."""
+    from benchmarks import bench_setrec
+
+    entry = write_toy_recbole(tmp_path / "toy")
+    tiny = {"hidden": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "intermediate": 64, "text_vocab": 3000}
+    res = bench_setrec.main(["--dataset", json.dumps(entry), "--backbone", "causal", "--shape", "qwen2.5-0.5b",
+                             "--backbone-config", json.dumps(tiny),
+                             "--identifier-config", json.dumps({"epochs": 3, "hidden": [32], "codebook_size": 8}),
+                             "--users", "16", "--batch", "8", "--beams", "4", "--k", "4", "--n-sem", "2",
+                             "--cf-source", "sasrec"])
+    lc, st = res["lcrec"], res["setrec"]
+    assert res["users"] == 16 and lc["users_per_s"] > 0 and st["users_per_s"] > 0
+    assert lc["method"] == "lcrec" and st["method"] == "setrec-causal" and st["n_query"] == 3
+    assert res["model"]["rope_theta"] == 1e6 and res["model"]["n_layers"] == 1     # the shape, then the overrides
+    assert lc["block_parameters"] == st["block_parameters"]                          # one shape on both sides
+    assert lc["vocab_rows"] == 3000 + 1 + 4 * 8            # text rows + separator + 4 levels of 8 codes
+    ph = lc["phases"]
+    # the phases add up to the whole search's counted arithmetic: prefill, then one step per
+    # code level, the first free (the prefill gave its distribution)
+    assert len(ph["per_step"]) == 4 and ph["users"] == 8 and res["counted_users"] == 8   # the first batch
+    assert ph["per_step"][0]["gflop_per_user"] == 0
+    assert ph["gflop_per_user"] == pytest.approx(lc["gflop_per_user"], rel=1e-3)
+    assert ph["prefill"]["gflop_per_user"] + ph["steps"]["gflop_per_user"] == pytest.approx(ph["gflop_per_user"], rel=1e-3)
+    # every step runs the output head over all 3,033 rows for 4 beams; the prefill for 1 position
+    head = 2 * 32 * 3033 / 1e9
+    assert ph["per_step"][1]["head_gflop_per_user"] == pytest.approx(4 * head, rel=1e-3)
+    assert ph["prefill"]["head_gflop_per_user"] == pytest.approx(head, rel=1e-3)
+    assert 0 < st["grounding_gflop_per_user"] < st["gflop_per_user"]
+    assert res["flop_ratio"] == pytest.approx(lc["gflop_per_user"] / st["gflop_per_user"], rel=0.02)
+    for bad, says in ((["--shape", "qwen2.5-0.5b"], "needs --backbone causal"),            # a T5 has no shape
+                      (["--backbone", "causal", "--shape", "qwen9"], "unknown causal backbone shape 'qwen9'"),
+                      (["--backbone", "causal", "--d-model", "64"], "are T5 sizes")):
+        with pytest.raises(SystemExit):
+            bench_setrec.main(["--dataset", json.dumps(entry), *bad])
+        assert says in capsys.readouterr().err
 
 
 def test_bench_generation_times_masked_search_at_the_configured_beam(tmp_path):
