@@ -49,9 +49,13 @@ cross-attention keys / values once per user (``backbones/t5.py`` folds the beams
 query axis) and a self-attention cache of ``layers · 2 · a · d · B · beams · t · e``. Both add
 the fp32 logits of the B · beams rows and one layer's transient activations.
 
-Not counted: the framework's workspace (cuBLAS, the CUDA context: about 0.5-1 GB per process),
-allocator fragmentation, and autocast's cast copies of fp32 weights (a bf16 copy of each
-weight a matmul reads, freed after use). The tests (``tests/harness/test_memory.py``) compare
+Under autocast (fp32 parameters, bf16 / fp16 compute) the casts add: a 2-byte copy of every
+matrix a matmul reads (:func:`autocast_copies`), kept for the backward pass; in the decoder-only
+model a fp32 residual stream (each norm's output fp32 and cast by its consumer, +2h); T5 keeps
+fp32 activations whatever the autocast (measured), so its formula takes e = 4 there.
+
+Not counted: the framework's workspace (cuBLAS, the CUDA context: about 0.5-1 GB per process)
+and allocator fragmentation. The tests (``tests/harness/test_memory.py``) compare
 the activation formulas with :func:`saved_bytes` on tiny T5 and decoder-only models, with and
 without checkpointing.
 """
@@ -133,22 +137,31 @@ class Stack:
         raise ValueError(f"{type(module).__name__} holds no transformers model: no activation formula for it")
 
 
-def _norm(h: int, e: int) -> int:
-    """Bytes one RMS norm keeps per token, its consumer's copy of the output included."""
-    return 4 * h + 4 + 2 * e * h
+def _norm(h: int, e: int, autocast: bool = False) -> int:
+    """Bytes one RMS norm keeps per token, its consumer's copy of the output included; under
+    autocast the residual stream stays fp32, so the output is fp32 and its consumer casts it."""
+    return 4 * h + 4 + (4 * h + 2 * h if autocast else 2 * e * h)
+
+
+def autocast_copies(module: nn.Module) -> int:
+    """Bytes of the low-precision copies autocast makes of a module's fp32 matrices (every
+    2-D parameter a matmul reads; kept for the backward pass): 2 bytes per element."""
+    return sum(2 * p.numel() for p in module.parameters() if p.dtype == torch.float32 and p.dim() == 2)
 
 
 # --------------------------------------------------------------------------- activations
 def causal_activations(st: Stack, batch: int, seq: int, *, logit_positions: int, e: int,
-                       checkpointing: bool = False, lm_head: bool = True) -> dict:
+                       checkpointing: bool = False, lm_head: bool = True, autocast: bool = False) -> dict:
     """Bytes a decoder-only model's training forward over ``batch`` x ``seq`` tokens keeps
     (``held``) and the backward's peak on top of the state (``peak``); ``logit_positions``: the
     target positions the loss reads (the LM head runs on those alone, ``logits_to_keep``).
-    ``lm_head=False``: a stack without the head (SETRec's; its loss is the method's)."""
+    ``lm_head=False``: a stack without the head (SETRec's; its loss is the method's).
+    ``autocast``: fp32 parameters computing in ``e`` (add :func:`autocast_copies`)."""
     b, s, h, a, d, f = batch, seq, st.hidden, st.heads, st.head_dim, st.ffn
     tokens = b * s
-    layer = tokens * (2 * _norm(h, e) + e * (4 * a * d + h) + 4 * a + 4 * e * f)
-    once = 8 * tokens + 2 * tokens * d * e + b * s * s * e + tokens * (4 * h + 4 + e * h)
+    layer = tokens * (2 * _norm(h, e, autocast) + e * (4 * a * d + h) + 4 * a + 4 * e * f)
+    ea = 4 if autocast else e            # what stays in the parameters' fp32 under autocast
+    once = 8 * tokens + 2 * tokens * d * ea + b * s * s * ea + tokens * (4 * h + 4 + ea * h)
     if lm_head:
         once += b * (logit_positions + 1) * h * e + b * logit_positions * (st.vocab * 4 + 8) + 4
     if not checkpointing:
@@ -175,10 +188,14 @@ def _t5_ffn(b: int, n: int, st: Stack, e: int, m: int) -> int:
 
 
 def t5_activations(st: Stack, batch: int, enc_len: int, dec_len: int, *, e: int, mask_bytes: int,
-                   checkpointing: bool = False, lm_head: bool = True) -> dict:
+                   checkpointing: bool = False, lm_head: bool = True, autocast: bool = False) -> dict:
     """Bytes a T5's training forward (encoder ``enc_len``, decoder ``dec_len`` tokens) keeps
     (``held``) and its backward's peak on top of the state (``peak``); ``mask_bytes``: bytes of
-    a dropout-mask element (1 on CUDA, ``e`` on the CPU)."""
+    a dropout-mask element (1 on CUDA, ``e`` on the CPU). ``autocast`` (fp32 parameters,
+    low-precision compute): transformers' T5 keeps its activations in fp32 all the same
+    (attention and norms in fp32, each linear's input kept and cast), so ``e`` is 4; add
+    :func:`autocast_copies`."""
+    e = 4 if autocast else e
     b, s, t, h, a = batch, enc_len, dec_len, st.hidden, st.heads
     m, drop = mask_bytes, st.dropout > 0
     enc_layer = _t5_attention(b, s, s, st, e, m, False) + _t5_ffn(b, s, st, e, m)

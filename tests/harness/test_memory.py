@@ -7,8 +7,8 @@ import torch
 
 from backbones.causal import CausalBackbone, CausalBackboneConfig
 from backbones.t5 import T5Backbone, T5BackboneConfig
-from benchmarks.memory import (Stack, causal_activations, kv_cache_causal, saved_bytes, state_bytes,
-                               t5_activations)
+from benchmarks.memory import (Stack, autocast_copies, causal_activations, kv_cache_causal, saved_bytes,
+                               state_bytes, t5_activations)
 from benchmarks.training import enable_gradient_checkpointing, state_memory_mb
 
 #: |estimate / measurement - 1| allowed; with checkpointing the held part is small (layer
@@ -71,6 +71,43 @@ def test_the_decoder_only_formula_is_what_a_training_forward_keeps(checkpointing
         measured = saved_bytes(lambda: m.loss(inp, mask, tgt), m, (inp, mask, tgt))
         est = causal_activations(st, b, s + t, logit_positions=t, e=4, checkpointing=checkpointing)
         assert abs(est["held"] / measured - 1) <= TOLERANCE[checkpointing], (b, s, t, est, measured)
+
+
+def _autocast(fn):
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+    return run
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_the_t5_formula_under_bf16_autocast(dropout):
+    """fp32 parameters computing in bf16 (the paper preset's T5 cells on a GPU)."""
+    m = _t5(dropout, False)
+    st = Stack.of(m)
+    for b, s, t in SHAPES:
+        inp, mask, tgt = _batch(b, s, t, "right")
+        measured = saved_bytes(_autocast(lambda: m.loss(inp, mask, tgt)), m, (inp, mask, tgt))
+        est = t5_activations(st, b, s, t, e=2, mask_bytes=2, autocast=True)["held"] + autocast_copies(m)
+        assert abs(est / measured - 1) <= 0.1, (b, s, t, est, measured)
+
+
+@pytest.mark.parametrize("mode", ["bf16 parameters", "bf16 autocast"])
+def test_the_decoder_only_formula_in_bf16(mode):
+    """bf16 parameters (the paper preset's LLM cells, ``dtype: bfloat16``) and fp32 ones under
+    bf16 autocast."""
+    m = _causal(False)
+    autocast = mode == "bf16 autocast"
+    if not autocast:
+        m = m.to(torch.bfloat16)
+    st = Stack.of(m)
+    for b, s, t in SHAPES:
+        inp, mask, tgt = _batch(b, s, t, "left")
+        fn = lambda: m.loss(inp, mask, tgt)
+        measured = saved_bytes(_autocast(fn) if autocast else fn, m, (inp, mask, tgt))
+        est = causal_activations(st, b, s + t, logit_positions=t, e=2, autocast=autocast)["held"]
+        est += autocast_copies(m) if autocast else 0
+        assert abs(est / measured - 1) <= 0.1, (b, s, t, est, measured)
 
 
 def test_state_on_the_meta_device_equals_the_real_build():
