@@ -7,7 +7,9 @@ tokens added to the vocabulary; SETRec and LETTER-LC-Rec likewise (Qwen2.5 / LLa
   name such as ``Qwen/Qwen2.5-0.5B`` (:mod:`backbones.hub`); its embedding matrix is
   resized to the harness's vocabulary (its tokenizer + the identifier tokens). Without a
   checkpoint, a TINY model is built from a config (``family``: qwen2 or llama; the sizes
-  below) for CPU runs and tests.
+  below) for CPU runs and tests; ``dtype`` is that of its weights too. ``vocab_size``: at
+  least this many embedding rows in a from-config build (a checkpoint's vocabulary, for a
+  model of its shape: :data:`SHAPES`).
 - ``lora``: "auto" (LoRA on a checkpoint, full training of a from-config model, whose random
   weights LoRA could not adapt), True or False. LoRA: rank ``lora_r``, ``lora_alpha``,
   ``lora_dropout`` on ``lora_targets`` (default q_proj, v_proj as LC-Rec and SETRec), and the
@@ -52,6 +54,18 @@ class CausalBackboneConfig:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     dtype: str = "float32"         # float32 | bfloat16 | float16 (checkpoints on GPUs)
+    vocab_size: int | None = None  # from-config builds: at least this many embedding rows
+
+
+#: Published decoder-only shapes as ``CausalBackboneConfig`` fields (their config.json's sizes),
+#: for a from-config model of a checkpoint's shape where the checkpoint is absent (the memory
+#: estimate of ``genrec-bench run --estimate-only --llm-shape NAME``): Qwen2.5-1.5B, 1.54 B
+#: parameters, 28 layers, 12 query and 2 key/value heads of 128, SwiGLU 8960, tied embeddings
+#: of 151,936 rows.
+SHAPES: dict[str, dict] = {
+    "Qwen2.5-1.5B": {"family": "qwen2", "hidden": 1536, "n_layers": 28, "n_heads": 12, "n_kv_heads": 2,
+                     "intermediate": 8960, "max_positions": 32768, "vocab_size": 151936},
+}
 
 
 @dataclass
@@ -75,7 +89,7 @@ class CausalBackbone(GenerativeBackbone):
             model = from_pretrained(AutoModelForCausalLM, cfg.checkpoint, dtype=dtype)
             model.resize_token_embeddings(vocab_size)
         else:
-            model = AutoModelForCausalLM.from_config(self._config(vocab_size, pad_id, eos_id, cfg))
+            model = AutoModelForCausalLM.from_config(self._config(vocab_size, pad_id, eos_id, cfg), dtype=dtype)
         model.config.pad_token_id = pad_id
         model.config.eos_token_id = eos_id
         self._kw = cache_kw(model)
@@ -98,7 +112,7 @@ class CausalBackbone(GenerativeBackbone):
     def _config(vocab_size: int, pad_id: int, eos_id: int, cfg: CausalBackboneConfig):
         from transformers import LlamaConfig, Qwen2Config
 
-        common = dict(vocab_size=vocab_size, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+        common = dict(vocab_size=max(vocab_size, cfg.vocab_size or 0), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
                       num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                       num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.max_positions,
                       pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id,
@@ -191,7 +205,8 @@ class SetCausalLM(nn.Module):
         if cfg.checkpoint:
             full = from_pretrained(AutoModelForCausalLM, cfg.checkpoint, dtype=getattr(torch, cfg.dtype))
         else:
-            full = AutoModelForCausalLM.from_config(CausalBackbone._config(max(vocab_size, 2), 0, 0, cfg))
+            full = AutoModelForCausalLM.from_config(CausalBackbone._config(max(vocab_size, 2), 0, 0, cfg),
+                                                    dtype=getattr(torch, cfg.dtype))
         stack = full.base_model
         use_lora = bool(cfg.checkpoint) if cfg.lora == "auto" else bool(cfg.lora)
         if use_lora:

@@ -89,7 +89,11 @@ class TorchRecommender(Recommender):
             raise ConfigError(f"{type(config).__qualname__}: field 'grad_accum': expected an integer >= 1, "
                               f"got {config.grad_accum}")
         self._shard: _Shard | None = None      # set by train_loop under data parallelism
-        self.module: nn.Module = self.build().to(self.device)
+        if ctx.meta:     # an estimate: shapes only, nothing allocated (never trained)
+            with torch.device("meta"):
+                self.module: nn.Module = self.build()
+        else:
+            self.module = self.build().to(self.device)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(self.module, f"{type(config).__qualname__}: field 'gradient_checkpointing'")
 
@@ -132,6 +136,18 @@ class TorchRecommender(Recommender):
 
     def n_batches(self) -> int | None:
         """Batches per epoch, for the progress bar (None if unknown)."""
+        return None
+
+    def memory_estimate(self, batch: Any, eval_batch: Any, *, e: int, mask_bytes: int,
+                        autocast: bool) -> dict | None:
+        """GPU bytes, from shapes (:mod:`benchmarks.memory`), of one training step's
+        activations on ``batch`` (``held``, ``peak``: see the formulas there; the widest
+        micro-batch under ``grad_accum``, checkpointing as configured) and of ranking
+        ``eval_batch`` (a :class:`~benchmarks.protocol.UserBatch`; ``eval``: caches, logits,
+        transients), plus ``formula`` (which one). ``e``: an activation element's bytes,
+        ``mask_bytes``: a dropout mask element's, ``autocast``: fp32 parameters computing in
+        ``e``. None (this default): no formula; the estimate then measures a real forward
+        (:func:`benchmarks.memory.saved_bytes`)."""
         return None
 
     def share(self, batches: list, rng: np.random.Generator) -> list:

@@ -147,3 +147,29 @@ def test_the_decoder_only_cache_is_the_prompt_cache_repeated_per_beam():
 def test_a_module_without_a_transformer_has_no_formula():
     with pytest.raises(ValueError, match="Linear holds no transformers model"):
         Stack.of(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("method", ["tiger", "lcrec", "bigrec", "setrec-t5", "setrec-causal"])
+def test_a_methods_estimate_is_what_its_widest_batch_keeps(method):
+    """The method's own ``memory_estimate`` (its batch layout: prompts, identifier lengths,
+    SETRec's set layout and item-token head) against the measurement of its loss on the widest
+    of its real training batches (smoke sizes on the toy data, fp32 on the CPU)."""
+    import numpy as np
+
+    from benchmarks.config import build_config
+    from benchmarks.context import build_context
+    from benchmarks.data.toy import toy_dataset
+    from benchmarks.evaluation.evaluator import user_batch
+    from benchmarks.registry import METHODS
+
+    ds = toy_dataset()
+    cls = METHODS.get(method)
+    model = cls(build_config(cls.Config, {**cls.smoke_config, "batch_size": 16}),
+                build_context(ds, needs=cls.needs, progress=False))
+    model.train()
+    batch = max(model.batches(np.random.default_rng(0)), key=lambda b: sum(t.numel() for t in b))
+    measured = saved_bytes(lambda: model.loss(batch), model.module, tuple(batch))
+    est = model.memory_estimate(batch, user_batch(ds, "test", ds.eval_users("test")[:8]),
+                                e=4, mask_bytes=4, autocast=False)
+    assert abs(est["held"] / measured - 1) <= 0.15, (est, measured)
+    assert est["eval"] > 0 and est["formula"] in ("t5", "causal", "set-t5", "set-causal")
