@@ -68,6 +68,26 @@ SHAPES: dict[str, dict] = {
 }
 
 
+def shape_of(folder: str) -> dict | None:
+    """A local checkpoint folder's shape as ``CausalBackboneConfig`` fields (read from its
+    config.json, no weights), or None where ``folder`` holds no config.json. A model type
+    other than qwen2 / llama is a ValueError naming the file."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    conf = json.loads(path.read_text())
+    if conf.get("model_type") not in ("qwen2", "llama"):
+        raise ValueError(f"{path}: model_type {conf.get('model_type')!r}: expected qwen2 or llama")
+    heads = conf["num_attention_heads"]
+    return {"family": conf["model_type"], "hidden": conf["hidden_size"], "n_layers": conf["num_hidden_layers"],
+            "n_heads": heads, "n_kv_heads": conf.get("num_key_value_heads") or heads,
+            "intermediate": conf["intermediate_size"], "max_positions": conf.get("max_position_embeddings", 2048),
+            "vocab_size": conf["vocab_size"]}
+
+
 @dataclass
 class _CausalState:
     mask: torch.Tensor

@@ -247,17 +247,19 @@ def _select_methods(entries: list[MethodEntry], wanted: list[str]) -> list[Metho
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def expand_env(value: Any, where: str, field: str = "") -> Any:
+def expand_env(value: Any, where: str, field: str = "", keep_unset: bool = False) -> Any:
     """``${VAR}`` in a method config's strings -> the environment variable's value (e.g. a
     local checkpoint path in the paper preset). Only the cells that run are expanded, so a
     filtered run needs only its own variables; an unset variable stops with one error naming
-    the field."""
+    the field (``keep_unset``: stays ``${VAR}``, for a memory estimate that needs no file)."""
     if isinstance(value, dict):
-        return {k: expand_env(v, where, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
+        return {k: expand_env(v, where, f"{field}.{k}" if field else str(k), keep_unset) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(expand_env(v, where, f"{field}[{i}]") for i, v in enumerate(value))
+        return type(value)(expand_env(v, where, f"{field}[{i}]", keep_unset) for i, v in enumerate(value))
     if isinstance(value, str):
         def sub(m: re.Match) -> str:
+            if m.group(1) not in os.environ and keep_unset:
+                return m.group(0)
             if m.group(1) not in os.environ:
                 raise ConfigError(f"{where}: config field {field!r} uses ${{{m.group(1)}}}, which is not set "
                                   f"in the environment (export it, e.g. a local checkpoint path)")
@@ -266,9 +268,10 @@ def expand_env(value: Any, where: str, field: str = "") -> Any:
     return value
 
 
-def expand(matrix: Matrix) -> list[Cell]:
+def expand(matrix: Matrix, keep_unset_env: bool = False) -> list[Cell]:
     """The matrix's cells, every method config (with its per-dataset overrides) built and
-    checked against its Config class: a wrong key or type stops here, before anything runs."""
+    checked against its Config class: a wrong key or type stops here, before anything runs.
+    ``keep_unset_env``: an unset ``${VAR}`` stays as written (:func:`expand_env`)."""
     eval_cfg = _eval_config(matrix.evaluation, matrix.source)
     cells = []
     for d in matrix.datasets:
@@ -281,7 +284,7 @@ def expand(matrix: Matrix) -> list[Cell]:
                 continue
             cls = METHODS.get(entry.name)
             overrides = expand_env({**entry.config, **entry.per_dataset.get(spec.name, {})},
-                                   f"{matrix.source}: method {entry.label!r}")
+                                   f"{matrix.source}: method {entry.label!r}", keep_unset=keep_unset_env)
             try:
                 cfg = build_config(cls.Config, overrides)
                 if hasattr(cfg, "max_history"):

@@ -254,22 +254,35 @@ def saved_bytes(forward: Callable[[], Any], module: nn.Module, inputs: tuple = (
     during the call that is still alive after it (what a non-reentrant checkpoint keeps:
     its layers' inputs), unique storages, ``module``'s parameters and buffers and ``inputs``
     excluded. A real forward (not the meta device)."""
-    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers(), *inputs]}
+    own = {ptr for t in [*module.parameters(), *module.buffers(), *inputs] for ptr, _ in _storages(t)}
     gc.collect()
-    before = {id(o) for o in _live_objects() if isinstance(o, torch.Tensor)}
+    before = {id(o) for o in _live_objects()}
     kept: dict[int, int] = {}
 
     def pack(t: torch.Tensor):
-        st = t.untyped_storage()
-        kept.setdefault(st.data_ptr(), st.nbytes())
+        for ptr, n in _storages(t):
+            kept.setdefault(ptr, n)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = forward()
     gc.collect()
     for o in _live_objects():
-        if isinstance(o, torch.Tensor) and id(o) not in before and not o.is_meta and o.layout == torch.strided:
-            st = o.untyped_storage()
-            kept.setdefault(st.data_ptr(), st.nbytes())
+        if id(o) not in before and not o.is_meta:
+            for ptr, n in _storages(o):
+                kept.setdefault(ptr, n)
     del out
     return sum(n for ptr, n in kept.items() if ptr not in own and ptr != 0)
+
+
+def _storages(t: torch.Tensor) -> list[tuple[int, int]]:
+    """(address, bytes) of the storages a tensor uses: a sparse one's values and indices."""
+    if t.layout == torch.sparse_coo:
+        parts = [t._values(), t._indices()]
+    elif t.layout == torch.sparse_csr:
+        parts = [t.values(), t.crow_indices(), t.col_indices()]
+    elif t.layout == torch.strided:
+        parts = [t]
+    else:
+        return []
+    return [(p.untyped_storage().data_ptr(), p.untyped_storage().nbytes()) for p in parts]
