@@ -447,26 +447,41 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -
     return row
 
 
-SHORT_TOKENIZER = "identifiers from a 1-epoch tokenizer"
+#: the most epochs an estimate trains a tokenizer (RQ-VAE) for: its identifiers' lengths and
+#: vocabulary are the configured ones from there (LC-Rec's and LETTER's fixed 256-code last level
+#: needs some training to tell the colliding items apart)
+ESTIMATE_TOKENIZER_EPOCHS = 100
+SHORT_TOKENIZER = f"identifiers from a tokenizer of at most {ESTIMATE_TOKENIZER_EPOCHS} epochs"
+SHORT_CF = "CF embeddings from a 1-epoch SASRec"
 
 
-def _llm_shape_config(cell: Cell, llm_shape: str | None) -> tuple[dict, str | None]:
-    """The cell's config for an estimate: a decoder-only backbone's ``checkpoint`` replaced by
-    a from-config model of its shape (a local folder's config.json, else ``llm_shape``, one of
-    :data:`backbones.causal.SHAPES`), with LoRA as the checkpoint would have it and its dtype;
-    the identifier scheme's tokenizer trained 1 epoch (``epochs`` 1: the identifiers' lengths
-    and vocabulary do not depend on it, up to the size of a collision level). Returns the
-    config and a note (None: unchanged)."""
+def _estimate_config(cell: Cell, llm_shape: str | None) -> tuple[dict, str | None]:
+    """The cell's config for an estimate, where only shapes matter: a decoder-only backbone's
+    ``checkpoint`` replaced by a from-config model of its shape (a local folder's config.json,
+    else ``llm_shape``, one of :data:`backbones.causal.SHAPES`), with LoRA as the checkpoint
+    would have it and its dtype; the identifier scheme's tokenizer trained at most
+    :data:`ESTIMATE_TOKENIZER_EPOCHS` epochs and any CF SASRec (LETTER's, SETRec's) 1 epoch.
+    Returns the config and a note (None: unchanged)."""
     from backbones.causal import SHAPES, shape_of
     from benchmarks.registry import IDENTIFIERS
 
     cfg = copy.deepcopy(cell.resolved["config"])
     notes = []
     scheme = cfg.get("identifier")
-    if (isinstance(scheme, str) and scheme in IDENTIFIERS
-            and "epochs" in {f.name for f in dataclasses.fields(IDENTIFIERS.get(scheme).Config)}):
-        cfg["identifier_config"] = {**(cfg.get("identifier_config") or {}), "epochs": 1}
-        notes.append(SHORT_TOKENIZER)
+    if isinstance(scheme, str) and scheme in IDENTIFIERS:
+        scheme_cfg = build_config(IDENTIFIERS.get(scheme).Config, cfg.get("identifier_config") or {})
+        fields = {f.name for f in dataclasses.fields(scheme_cfg)}
+        ident = dict(cfg.get("identifier_config") or {})
+        if "epochs" in fields and scheme_cfg.epochs > ESTIMATE_TOKENIZER_EPOCHS:
+            ident["epochs"] = ESTIMATE_TOKENIZER_EPOCHS
+            notes.append(SHORT_TOKENIZER)
+        if "cf_sasrec" in fields:
+            ident["cf_sasrec"] = {**(ident.get("cf_sasrec") or {}), "epochs": 1}
+            notes.append(SHORT_CF)
+        cfg["identifier_config"] = ident
+    if "cf_sasrec_config" in cfg and cfg.get("n_cf"):
+        cfg["cf_sasrec_config"] = {**(cfg["cf_sasrec_config"] or {}), "epochs": 1}
+        notes.append(SHORT_CF)
     bcfg = cfg.get("backbone_config") or {}
     if cfg.get("backbone") == "causal" and bcfg.get("checkpoint"):
         ckpt = str(bcfg["checkpoint"])
@@ -484,30 +499,31 @@ def _llm_shape_config(cell: Cell, llm_shape: str | None) -> tuple[dict, str | No
         cfg["backbone_config"] = {**{k: v for k, v in bcfg.items() if k != "checkpoint"}, **shape,
                                   "lora": True if lora == "auto" else lora}
         notes.append(f"{name} shape from config, text tokenised by the method's text_tokenizer")
-    return cfg, "; ".join(notes) or None
+    return cfg, "; ".join(dict.fromkeys(notes)) or None
 
 
 def estimate_cell(cell: Cell, *, features: dict | None = None, precision: str = "auto",
-                  llm_shape: str | None = None, memo: _DatasetMemo | None = None) -> dict:
+                  llm_shape: str | None = None, memo: _DatasetMemo | None = None,
+                  scratch: Path | None = None) -> dict:
     """One cell's GPU memory estimate WITHOUT training: its dataset and features (cached as a
-    run caches them), its identifiers from a 1-epoch tokenizer (not cached), and a method with
-    a memory formula built on the meta device (a decoder-only checkpoint at its shape,
-    :func:`_llm_shape_config`); one without a formula is built for real (the baselines, RPG:
-    small) and its widest batch's forward measured. Returns the row of :func:`_gpu_estimate`
-    with the parameter counts and the note."""
+    run caches them), its identifiers from a shortened tokenizer (:func:`_estimate_config`;
+    cached under ``scratch`` only, or not at all), and a method with a memory formula built on
+    the meta device (a decoder-only checkpoint at its shape); one without a formula is built
+    for real (the baselines, RPG: small) and its widest batch's forward measured. Returns the
+    row of :func:`_gpu_estimate` with the parameter counts and the note."""
     import dataclasses as dc
 
     from benchmarks.memory import state_bytes
     from benchmarks.training import TorchRecommender
 
-    config, note = _llm_shape_config(cell, llm_shape)
+    config, note = _estimate_config(cell, llm_shape)
     shaped = dc.replace(cell, resolved={**cell.resolved, "config": config})
     cls = METHODS.get(cell.method.name)
     meta = issubclass(cls, TorchRecommender) and cls.memory_estimate is not TorchRecommender.memory_estimate
     _, ds, evaluator, cls, cfg, ctx = _cell_setup(shaped, device="cpu", features=features, memo=memo,
                                                   progress=False, precision="fp32", meta=meta)
     if note and SHORT_TOKENIZER in note:
-        ctx.cache = None          # the 1-epoch identifiers are built, never cached
+        ctx.cache = scratch       # shortened identifiers: never in the run's cache
     with Timer() as t_build:
         model = cls(cfg, ctx)
     row: dict = {"dataset": ds.name, "method": cell.method.label, "seed": cell.seed,
@@ -525,17 +541,20 @@ def estimate(matrix: Matrix, *, llm_shape: str | None = None, progress: bool = T
     """:func:`estimate_cell` for every cell of ``matrix`` (an unset ``${VAR}`` in a config is
     kept: a checkpoint is not read, its shape is named); a cell that fails gets its row with
     ``error``."""
+    import tempfile
+
     cells = expand(matrix, keep_unset_env=True)
     memo = _DatasetMemo()
     rows = []
-    for cell in progress_bar(cells, desc=f"estimate {matrix.name}", enabled=progress):
-        try:
-            rows.append(estimate_cell(cell, features=matrix.features, precision=matrix.precision,
-                                      llm_shape=llm_shape, memo=memo))
-        except CELL_ERRORS as exc:
-            log.error("cell %s failed in the estimate: %s", cell.relpath, exc)
-            rows.append({"dataset": cell.dataset.name, "method": cell.method.label, "seed": cell.seed,
-                         "error": f"{type(exc).__name__}: {exc}"})
+    with tempfile.TemporaryDirectory(prefix="genrec-estimate-") as scratch:   # shortened identifiers, shared
+        for cell in progress_bar(cells, desc=f"estimate {matrix.name}", enabled=progress):
+            try:
+                rows.append(estimate_cell(cell, features=matrix.features, precision=matrix.precision,
+                                          llm_shape=llm_shape, memo=memo, scratch=Path(scratch)))
+            except CELL_ERRORS as exc:
+                log.error("cell %s failed in the estimate: %s", cell.relpath, exc)
+                rows.append({"dataset": cell.dataset.name, "method": cell.method.label, "seed": cell.seed,
+                             "error": f"{type(exc).__name__}: {exc}"})
     return rows
 
 
