@@ -353,7 +353,7 @@ def projected_time(model, ds, evaluator: Evaluator, seconds_per_step: float | No
     steps = model.n_batches() if hasattr(model, "n_batches") else None
     if not users_per_s or cfg is None or not hasattr(cfg, "epochs"):
         return {}
-    valid = len(evaluator._valid_sample) if evaluator._valid_sample is not None else len(ds.eval_users("valid"))
+    valid = len(evaluator.validation_users())
     final = (len(ds.eval_users("valid")) + len(ds.eval_users("test"))) * (2 if evaluator.cold[1:].any() else 1)
     per_valid = valid / users_per_s
     out: dict = {}
@@ -428,7 +428,7 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -
         elif batch is None:
             act, ev, source = 0, scores, "-"
         else:
-            if module.parameters().__next__().is_meta:
+            if any(p.is_meta for p in module.parameters()):
                 raise ValueError(f"{model.name}: no memory formula, and its module on the meta device cannot run")
             model.train()
             tensors = tuple(t for t in (batch if isinstance(batch, (tuple, list)) else (batch,))
@@ -436,10 +436,10 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -
             act = saved_bytes(lambda: model.loss(batch), module, tensors)
             ev, source = scores, "measured"
         copies = autocast_copies(module) if autocast else 0
-        shape = (lambda b: "x".join(str(d) for d in b[0].shape)) if isinstance(batch, (tuple, list)) else None
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
         row.update({"state_bytes": held, "activation_bytes": act, "train_bytes": held + copies + act,
                     "eval_bytes": held + ev, "activations_from": source,
-                    "train_batch": shape(batch) if shape and batch is not None else None})
+                    "train_batch": "x".join(map(str, first.shape)) if isinstance(first, torch.Tensor) else None})
     for key in ("state", "activation", "train", "eval"):
         if f"{key}_bytes" in row:
             row[f"{key}_gib"] = round(row[f"{key}_bytes"] / GIB, 2)

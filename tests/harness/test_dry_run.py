@@ -146,3 +146,31 @@ def test_the_cli_estimate_only(tmp_path, capsys, monkeypatch):
         in capsys.readouterr().out
     assert main(["run", str(matrix), "--llm-shape", "Qwen2.5-1.5B"]) == 2
     assert "--llm-shape: names the decoder-only shape of --estimate-only" in capsys.readouterr().err
+
+
+def test_the_estimate_reads_a_local_checkpoints_shape(tmp_path):
+    """A decoder-only ``checkpoint`` that is a local folder: its config.json's shape is built
+    from config on the meta device (no weights read), LoRA on, as the real run would train it."""
+    import json
+
+    from benchmarks.memory import state_bytes
+
+    folder = tmp_path / "qwen"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 160, "vocab_size": 700, "max_position_embeddings": 512}))
+    data = write_toy_recbole(tmp_path / "data")
+    spec = {"name": "est", "datasets": [data], "seeds": [0],
+            "methods": [{"name": "bigrec", "config": {"backbone_config": {"checkpoint": str(folder)}}}]}
+    [row] = estimate(parse_matrix(spec, "m.yaml"), progress=False)
+    assert "qwen shape from config" in row["note"] and row["fits_80gb"] == "yes"
+    shape = {"family": "qwen2", "hidden": 64, "n_layers": 3, "n_heads": 4, "n_kv_heads": 2, "intermediate": 160,
+             "max_positions": 512, "vocab_size": 700, "lora": True}
+    cls = METHODS.get("bigrec")
+    from benchmarks.data.catalog import load_dataset, spec_from_config
+    ctx = build_context(load_dataset(spec_from_config(data)), needs=cls.needs, progress=False, meta=True)
+    model = cls(build_config(cls.Config, {"backbone_config": shape}), ctx)
+    counts = state_bytes(model.module)
+    assert (row["parameters"], row["trainable"]) == (counts["parameters"], counts["trainable"])
+    assert row["trainable"] < row["parameters"] / 10       # LoRA adapters and the new token rows
