@@ -225,27 +225,18 @@ def enable_gradient_checkpointing(module: nn.Module, where: str) -> int:
     return found
 
 
-def _nbytes(t: torch.Tensor) -> int:
-    """Bytes a tensor holds; a sparse one (LightGCN's adjacency, COO and CSR) its values and indices."""
-    size = lambda x: x.numel() * x.element_size()
-    if t.layout == torch.sparse_coo:
-        t = t.coalesce()
-        return size(t.values()) + size(t.indices())
-    if t.layout == torch.sparse_csr:
-        return size(t.values()) + size(t.crow_indices()) + size(t.col_indices())
-    return size(t)
-
-
 def state_memory_mb(module: nn.Module) -> dict:
-    """What training holds besides activations, in MiB, from the module's tensors: its weights
-    (parameters and buffers), the gradients of its trainable parameters and Adam's two moments
-    of each (the optimiser every method uses), each in its parameter's dtype."""
+    """What training holds besides activations, in MiB, from the module's tensors
+    (:func:`benchmarks.memory.state_bytes`): its weights (parameters and buffers), the
+    gradients of its trainable parameters and Adam's two moments of each (the optimiser every
+    method uses), each in its parameter's dtype."""
+    from benchmarks.memory import state_bytes
+
     mib = 2 ** 20
-    weights = sum(_nbytes(t) for t in [*module.parameters(), *module.buffers()])
-    trainable = sum(_nbytes(p) for p in module.parameters() if p.requires_grad)
-    return {"weights_mb": round(weights / mib, 3), "gradients_mb": round(trainable / mib, 3),
-            "optimizer_mb": round(2 * trainable / mib, 3),
-            "state_mb": round((weights + 3 * trainable) / mib, 3)}
+    s = state_bytes(module)
+    return {"weights_mb": round(s["weights"] / mib, 3), "gradients_mb": round(s["gradients"] / mib, 3),
+            "optimizer_mb": round(s["optimizer"] / mib, 3),
+            "state_mb": round((s["weights"] + s["gradients"] + s["optimizer"]) / mib, 3)}
 
 
 def _state_copy(module: nn.Module) -> dict:
