@@ -141,8 +141,9 @@ class TorchRecommender(Recommender):
     def memory_estimate(self, batch: Any, eval_batch: Any, *, e: int, mask_bytes: int,
                         autocast: bool) -> dict | None:
         """GPU bytes, from shapes (:mod:`benchmarks.memory`), of one training step's
-        activations on ``batch`` (``held``, ``peak``: see the formulas there; the widest
-        micro-batch under ``grad_accum``, checkpointing as configured) and of ranking
+        activations on ``batch`` (``held``, ``peak``: see the formulas there; ``batch`` is what
+        one forward pass sees, a micro-batch under ``grad_accum``; checkpointing as
+        configured) and of ranking
         ``eval_batch`` (a :class:`~benchmarks.protocol.UserBatch`; ``eval``: caches, logits,
         transients), plus ``formula`` (which one). ``e``: an activation element's bytes,
         ``mask_bytes``: a dropout mask element's, ``autocast``: fp32 parameters computing in

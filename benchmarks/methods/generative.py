@@ -295,7 +295,7 @@ class GenerativeRecommender(TorchRecommender):
         cfg = self.config
         st = Stack.of(self.module)
         inputs, _, targets = batch
-        micro = -(-inputs.shape[0] // cfg.grad_accum)
+        micro = inputs.shape[0]
         s, t = inputs.shape[1], targets.shape[1]
         ev_inputs, _ = self._inputs(eval_batch)
         if cfg.decoding == "beam":

@@ -287,7 +287,7 @@ class SETRec(TorchRecommender):
         net = self.module.backbone
         st = Stack.of(net)
         hist, _ = batch
-        b, width = -(-hist.shape[0] // cfg.grad_accum), hist.shape[1]
+        b, width = hist.shape[0], hist.shape[1]
         n_tok, q, n = self.n_cf + self.n_sem, net.n_query, self.n_items
         prompt = len(self.module.prefix_ids) + len(self.module.suffix_ids)
         ea = 4 if autocast and st.kind == "t5" else e

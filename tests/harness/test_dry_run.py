@@ -174,3 +174,16 @@ def test_the_estimate_reads_a_local_checkpoints_shape(tmp_path):
     counts = state_bytes(model.module)
     assert (row["parameters"], row["trainable"]) == (counts["parameters"], counts["trainable"])
     assert row["trainable"] < row["parameters"] / 10       # LoRA adapters and the new token rows
+
+
+def test_the_estimate_sees_one_micro_batch_under_grad_accum(tmp_path):
+    """grad_accum 4 cuts the widest batch into 4: one forward keeps about a quarter of the
+    activations (the T5's per-example terms; a few fixed ones do not shrink)."""
+    tiger = METHODS.get("tiger").smoke_config
+    data = write_toy_recbole(tmp_path / "data")
+    spec = {"name": "est", "datasets": [data], "seeds": [0],
+            "methods": [{"name": "tiger", "label": f"ga{n}", "config": {**tiger, "batch_size": 64, "grad_accum": n}}
+                        for n in (1, 4)]}
+    one, four = estimate(parse_matrix(spec, "m.yaml"), progress=False)
+    assert one["train_batch"].startswith("64x") and four["train_batch"].startswith("16x")
+    assert 0.2 < four["activation_bytes"] / one["activation_bytes"] < 0.3
