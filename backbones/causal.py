@@ -9,7 +9,8 @@ tokens added to the vocabulary; SETRec and LETTER-LC-Rec likewise (Qwen2.5 / LLa
   checkpoint, a TINY model is built from a config (``family``: qwen2 or llama; the sizes
   below) for CPU runs and tests, or one of a published model's shape (:data:`SHAPES`, e.g.
   Qwen2.5-0.5B's layer sizes, rope theta, norm eps and tokenizer vocabulary; random weights)
-  for cost measurements: ``shape_config("qwen2.5-0.5b")`` gives its config fields.
+  for cost and memory measurements: ``shape_config("qwen2.5-0.5b")`` gives its config fields;
+  ``dtype`` is that of its weights too.
 - ``lora``: "auto" (LoRA on a checkpoint, full training of a from-config model, whose random
   weights LoRA could not adapt), True or False. LoRA: rank ``lora_r``, ``lora_alpha``,
   ``lora_dropout`` on ``lora_targets`` (default q_proj, v_proj as LC-Rec and SETRec), and the
@@ -59,6 +60,27 @@ class CausalBackboneConfig:
     dtype: str = "float32"         # float32 | bfloat16 | float16 (checkpoints on GPUs)
 
 
+def shape_of(folder: str) -> dict | None:
+    """A local checkpoint folder's shape as ``CausalBackboneConfig`` fields (read from its
+    config.json, no weights), or None where ``folder`` holds no config.json. A model type
+    other than qwen2 / llama is a ValueError naming the file."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    conf = json.loads(path.read_text())
+    if conf.get("model_type") not in ("qwen2", "llama"):
+        raise ValueError(f"{path}: model_type {conf.get('model_type')!r}: expected qwen2 or llama")
+    heads = conf["num_attention_heads"]
+    return {"family": conf["model_type"], "hidden": conf["hidden_size"], "n_layers": conf["num_hidden_layers"],
+            "n_heads": heads, "n_kv_heads": conf.get("num_key_value_heads") or heads,
+            "intermediate": conf["intermediate_size"], "max_positions": conf.get("max_position_embeddings", 2048),
+            "text_vocab": conf["vocab_size"], **({"rope_theta": float(conf["rope_theta"])} if "rope_theta" in conf else {}),
+            **({"rms_eps": float(conf["rms_norm_eps"])} if "rms_norm_eps" in conf else {})}
+
+
 #: Published decoder-only models' shapes as CausalBackboneConfig fields, for from-config models
 #: of LLM size (random weights: the cost of a pass does not depend on them; nothing is
 #: downloaded). ``text_vocab``: the checkpoint's embedding rows (its tokenizer vocabulary,
@@ -71,14 +93,23 @@ SHAPES: dict[str, dict] = {
     "qwen2.5-0.5b": {"family": "qwen2", "hidden": 896, "n_layers": 24, "n_heads": 14, "n_kv_heads": 2,
                      "intermediate": 4864, "max_positions": 32768, "rope_theta": 1000000.0,
                      "rms_eps": 1e-06, "text_vocab": 151936},
+    # Qwen/Qwen2.5-1.5B, config.json on the Hugging Face hub: hidden_size 1536,
+    # num_hidden_layers 28, num_attention_heads 12, num_key_value_heads 2, intermediate_size
+    # 8960, rope_theta 1000000.0, rms_norm_eps 1e-06, vocab_size 151936, tie_word_embeddings
+    # true (1.54B parameters): the paper preset's LLM. max_positions 32768 here (rotary
+    # positions have no parameters; the sequences here are a few hundred tokens)
+    "qwen2.5-1.5b": {"family": "qwen2", "hidden": 1536, "n_layers": 28, "n_heads": 12, "n_kv_heads": 2,
+                     "intermediate": 8960, "max_positions": 32768, "rope_theta": 1000000.0,
+                     "rms_eps": 1e-06, "text_vocab": 151936},
 }
 
 
 def shape_config(name: str) -> dict:
-    """The CausalBackboneConfig fields of the named published shape (:data:`SHAPES`)."""
-    if name not in SHAPES:
+    """The CausalBackboneConfig fields of the named published shape (:data:`SHAPES`; the name
+    in any case, e.g. ``Qwen2.5-1.5B``), a copy."""
+    if name.lower() not in SHAPES:
         raise ValueError(f"unknown causal backbone shape {name!r}; known: {', '.join(sorted(SHAPES))}")
-    return dict(SHAPES[name])
+    return dict(SHAPES[name.lower()])
 
 
 def lm_rows(cfg: CausalBackboneConfig, vocab_size: int, n_new: int) -> int:
@@ -119,7 +150,7 @@ class CausalBackbone(GenerativeBackbone):
             model = from_pretrained(AutoModelForCausalLM, cfg.checkpoint, dtype=dtype)
             model.resize_token_embeddings(vocab_size)
         else:
-            model = AutoModelForCausalLM.from_config(self._config(vocab_size, pad_id, eos_id, cfg))
+            model = AutoModelForCausalLM.from_config(self._config(vocab_size, pad_id, eos_id, cfg), dtype=dtype)
         model.config.pad_token_id = pad_id
         model.config.eos_token_id = eos_id
         self._kw = cache_kw(model)
@@ -240,7 +271,8 @@ class SetCausalLM(nn.Module):
         if cfg.checkpoint:
             full = from_pretrained(AutoModelForCausalLM, cfg.checkpoint, dtype=getattr(torch, cfg.dtype))
         else:
-            full = AutoModelForCausalLM.from_config(CausalBackbone._config(rows, 0, 0, cfg))
+            full = AutoModelForCausalLM.from_config(CausalBackbone._config(rows, 0, 0, cfg),
+                                                    dtype=getattr(torch, cfg.dtype))
         stack = full.base_model
         use_lora = bool(cfg.checkpoint) if cfg.lora == "auto" else bool(cfg.lora)
         if use_lora:

@@ -3,6 +3,7 @@
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
                      [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
                      [--precision auto|fp32|bf16|fp16] [--refit] [--dry-run [--dry-steps N] [--dry-users M]] [--fail-fast] [--quiet]
+                     [--estimate-only [--llm-shape Qwen2.5-1.5B]]
                      [--executor local|ray] [--jobs N] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
                      [--track mlflow|tensorboard [--track-uri URI]]
     genrec-bench report DIR [--open] [--cells-from RUN...]
@@ -40,13 +41,23 @@ def _ints(value: str) -> list[int]:
 DRY_RUN_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"), ("parameters", "parameters"),
                    ("trainable", "trainable"), ("state_mb", "state MB"), ("peak_rss_mb", "peak RSS MB"),
                    ("peak_cuda_mb", "peak CUDA MB"), ("seconds_per_step", "s/step"),
-                   ("users_per_s", "users/s"), ("error", "error")]
+                   ("users_per_s", "users/s"), ("train_gib", "est. GPU train GiB"), ("eval_gib", "est. GPU eval GiB"),
+                   ("fits_80gb", "fits 80 GB"), ("epoch_hours", "h/epoch here"), ("cell_hours", "h/cell here"),
+                   ("error", "error")]
+
+ESTIMATE_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"), ("parameters", "parameters"),
+                    ("trainable", "trainable"), ("train_batch", "train batch"), ("eval_batch", "eval users"),
+                    ("state_gib", "state GiB"), ("activation_gib", "activations GiB"),
+                    ("train_gib", "train GiB"), ("eval_gib", "eval GiB"), ("fits_80gb", "fits 80 GB"),
+                    ("activations_from", "activations from"), ("note", "note"), ("error", "error")]
 
 
-def dry_run_table(rows: list[dict]) -> str:
-    """The dry run's rows as a Markdown table: state MB = weights + gradients + Adam moments
-    (from the tensors), the peaks measured over the few steps and the ranking."""
-    cols = [(k, name) for k, name in DRY_RUN_COLUMNS if any(r.get(k) is not None for r in rows)]
+def dry_run_table(rows: list[dict], columns: list[tuple[str, str]] = DRY_RUN_COLUMNS) -> str:
+    """The dry run's (or the estimate's, with ``ESTIMATE_COLUMNS``) rows as a Markdown table:
+    state MB = weights + gradients + Adam moments (from the tensors), the peaks measured over
+    the few steps and the ranking, the GPU estimate (:mod:`benchmarks.memory`) and the time
+    projected from the measured steps (:func:`benchmarks.runner.projected_time`)."""
+    cols = [(k, name) for k, name in columns if any(r.get(k) is not None for r in rows)]
     lines = ["| " + " | ".join(name for _, name in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k, _ in cols) + " |")
@@ -70,6 +81,18 @@ def cmd_run(args) -> int:
                              **({"refit": True} if args.refit else {})}
     if args.track_uri and not args.track:
         raise ConfigError("--track-uri: names where --track mlflow|tensorboard logs; give --track too")
+    if args.jobs is not None and (args.dry_run or args.estimate_only):
+        raise ConfigError("--jobs: runs the cells of a run on worker processes; a dry run or an estimate "
+                          "runs in this process (drop --jobs)")
+    if args.llm_shape and not args.estimate_only:
+        raise ConfigError("--llm-shape: names the decoder-only shape of --estimate-only; give --estimate-only too")
+    if args.estimate_only:
+        from benchmarks.runner import estimate
+        if args.dry_run or args.track:
+            raise ConfigError("--estimate-only: trains nothing and writes no cells; drop --dry-run / --track")
+        rows = estimate(matrix, llm_shape=args.llm_shape, progress=not args.quiet)
+        print(dry_run_table(rows, ESTIMATE_COLUMNS))
+        return 1 if any("error" in r for r in rows) else 0
     if args.dry_run:
         from benchmarks.runner import dry_run
         if args.track:
@@ -265,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="build every cell at its real size, train --dry-steps steps, rank --dry-users test "
                         "users, print parameters and memory per cell; writes no run folder")
+    r.add_argument("--estimate-only", action="store_true",
+                   help="print every cell's estimated GPU memory (train step, evaluation, fits 80 GB) without "
+                        "training: modules with a formula on the meta device, identifiers from a 1-epoch tokenizer")
+    r.add_argument("--llm-shape", default=None,
+                   help="with --estimate-only: the decoder-only shape (e.g. Qwen2.5-1.5B) of cells whose checkpoint "
+                        "is not a local folder")
     r.add_argument("--dry-steps", type=int, default=3, help="optimiser steps per cell in a dry run")
     r.add_argument("--dry-users", type=int, default=32, help="test users ranked per cell in a dry run")
     r.add_argument("--executor", choices=["local", "ray"], default="local",

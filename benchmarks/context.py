@@ -28,7 +28,7 @@ ALL_FEATURES = frozenset({"text", "cf"})
 def build_context(dataset: "Dataset", *, seed: int = 0, device: str = "cpu", evaluator: Evaluator | None = None,
                   needs: frozenset[str] = ALL_FEATURES, features: dict | None = None,
                   cache: Path | None = None, progress: bool = True, precision: str | None = "auto",
-                  max_steps: int | None = None) -> Context:
+                  max_steps: int | None = None, meta: bool = False) -> Context:
     """The context of a method (or an identifier build) on ``dataset``.
 
     ``evaluator``: whose ``validation_ndcg`` early-stops the trainings (default: an Evaluator of
@@ -41,7 +41,8 @@ def build_context(dataset: "Dataset", *, seed: int = 0, device: str = "cpu", eva
     the process's float32 matmul precision (TF32 unless fp32). The FeatureStore's own trainings
     (the CF SASRec, whose embeddings are cached under a key without the precision) stay fp32.
     ``max_steps``: a dry run's cap on the method's optimiser steps (features and identifiers are
-    built as configured)."""
+    built as configured). ``meta``: modules built on the meta device (an estimate, see
+    :class:`benchmarks.protocol.Context`)."""
     from baselines.sasrec import train_cf_embeddings
 
     precision = resolve_precision(precision, device)
@@ -53,4 +54,4 @@ def build_context(dataset: "Dataset", *, seed: int = 0, device: str = "cpu", eva
         store = FeatureStore(dataset, cache, device=device, seed=seed, progress=progress, validator=validator,
                              cf_trainer=train_cf_embeddings, **(features or {}))
     return Context(dataset=dataset, features=store, device=device, seed=seed, precision=precision, cache=cache,
-                   progress=progress, validator=validator, max_steps=max_steps)
+                   progress=progress, validator=validator, max_steps=max_steps, meta=meta)

@@ -15,6 +15,7 @@ A matrix is a YAML file (or a preset under ``benchmarks/presets/``)::
         label: sasrec                   # the row name in tables (default: name)
         config: {hidden: 64}            # the method's Config fields
         datasets: {beauty: {dropout: 0.5}}   # per-dataset config overrides
+        evaluation: {batch_size: 64}    # users per ranking call for this entry (METHOD_EVAL_KEYS)
 
 :func:`parse_matrix` / :func:`load_matrix` check every key at every level; :func:`select` is the
 command line's filters; :func:`expand` builds the cells, every method config checked against its
@@ -52,7 +53,10 @@ log = logging.getLogger(__name__)
 PRESETS = Path(__file__).resolve().parent / "presets"
 MATRIX_KEYS = {"name", "description", "datasets", "seeds", "device", "precision", "evaluation", "features",
                "methods"}
-METHOD_KEYS = {"name", "label", "config", "datasets", "only"}
+METHOD_KEYS = {"name", "label", "config", "datasets", "only", "evaluation"}
+#: the evaluation settings a method entry may set for its own cells (how many users one
+#: ranking call takes: memory, not what is measured); the rest is the matrix's, one protocol
+METHOD_EVAL_KEYS = {"batch_size"}
 FEATURE_KEYS = {"text_template", "text_encoder"}
 
 
@@ -63,6 +67,7 @@ class MethodEntry:
     config: dict = field(default_factory=dict)
     per_dataset: dict = field(default_factory=dict)
     only: list[str] | None = None     # run on these datasets only (None: on every dataset)
+    evaluation: dict = field(default_factory=dict)   # METHOD_EVAL_KEYS for this entry's cells
 
 
 @dataclass
@@ -166,8 +171,13 @@ def _method_entry(m: Any, where: str, names: list[str]) -> MethodEntry:
     only = m.get("only")
     _need(only is None or (isinstance(only, list) and set(only) <= set(names)), f"{where}.only",
           f"expected a list of this matrix's dataset names {names}")
+    ev = m.get("evaluation", {}) or {}
+    _need(isinstance(ev, dict), f"{where}.evaluation", f"expected a mapping of {sorted(METHOD_EVAL_KEYS)}")
+    bad = set(ev) - METHOD_EVAL_KEYS
+    _need(not bad, f"{where}.evaluation", f"unknown key(s) {sorted(bad)}: a method entry may set only "
+          f"{sorted(METHOD_EVAL_KEYS)} (the other evaluation settings are the matrix's, for every method)")
     return MethodEntry(m["name"], m.get("label", m["name"]), dict(m.get("config", {})),
-                       dict(per_dataset), None if only is None else list(only))
+                       dict(per_dataset), None if only is None else list(only), dict(ev))
 
 
 def _eval_config(evaluation: dict, source: str) -> EvalConfig:
@@ -237,17 +247,19 @@ def _select_methods(entries: list[MethodEntry], wanted: list[str]) -> list[Metho
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def expand_env(value: Any, where: str, field: str = "") -> Any:
+def expand_env(value: Any, where: str, field: str = "", keep_unset: bool = False) -> Any:
     """``${VAR}`` in a method config's strings -> the environment variable's value (e.g. a
     local checkpoint path in the paper preset). Only the cells that run are expanded, so a
     filtered run needs only its own variables; an unset variable stops with one error naming
-    the field."""
+    the field (``keep_unset``: stays ``${VAR}``, for a memory estimate that needs no file)."""
     if isinstance(value, dict):
-        return {k: expand_env(v, where, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
+        return {k: expand_env(v, where, f"{field}.{k}" if field else str(k), keep_unset) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(expand_env(v, where, f"{field}[{i}]") for i, v in enumerate(value))
+        return type(value)(expand_env(v, where, f"{field}[{i}]", keep_unset) for i, v in enumerate(value))
     if isinstance(value, str):
         def sub(m: re.Match) -> str:
+            if m.group(1) not in os.environ and keep_unset:
+                return m.group(0)
             if m.group(1) not in os.environ:
                 raise ConfigError(f"{where}: config field {field!r} uses ${{{m.group(1)}}}, which is not set "
                                   f"in the environment (export it, e.g. a local checkpoint path)")
@@ -256,9 +268,10 @@ def expand_env(value: Any, where: str, field: str = "") -> Any:
     return value
 
 
-def expand(matrix: Matrix) -> list[Cell]:
+def expand(matrix: Matrix, keep_unset_env: bool = False) -> list[Cell]:
     """The matrix's cells, every method config (with its per-dataset overrides) built and
-    checked against its Config class: a wrong key or type stops here, before anything runs."""
+    checked against its Config class: a wrong key or type stops here, before anything runs.
+    ``keep_unset_env``: an unset ``${VAR}`` stays as written (:func:`expand_env`)."""
     eval_cfg = _eval_config(matrix.evaluation, matrix.source)
     cells = []
     for d in matrix.datasets:
@@ -271,13 +284,16 @@ def expand(matrix: Matrix) -> list[Cell]:
                 continue
             cls = METHODS.get(entry.name)
             overrides = expand_env({**entry.config, **entry.per_dataset.get(spec.name, {})},
-                                   f"{matrix.source}: method {entry.label!r}")
+                                   f"{matrix.source}: method {entry.label!r}", keep_unset=keep_unset_env)
             try:
                 cfg = build_config(cls.Config, overrides)
                 if hasattr(cfg, "max_history"):
                     history_window(cfg.max_history, spec.options.max_history, type(cfg).__qualname__)
             except ConfigError as exc:
                 raise ConfigError(f"{matrix.source}: method {entry.label!r}: {exc}") from None
+            cell_eval = (_eval_config({**matrix.evaluation, **entry.evaluation},
+                                      f"{matrix.source}: method {entry.label!r}")
+                         if entry.evaluation else eval_cfg)
             for seed in matrix.seeds:
                 resolved = {
                     "dataset": {"name": spec.name, "format": spec.format,
@@ -285,7 +301,7 @@ def expand(matrix: Matrix) -> list[Cell]:
                                 "args": {k: str(v) for k, v in spec.reader_args.items()}},
                     "method": entry.name, "label": entry.label, "family": cls.family_of(cfg),
                     "config": dataclasses.asdict(cfg), "seed": seed,
-                    "evaluation": eval_cfg.to_dict(),
+                    "evaluation": cell_eval.to_dict(),
                     "features": matrix.features if cls.needs else {},
                     "suite_version": benchmarks.__version__,
                 }
@@ -299,5 +315,6 @@ def matrix_record(matrix: Matrix) -> dict:
             "seeds": matrix.seeds, "device": matrix.device, "precision": matrix.precision, "evaluation": matrix.evaluation,
             "features": matrix.features,
             "methods": [{"name": m.name, "label": m.label, "config": m.config, "datasets": m.per_dataset,
-                         **({"only": m.only} if m.only is not None else {})}
+                         **({"only": m.only} if m.only is not None else {}),
+                         **({"evaluation": m.evaluation} if m.evaluation else {})}
                         for m in matrix.methods]}

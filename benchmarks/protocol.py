@@ -82,7 +82,10 @@ class Context:
       inside a method or its features (the FeatureStore's CF SASRec gets the same one); the
       runner passes it to ``fit`` as well.
     - ``max_steps``: a dry run's cap on the optimiser steps of the method's own training (the
-      training loop stops there); None (always, outside ``genrec-bench run --dry-run``)."""
+      training loop stops there); None (always, outside ``genrec-bench run --dry-run``).
+    - ``meta``: ``genrec-bench run --estimate-only``: a torch method builds its module on the
+      meta device (every tensor a shape, no memory: a 1.5B-parameter LM is counted on a
+      laptop) and is never trained; False otherwise."""
 
     dataset: "Dataset"
     features: "FeatureStore | None" = None
@@ -93,6 +96,7 @@ class Context:
     progress: bool = True
     validator: Validator | None = None
     max_steps: int | None = None
+    meta: bool = False
 
 
 @dataclass

@@ -16,6 +16,7 @@ logged by a tracker of :mod:`benchmarks.tracking`, read back from its folder.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -69,7 +70,7 @@ class _DatasetMemo:
 
 
 def _cell_setup(cell: Cell, *, device: str, features: dict | None, memo: _DatasetMemo | None,
-                progress: bool, precision: str, max_steps: int | None = None):
+                progress: bool, precision: str, max_steps: int | None = None, meta: bool = False):
     """What a run and a dry run of ``cell`` share before the method is built: the seed set, the
     device resolved, the dataset and its evaluator (from ``memo``), the method's class and
     checked config, and its Context. Returns ``(device, dataset, evaluator, cls, cfg, ctx)``."""
@@ -80,7 +81,7 @@ def _cell_setup(cell: Cell, *, device: str, features: dict | None, memo: _Datase
     cls = METHODS.get(cell.method.name)
     cfg = build_config(cls.Config, cell.resolved["config"])
     ctx = build_context(ds, seed=cell.seed, device=dev, evaluator=evaluator, needs=cls.needs, features=features,
-                        progress=progress, precision=precision, max_steps=max_steps)
+                        progress=progress, precision=precision, max_steps=max_steps, meta=meta)
     return dev, ds, evaluator, cls, cfg, ctx
 
 
@@ -411,6 +412,7 @@ def dry_run_cell(cell: Cell, *, device: str = "auto", features: dict | None = No
         row["parameters"] = sum(p.numel() for p in model.module.parameters())
         row["trainable"] = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
         row.update(state_memory_mb(model.module))
+    row.update(_gpu_estimate(model, ds, evaluator, cell, gpu_precision(precision)))
     with PeakMemory(device=model.device) as mem:
         with Timer() as t_fit:
             fit_log = model.fit(None)
@@ -421,7 +423,225 @@ def dry_run_cell(cell: Cell, *, device: str = "auto", features: dict | None = No
                 "ranked_users": int(timing["users"]),
                 "users_per_s": round(timing["users"] / timing["seconds"], 1) if timing["seconds"] else None,
                 "peak_rss_mb": mem.peak_rss_mb, "peak_cuda_mb": mem.peak_cuda_mb})
+    row.update(projected_time(model, ds, evaluator, row["seconds_per_step"], row["users_per_s"]))
     return row
+
+
+def projected_time(model, ds, evaluator: Evaluator, seconds_per_step: float | None,
+                   users_per_s: float | None) -> dict:
+    """A cell's time on the machine the dry run measured, projected from its few steps and
+    users: an epoch = seconds per step x optimiser steps per epoch (``n_batches``) + one
+    validation ranking (its validation users, or the ``valid_sample``) / users per second,
+    every ``eval_every`` epochs; the cell = ``epochs`` such epochs (no early stop: an upper
+    bound) + the final rankings (every validation and test user; again per warm / cold subset
+    where the dataset has cold items). None where a figure is missing (MostPop: no steps)."""
+    cfg = getattr(model, "config", None)
+    steps = model.n_batches() if hasattr(model, "n_batches") else None
+    if not users_per_s or cfg is None or not hasattr(cfg, "epochs"):
+        return {}
+    valid = len(evaluator.validation_users())
+    final = (len(ds.eval_users("valid")) + len(ds.eval_users("test"))) * (2 if evaluator.cold[1:].any() else 1)
+    per_valid = valid / users_per_s
+    out: dict = {}
+    if seconds_per_step is not None and steps:
+        epoch = seconds_per_step * steps + per_valid / cfg.eval_every
+        out["epoch_hours"] = round(epoch / 3600, 4)
+        out["cell_hours"] = round((cfg.epochs * epoch + final / users_per_s) / 3600, 3)
+    return out
+
+
+# --------------------------------------------------------------------------- memory estimate
+#: the card the estimate is checked against: 80 GB (A100 / H100 80GB: 79.6 GiB usable), less
+#: 1.5 GiB for the CUDA context, cuBLAS / cuDNN workspaces and the allocator's slack
+GPU_GB = 80
+FITS_GIB = 78.0
+
+
+def gpu_precision(precision: str) -> str:
+    """The precision a cell would run in on a current GPU (``auto``: bf16, as
+    :func:`benchmarks.precision.resolve_precision` resolves it on one with bf16)."""
+    return "bf16" if precision == "auto" else precision
+
+
+def _widest_batch(model, seed: int, look: int = 50):
+    """The widest (most elements) of the first ``look`` training batches of an epoch, cut to
+    its first micro-batch where ``grad_accum`` > 1."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    size = lambda b: sum(t.numel() for t in (b if isinstance(b, (tuple, list)) else (b,)) if isinstance(t, torch.Tensor))
+    batches = list(itertools.islice(model.batches(np.random.default_rng(seed)), look))
+    if not batches:
+        return None
+    batch = max(batches, key=size)
+    return model.micro_batches(batch, model.config.grad_accum)[0][0]
+
+
+def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -> dict:
+    """Estimated GPU memory of one cell (see :mod:`benchmarks.memory`): the training step at its
+    widest batch (state + autocast copies + activations, the method's formula where it has one,
+    else the bytes one real forward on this machine saves) and the evaluation (state kept
+    through the validation rankings + one batch of the ``evaluation.batch_size`` test users
+    with the longest histories), in GiB, and whether both fit an 80 GB card."""
+    import numpy as np
+    import torch
+
+    from benchmarks.evaluation.evaluator import user_batch
+    from benchmarks.memory import GIB, autocast_copies, saved_bytes, state_bytes
+    from benchmarks.training import TorchRecommender
+
+    e = 2 if precision in ("bf16", "fp16") else 4
+    users = ds.eval_users("test")
+    lengths = np.array([len(h) for h in ds.history("test", users)])
+    picked = users[np.argsort(-lengths, kind="stable")[:evaluator.cfg.batch_size]]
+    eval_batch = user_batch(ds, "test", picked)
+    row: dict = {"gpu_precision": precision, "eval_batch": len(picked)}
+    scores = 3 * len(picked) * (ds.n_items + 1) * 4        # scores, their masked copy, the top-K
+    if not isinstance(model, TorchRecommender):
+        row.update({"train_bytes": 0, "eval_bytes": scores, "activations_from": "-"})
+    else:
+        module = model.module
+        state = state_bytes(module)
+        fp32 = sum(p.numel() for p in module.parameters() if p.dtype == torch.float32)
+        autocast = e == 2 and fp32 > state["parameters"] / 2
+        held = state["weights"] + state["gradients"] + state["optimizer"]
+        batch = _widest_batch(model, cell.seed)
+        est = model.memory_estimate(batch, eval_batch, e=e, mask_bytes=1, autocast=autocast) if batch is not None else None
+        if est is not None:
+            act, ev, source = est["peak"], est["eval"], est["formula"]
+        elif batch is None:
+            act, ev, source = 0, scores, "-"
+        else:
+            if any(p.is_meta for p in module.parameters()):
+                raise ValueError(f"{model.name}: no memory formula, and its module on the meta device cannot run")
+            model.train()
+            tensors = tuple(t for t in (batch if isinstance(batch, (tuple, list)) else (batch,))
+                            if isinstance(t, torch.Tensor))
+            act = saved_bytes(lambda: model.loss(batch), module, tensors)
+            ev, source = scores, "measured"
+        copies = autocast_copies(module) if autocast else 0
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        row.update({"state_bytes": held, "activation_bytes": act, "train_bytes": held + copies + act,
+                    "eval_bytes": held + ev, "activations_from": source,
+                    "train_batch": "x".join(map(str, first.shape)) if isinstance(first, torch.Tensor) else None})
+    for key in ("state", "activation", "train", "eval"):
+        if f"{key}_bytes" in row:
+            row[f"{key}_gib"] = round(row[f"{key}_bytes"] / GIB, 2)
+    row["fits_80gb"] = "yes" if max(row["train_bytes"], row["eval_bytes"]) <= FITS_GIB * GIB else "NO"
+    return row
+
+
+#: the most epochs an estimate trains a tokenizer (RQ-VAE) for: its identifiers' lengths and
+#: vocabulary are the configured ones from there (LC-Rec's and LETTER's fixed 256-code last level
+#: needs some training to tell the colliding items apart)
+ESTIMATE_TOKENIZER_EPOCHS = 100
+SHORT_TOKENIZER = f"identifiers from a tokenizer of at most {ESTIMATE_TOKENIZER_EPOCHS} epochs"
+SHORT_CF = "CF embeddings from a 1-epoch SASRec"
+
+
+def _estimate_config(cell: Cell, llm_shape: str | None) -> tuple[dict, str | None]:
+    """The cell's config for an estimate, where only shapes matter: a decoder-only backbone's
+    ``checkpoint`` replaced by a from-config model of its shape (a local folder's config.json,
+    else ``llm_shape``, one of :data:`backbones.causal.SHAPES`), with LoRA as the checkpoint
+    would have it and its dtype; the identifier scheme's tokenizer trained at most
+    :data:`ESTIMATE_TOKENIZER_EPOCHS` epochs and any CF SASRec (LETTER's, SETRec's) 1 epoch.
+    Returns the config and a note (None: unchanged)."""
+    from backbones.causal import SHAPES, shape_config, shape_of
+    from benchmarks.registry import IDENTIFIERS
+
+    cfg = copy.deepcopy(cell.resolved["config"])
+    notes = []
+    scheme = cfg.get("identifier")
+    if isinstance(scheme, str) and scheme in IDENTIFIERS:
+        scheme_cfg = build_config(IDENTIFIERS.get(scheme).Config, cfg.get("identifier_config") or {})
+        fields = {f.name for f in dataclasses.fields(scheme_cfg)}
+        ident = dict(cfg.get("identifier_config") or {})
+        if "epochs" in fields and scheme_cfg.epochs > ESTIMATE_TOKENIZER_EPOCHS:
+            ident["epochs"] = ESTIMATE_TOKENIZER_EPOCHS
+            notes.append(SHORT_TOKENIZER)
+        if "cf_sasrec" in fields:
+            ident["cf_sasrec"] = {**(ident.get("cf_sasrec") or {}), "epochs": 1}
+            notes.append(SHORT_CF)
+        cfg["identifier_config"] = ident
+    if "cf_sasrec_config" in cfg and cfg.get("n_cf"):
+        cfg["cf_sasrec_config"] = {**(cfg["cf_sasrec_config"] or {}), "epochs": 1}
+        notes.append(SHORT_CF)
+    bcfg = cfg.get("backbone_config") or {}
+    if cfg.get("backbone") == "causal" and bcfg.get("checkpoint"):
+        ckpt = str(bcfg["checkpoint"])
+        shape = shape_of(ckpt) if "${" not in ckpt else None
+        name = Path(ckpt).name
+        if shape is None:
+            if llm_shape is None:
+                raise ConfigError(f"method {cell.method.label!r}: backbone_config.checkpoint {ckpt!r} is no local "
+                                  f"folder with a config.json: export it, or estimate at a named shape with "
+                                  f"--llm-shape (known: {', '.join(SHAPES)})")
+            if llm_shape.lower() not in SHAPES:
+                raise ConfigError(f"--llm-shape: unknown shape {llm_shape!r}; known: {', '.join(SHAPES)}")
+            shape, name = shape_config(llm_shape), llm_shape
+        lora = bcfg.get("lora", "auto")
+        cfg["backbone_config"] = {**{k: v for k, v in bcfg.items() if k != "checkpoint"}, **shape,
+                                  "lora": True if lora == "auto" else lora}
+        notes.append(f"{name} shape from config, text tokenised by the method's text_tokenizer")
+    return cfg, "; ".join(dict.fromkeys(notes)) or None
+
+
+def estimate_cell(cell: Cell, *, features: dict | None = None, precision: str = "auto",
+                  llm_shape: str | None = None, memo: _DatasetMemo | None = None,
+                  scratch: Path | None = None) -> dict:
+    """One cell's GPU memory estimate WITHOUT training: its dataset and features (cached as a
+    run caches them), its identifiers from a shortened tokenizer (:func:`_estimate_config`;
+    cached under ``scratch`` only, or not at all), and a method with a memory formula built on
+    the meta device (a decoder-only checkpoint at its shape); one without a formula is built
+    for real (the baselines, RPG: small) and its widest batch's forward measured. Returns the
+    row of :func:`_gpu_estimate` with the parameter counts and the note."""
+    import dataclasses as dc
+
+    from benchmarks.memory import state_bytes
+    from benchmarks.training import TorchRecommender
+
+    config, note = _estimate_config(cell, llm_shape)
+    shaped = dc.replace(cell, resolved={**cell.resolved, "config": config})
+    cls = METHODS.get(cell.method.name)
+    meta = issubclass(cls, TorchRecommender) and cls.memory_estimate is not TorchRecommender.memory_estimate
+    _, ds, evaluator, cls, cfg, ctx = _cell_setup(shaped, device="cpu", features=features, memo=memo,
+                                                  progress=False, precision="fp32", meta=meta)
+    if note and SHORT_TOKENIZER in note:
+        ctx.cache = scratch       # shortened identifiers: never in the run's cache
+    with Timer() as t_build:
+        model = cls(cfg, ctx)
+    row: dict = {"dataset": ds.name, "method": cell.method.label, "seed": cell.seed,
+                 "build_seconds": round(t_build.seconds, 2)}
+    if isinstance(model, TorchRecommender):
+        counts = state_bytes(model.module)
+        row.update(parameters=counts["parameters"], trainable=counts["trainable"])
+    row.update(_gpu_estimate(model, ds, evaluator, shaped, gpu_precision(precision)))
+    if note:
+        row["note"] = note
+    return row
+
+
+def estimate(matrix: Matrix, *, llm_shape: str | None = None, progress: bool = True) -> list[dict]:
+    """:func:`estimate_cell` for every cell of ``matrix`` (an unset ``${VAR}`` in a config is
+    kept: a checkpoint is not read, its shape is named); a cell that fails gets its row with
+    ``error``."""
+    import tempfile
+
+    cells = expand(matrix, keep_unset_env=True)
+    memo = _DatasetMemo()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="genrec-estimate-") as scratch:   # shortened identifiers, shared
+        for cell in progress_bar(cells, desc=f"estimate {matrix.name}", enabled=progress):
+            try:
+                rows.append(estimate_cell(cell, features=matrix.features, precision=matrix.precision,
+                                          llm_shape=llm_shape, memo=memo, scratch=Path(scratch)))
+            except CELL_ERRORS as exc:
+                log.error("cell %s failed in the estimate: %s", cell.relpath, exc)
+                rows.append({"dataset": cell.dataset.name, "method": cell.method.label, "seed": cell.seed,
+                             "error": f"{type(exc).__name__}: {exc}"})
+    return rows
 
 
 def dry_run(matrix: Matrix, *, steps: int = 3, users: int = 32, progress: bool = True) -> list[dict]:

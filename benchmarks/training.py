@@ -89,7 +89,11 @@ class TorchRecommender(Recommender):
             raise ConfigError(f"{type(config).__qualname__}: field 'grad_accum': expected an integer >= 1, "
                               f"got {config.grad_accum}")
         self._shard: _Shard | None = None      # set by train_loop under data parallelism
-        self.module: nn.Module = self.build().to(self.device)
+        if ctx.meta:     # an estimate: shapes only, nothing allocated (never trained)
+            with torch.device("meta"):
+                self.module: nn.Module = self.build()
+        else:
+            self.module = self.build().to(self.device)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(self.module, f"{type(config).__qualname__}: field 'gradient_checkpointing'")
 
@@ -132,6 +136,19 @@ class TorchRecommender(Recommender):
 
     def n_batches(self) -> int | None:
         """Batches per epoch, for the progress bar (None if unknown)."""
+        return None
+
+    def memory_estimate(self, batch: Any, eval_batch: Any, *, e: int, mask_bytes: int,
+                        autocast: bool) -> dict | None:
+        """GPU bytes, from shapes (:mod:`benchmarks.memory`), of one training step's
+        activations on ``batch`` (``held``, ``peak``: see the formulas there; ``batch`` is what
+        one forward pass sees, a micro-batch under ``grad_accum``; checkpointing as
+        configured) and of ranking
+        ``eval_batch`` (a :class:`~benchmarks.protocol.UserBatch`; ``eval``: caches, logits,
+        transients), plus ``formula`` (which one). ``e``: an activation element's bytes,
+        ``mask_bytes``: a dropout mask element's, ``autocast``: fp32 parameters computing in
+        ``e``. None (this default): no formula; the estimate then measures a real forward
+        (:func:`benchmarks.memory.saved_bytes`)."""
         return None
 
     def share(self, batches: list, rng: np.random.Generator) -> list:
@@ -209,27 +226,18 @@ def enable_gradient_checkpointing(module: nn.Module, where: str) -> int:
     return found
 
 
-def _nbytes(t: torch.Tensor) -> int:
-    """Bytes a tensor holds; a sparse one (LightGCN's adjacency, COO and CSR) its values and indices."""
-    size = lambda x: x.numel() * x.element_size()
-    if t.layout == torch.sparse_coo:
-        t = t.coalesce()
-        return size(t.values()) + size(t.indices())
-    if t.layout == torch.sparse_csr:
-        return size(t.values()) + size(t.crow_indices()) + size(t.col_indices())
-    return size(t)
-
-
 def state_memory_mb(module: nn.Module) -> dict:
-    """What training holds besides activations, in MiB, from the module's tensors: its weights
-    (parameters and buffers), the gradients of its trainable parameters and Adam's two moments
-    of each (the optimiser every method uses), each in its parameter's dtype."""
+    """What training holds besides activations, in MiB, from the module's tensors
+    (:func:`benchmarks.memory.state_bytes`): its weights (parameters and buffers), the
+    gradients of its trainable parameters and Adam's two moments of each (the optimiser every
+    method uses), each in its parameter's dtype."""
+    from benchmarks.memory import state_bytes
+
     mib = 2 ** 20
-    weights = sum(_nbytes(t) for t in [*module.parameters(), *module.buffers()])
-    trainable = sum(_nbytes(p) for p in module.parameters() if p.requires_grad)
-    return {"weights_mb": round(weights / mib, 3), "gradients_mb": round(trainable / mib, 3),
-            "optimizer_mb": round(2 * trainable / mib, 3),
-            "state_mb": round((weights + 3 * trainable) / mib, 3)}
+    s = state_bytes(module)
+    return {"weights_mb": round(s["weights"] / mib, 3), "gradients_mb": round(s["gradients"] / mib, 3),
+            "optimizer_mb": round(s["optimizer"] / mib, 3),
+            "state_mb": round((s["weights"] + s["gradients"] + s["optimizer"]) / mib, 3)}
 
 
 def _state_copy(module: nn.Module) -> dict:

@@ -168,10 +168,14 @@ class Evaluator:
         topk = torch.cat(out) if out else torch.zeros((0, self.k), dtype=torch.long)
         return topk, {"seconds": seconds, "users": int(len(users)), "batches": n_batches}
 
+    def validation_users(self) -> np.ndarray:
+        """The users early stopping validates on: all validation users, or the fixed sample."""
+        return self._valid_sample if self._valid_sample is not None else self.ds.eval_users("valid")
+
     def validation_ndcg(self, model: Recommender) -> float:
         """NDCG@10 (or @max K) on validation, all users (or the fixed sample): the early-
         stopping criterion every method's fit() receives as ``validator``."""
-        users = self._valid_sample if self._valid_sample is not None else self.ds.eval_users("valid")
+        users = self.validation_users()
         topk, _ = self.rank(model, "valid", users)
         k = 10 if 10 in self.cfg.ks else self.k
         m = recall_ndcg(topk, pad_targets([self.ds.valid[u] for u in users]), (k,))

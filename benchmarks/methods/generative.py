@@ -285,6 +285,33 @@ class GenerativeRecommender(TorchRecommender):
     def scheduler(self, optimizer, total_steps: int):
         return warmup_decay_scheduler(optimizer, self.config.schedule, self.config.warmup_steps, total_steps)
 
+    def memory_estimate(self, batch, eval_batch, *, e, mask_bytes, autocast):
+        """The T5 / decoder-only formulas of :mod:`benchmarks.memory` at this batch's input and
+        target lengths; evaluation: the beam search over ``eval_batch`` (``beams`` rows per
+        user, targets as long as the longest identifier; BIGRec: one greedy row per user for
+        ``max_title_tokens + 1`` steps)."""
+        from benchmarks.memory import Stack, causal_activations, kv_cache_causal, kv_cache_t5, t5_activations
+
+        cfg = self.config
+        st = Stack.of(self.module)
+        inputs, _, targets = batch
+        micro = inputs.shape[0]
+        s, t = inputs.shape[1], targets.shape[1]
+        ev_inputs, _ = self._inputs(eval_batch)
+        if cfg.decoding == "beam":
+            beams, steps = cfg.beams, self.space.item_table.shape[1]
+        else:
+            beams, steps = 1, cfg.max_title_tokens + 1
+        if st.kind == "t5":
+            act = t5_activations(st, micro, s, t, e=e, mask_bytes=mask_bytes,
+                                 checkpointing=cfg.gradient_checkpointing, autocast=autocast)
+            ev = kv_cache_t5(st, ev_inputs.shape[0], beams, ev_inputs.shape[1], steps, 4 if autocast else e)
+        else:
+            act = causal_activations(st, micro, s + t, logit_positions=t, e=e,
+                                     checkpointing=cfg.gradient_checkpointing, autocast=autocast)
+            ev = kv_cache_causal(st, ev_inputs.shape[0], beams, ev_inputs.shape[1], steps, e)
+        return {**act, "eval": ev["total"], "formula": st.kind}
+
     # ------------------------------------------------------------------ inference
     def _trie(self, candidates: torch.Tensor | None) -> Trie:
         return self._trie_and_ties(candidates)[0]

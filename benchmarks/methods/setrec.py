@@ -273,6 +273,38 @@ class SETRec(TorchRecommender):
         return torch.optim.AdamW([p for p in self.module.parameters() if p.requires_grad],
                                  lr=self.config.lr, weight_decay=self.config.weight_decay)
 
+    def memory_estimate(self, batch, eval_batch, *, e, mask_bytes, autocast):
+        """The T5 / decoder-only stack formulas of :mod:`benchmarks.memory` over the set layout
+        (prompt + history items x tokens per item (+ the queries on the decoder-only LM); T5's
+        decoder reads the queries), without an LM head, plus SETRec's head: every item's
+        token table [N + 1, n_tokens, h] and the batch's history tokens gathered from it, and
+        the fp32 scores of every query against every item with their log-softmax [Q, B, N].
+        Evaluation: one layer's activations over ``eval_batch``'s layout, its mask, the token
+        table and the scores."""
+        from benchmarks.memory import Stack, causal_activations, t5_activations
+
+        cfg = self.config
+        net = self.module.backbone
+        st = Stack.of(net)
+        hist, _ = batch
+        b, width = hist.shape[0], hist.shape[1]
+        n_tok, q, n = self.n_cf + self.n_sem, net.n_query, self.n_items
+        prompt = len(self.module.prefix_ids) + len(self.module.suffix_ids)
+        ea = 4 if autocast and st.kind == "t5" else e
+        table = (n + 1) * n_tok * st.hidden * ea
+        head = lambda users, h: table + users * h * n_tok * st.hidden * ea + 2 * q * users * n * 4
+        if st.kind == "t5":
+            act = t5_activations(st, b, prompt + width * n_tok, q, e=e, mask_bytes=mask_bytes,
+                                 checkpointing=cfg.gradient_checkpointing, lm_head=False, autocast=autocast)
+        else:
+            act = causal_activations(st, b, prompt + width * n_tok + q, logit_positions=0, e=e,
+                                     checkpointing=cfg.gradient_checkpointing, lm_head=False, autocast=autocast)
+        users, ev_width = eval_batch.history.shape[0], int((eval_batch.history > 0).sum(1).max())
+        length = prompt + ev_width * n_tok + q
+        ev = users * length * (3 * st.hidden + 2 * st.ffn) * ea + users * length * length * ea + head(users, ev_width)
+        return {"held": act["held"] + head(b, width), "peak": act["peak"] + head(b, width), "eval": ev,
+                "formula": f"set-{st.kind}"}
+
     def scheduler(self, optimizer, total_steps: int):
         return warmup_decay_scheduler(optimizer, self.config.schedule, self.config.warmup_steps, total_steps)
 

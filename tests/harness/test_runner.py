@@ -269,3 +269,25 @@ def test_a_failed_command_leaves_the_run_folder_alone(tmp_path):
     with pytest.raises(ConfigError, match="field 'epochs'"):
         run_matrix(bad, tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_method_entry_sets_its_own_evaluation_batch_size(tmp_path):
+    """``evaluation: {batch_size: N}`` on a method entry: its cells rank N users per call (the
+    evaluator's batches, recorded in throughput.json), the others keep the matrix's."""
+    from benchmarks.rundir import RunDir
+    entry = write_toy_recbole(tmp_path / "data")
+    m = parse_matrix({"name": "t", "datasets": [entry], "seeds": [0], "evaluation": {"batch_size": 64},
+                      "methods": ["mostpop", {"name": "mostpop", "label": "mp-7", "evaluation": {"batch_size": 7}}]},
+                     "m.yaml")
+    by = {c.method.label: c for c in expand(m)}
+    assert by["mp-7"].resolved["evaluation"]["batch_size"] == 7
+    assert by["mostpop"].resolved["evaluation"]["batch_size"] == 64 and by["mp-7"].hash != by["mostpop"].hash
+    run_matrix(m, tmp_path / "run", progress=False)
+    cells = {c.config()["label"]: c for c in RunDir(tmp_path / "run").finished()}
+    assert cells["mp-7"].throughput()["batch_size"] == 7 and cells["mostpop"].throughput()["batch_size"] == 64
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.evaluation: unknown key\(s\) \['ks'\]: a method "
+                                          r"entry may set only \['batch_size'\]"):
+        parse_matrix({"datasets": [entry], "methods": [{"name": "mf", "evaluation": {"ks": [5]}}]}, "m.yaml")
+    with pytest.raises(ConfigError, match=r"method 'mf': evaluation: .*batch_size"):
+        expand(parse_matrix({"datasets": [entry], "methods": [{"name": "mf", "evaluation": {"batch_size": "x"}}]},
+                            "m.yaml"))
