@@ -445,8 +445,9 @@ def projected_time(model, ds, evaluator: Evaluator, seconds_per_step: float | No
     out: dict = {}
     if seconds_per_step is not None and steps:
         epoch = seconds_per_step * steps + per_valid / cfg.eval_every
-        out["epoch_hours"] = round(epoch / 3600, 4)
-        out["cell_hours"] = round((cfg.epochs * epoch + final / users_per_s) / 3600, 3)
+        # three significant digits (a fixed number of decimals made a toy cell's epoch 0.0 h)
+        out["epoch_hours"] = float(f"{epoch / 3600:.3g}")
+        out["cell_hours"] = float(f"{(cfg.epochs * epoch + final / users_per_s) / 3600:.3g}")
     return out
 
 
