@@ -288,7 +288,7 @@ class ProcessExecutor:
 def _ray_cell(cell: Cell, out: str, device: str, features: dict, precision: str = "auto") -> str:
     """A Ray task: one cell, written exactly as an in-process run writes it."""
     logging.basicConfig(level=logging.INFO)
-    return str(run_cell(cell, Path(out), device=device, features=features, progress=False, precision=precision))
+    return _worker_cell(cell, out, device, features, precision)   # no memo there: one cell per task
 
 
 class RayExecutor:
