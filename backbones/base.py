@@ -53,8 +53,12 @@ def tempered_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pad_id: 
                            temperature: float = 1.0) -> torch.Tensor:
     """Mean token CE of ``targets`` [B, L] under ``logits / temperature`` [B, L, V], pads ignored.
 
-    LETTER Eq. 6: -Σ_t log softmax(p(y_t) / τ); τ < 1 weighs hard negatives more."""
-    flat = (logits.float() / temperature).reshape(-1, logits.shape[-1])
+    LETTER Eq. 6: -Σ_t log softmax(p(y_t) / τ); τ < 1 weighs hard negatives more. At τ = 1 the
+    logits go in as they are (no division: a copy of the largest tensor of the step)."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    flat = logits.reshape(-1, logits.shape[-1])
     return nn.functional.cross_entropy(flat, targets.reshape(-1), ignore_index=pad_id)
 
 

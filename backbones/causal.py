@@ -188,8 +188,9 @@ class CausalBackbone(GenerativeBackbone):
             return LlamaConfig(**common)
         raise ValueError(f"causal family must be qwen2 or llama, got {cfg.family!r}")
 
-    def _forward(self, ids, mask, positions, cache=None, use_cache=False, keep: int = 0):
-        """``keep``: compute logits for the last ``keep`` positions only (0 = all)."""
+    def _forward(self, ids, mask, positions, cache=None, use_cache=False, keep: int | torch.Tensor = 0):
+        """``keep``: compute logits for the last ``keep`` positions only (0 = all), or for the
+        positions a 1-D index tensor lists."""
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                           use_cache=use_cache, logits_to_keep=keep, **{self._kw: cache})
 
@@ -202,9 +203,11 @@ class CausalBackbone(GenerativeBackbone):
         ids = torch.cat([inputs, targets], 1)
         mask = torch.cat([input_mask, tmask], 1)
         # position j predicts token j + 1: the targets come from the last prompt position on,
-        # so the vocabulary projection is computed for those positions only
-        logits = self._forward(ids, mask, self._positions(mask), keep=targets.shape[1] + 1).logits
-        pred = logits[:, :-1]
+        # so the vocabulary projection is computed for those T positions only (given as
+        # indices: no logits for the last position and no strided copy to drop them)
+        s, t = inputs.shape[1], targets.shape[1]
+        keep = torch.arange(s - 1, s + t - 1, device=ids.device)
+        pred = self._forward(ids, mask, self._positions(mask), keep=keep).logits
         return tempered_cross_entropy(pred, targets, self.pad_id, temperature)
 
     def begin(self, inputs, input_mask, beams):

@@ -533,8 +533,23 @@ def _body(run_dir: Path, df: pd.DataFrame, cells: dict, order: list[str], label:
         fig, _ = _figure_efficiency(run_dir, df, tag)
         parts += ["## Throughput (producing the top-K on the test split)", "", thr, fig]
     if not valid.empty:
-        parts += ["## Validation split", "", table_markdown(valid, order=order)]
+        parts += ["## Validation split", "", *_valid_sample_note(df, cells), table_markdown(valid, order=order)]
     return parts, {"md": md, "tex": table_latex(test, caption=caption, order=order, marks=marks), "csv": test}
+
+
+def _valid_sample_note(df: pd.DataFrame, cells: Cells) -> list[str]:
+    """A line saying whom the validation rows rank where a cell ranked only the early-stopping
+    sample there (``evaluation.valid_rows: sample``): the users per row, per dataset, from the
+    rows' ``n_users``. Nothing where every cell ranked every validation user."""
+    sampled = sorted({d for (d, _, _), cell in cells.items()
+                      if ((cell.config() or {}).get("evaluation") or {}).get("valid_rows") == "sample"})
+    if not sampled:
+        return []
+    sel = df[(df["split"] == "valid") & (df["subset"] == "all") & df["dataset"].isin(sampled)]
+    counts = {d: sorted({int(n) for n in g["n_users"]}) for d, g in sel.groupby("dataset", sort=False)}
+    return ["Validation rows on the early-stopping sample (`evaluation.valid_rows: sample`), users per row: "
+            + "; ".join(f"{d} {' / '.join(map(str, c))}" for d, c in counts.items())
+            + ". The test rows rank every test user.", ""]
 
 
 def write_report(run_dir: Path) -> dict[str, Path]:

@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=1, help="fresh runs (2+: also compared with each other)")
     p.add_argument("--digits", type=int, default=4)
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: torch's default)")
+    p.add_argument("--jobs", type=int, help="worker processes, as for `run` (the reference must have been run "
+                                            "with the same number: a worker uses one torch thread)")
     p.add_argument("--workdir", help="where the runs and their caches go (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args(argv)
@@ -162,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.against and args.runs < 2:
         p.error("nothing to compare: give --against REFERENCE or --runs 2")
     cli_args = [args.matrix] if args.matrix else ["--preset", args.preset]
-    for flag in ("datasets", "methods", "seeds", "protocol"):
+    for flag in ("datasets", "methods", "seeds", "protocol", "jobs"):
         if getattr(args, flag):
-            cli_args += [f"--{flag}", getattr(args, flag)]
+            cli_args += [f"--{flag}", str(getattr(args, flag))]
     reference = _results(Path(args.against)) if args.against else None
     if reference is not None and (reference["protocol"] == UNRECORDED_PROTOCOL).all():
         print(f"note: {args.against} records no evaluation protocol (written before protocols were); "

@@ -13,7 +13,9 @@ Subsets (SETRec's evaluation; see the design notes "Cold-start and popularity gr
   test users ranked by the EXACT score of every item instead (teacher-forced sequence
   log-probabilities); ``beam`` holds the decoded ranking of the same users, so the two rows
   compare beam search with global search (LETTER Fig. 3, SETRec's local-optima argument).
-  ``global_users`` caps how many test users this costly ranking covers (a fixed sample).
+  ``global_users`` caps how many test users this costly ranking covers: a fixed sample per
+  seed (drawn with the run's seed, so that runs over several seeds pool different users; seed
+  0 draws the sample every earlier version drew for every seed).
 Whether history items stay rankable is the run's named protocol
 (:mod:`benchmarks.evaluation.protocols`: ``masked`` / ``unmasked``, ``auto`` decides from the
 data), resolved once per dataset here and recorded in ``EvalResult.protocol``.
@@ -67,7 +69,11 @@ class EvalConfig:
     - ``popularity_groups`` / ``popularity_edges``: see ``Dataset.popularity_groups``;
     - ``subsets``: which of all / warm / cold / popularity to report;
     - ``valid_sample``: early stopping validates on this many randomly chosen validation
-      users (fixed per seed) instead of all; the reported validation rows always use all.
+      users (fixed per seed) instead of all;
+    - ``valid_rows``: the users of the reported validation rows: ``all`` (default) or
+      ``sample`` (the early-stopping sample, where there is one: the final validation
+      ranking then costs what one early-stopping check does; each row's ``n_users`` says
+      which). Test rows always use every test user.
     - ``global_ranking`` / ``global_users``: the beam-vs-global rows (see the module doc).
     """
 
@@ -79,6 +85,7 @@ class EvalConfig:
     popularity_edges: tuple[float, ...] | None = None
     subsets: tuple[str, ...] = SUBSETS
     valid_sample: int | None = None
+    valid_rows: str = "all"
     global_ranking: bool = False
     global_users: int | None = None
 
@@ -88,6 +95,9 @@ class EvalConfig:
             self.popularity_edges = tuple(self.popularity_edges)
         self.subsets = tuple(self.subsets)
         protocols.check_name(self.protocol)
+        if self.valid_rows not in ("all", "sample"):
+            from benchmarks.errors import ConfigError
+            raise ConfigError(f"evaluation.valid_rows: expected 'all' or 'sample', got {self.valid_rows!r}")
         bad = set(self.subsets) - set(SUBSETS)
         if bad:
             from benchmarks.errors import ConfigError
@@ -118,6 +128,7 @@ class Evaluator:
         self.groups = dataset.popularity_groups(self.cfg.popularity_groups,
                                                 list(self.cfg.popularity_edges) if self.cfg.popularity_edges else None)
         self.n_groups = int(self.groups.max())
+        self.seed = seed
         self._valid_sample = None
         if self.cfg.valid_sample:
             users = dataset.eval_users("valid")
@@ -201,6 +212,8 @@ class Evaluator:
         res = EvalResult(protocol=self.protocol.to_dict())
         for split in splits:
             users = self.ds.eval_users(split)
+            if split == "valid" and self.cfg.valid_rows == "sample":
+                users = self.validation_users()
             targets = [self.ds.targets(split)[u] for u in users]
             timed = throughput and split == "test"
             with PeakMemory(device=model.device) as mem:
@@ -237,7 +250,7 @@ class Evaluator:
     def _global_rows(self, model, users, topk, targets, res, progress) -> None:
         pick = np.arange(len(users))
         if self.cfg.global_users and len(users) > self.cfg.global_users:
-            pick = np.sort(np.random.default_rng(0).choice(len(users), self.cfg.global_users, replace=False))
+            pick = np.sort(np.random.default_rng(self.seed).choice(len(users), self.cfg.global_users, replace=False))
         exact, _ = self.rank(model, "test", users[pick], desc="rank test/global", progress=progress, exact=True)
         sub = [targets[i] for i in pick]
         self._rows("test", "beam", topk[torch.from_numpy(pick)], sub, users[pick], res)

@@ -338,3 +338,25 @@ def test_fixed_width_search_equals_the_csr_search(backbone_fn, side, table_fn, b
             want = _csr_beam_search(model, inputs, mask, trie, beams, exclude=ex)
             assert torch.equal(got[0], want[0])
             assert torch.allclose(got[1], want[1], atol=1e-5)
+
+
+def test_causal_loss_projects_only_the_target_positions_and_equals_the_full_logits_loss():
+    """The loss computes logits for the T positions that predict the targets (an index list):
+    the same value as the cross-entropy over the full forward's logits at those positions."""
+    from backbones.base import tempered_cross_entropy
+
+    m = _causal()
+    ids, mask = _inputs(side="left")
+    targets = torch.tensor([[3, 4, EOS], [5, EOS, PAD], [6, 7, EOS], [8, EOS, PAD]])
+    full_ids = torch.cat([ids, targets], 1)
+    full_mask = torch.cat([mask, (targets != PAD).long()], 1)
+    logits = m._forward(full_ids, full_mask, m._positions(full_mask)).logits   # every position
+    s, t = ids.shape[1], targets.shape[1]
+    want = torch.nn.functional.cross_entropy(logits[:, s - 1:s + t - 1].reshape(-1, V), targets.reshape(-1),
+                                             ignore_index=PAD)
+    assert torch.allclose(m.loss(ids, mask, targets), want, atol=1e-6)
+    for tau in (1.0, 0.5):   # τ = 1 skips the division; other τ divide
+        got = tempered_cross_entropy(logits[:, s - 1:s + t - 1], targets, PAD, tau)
+        ref = torch.nn.functional.cross_entropy((logits[:, s - 1:s + t - 1] / tau).reshape(-1, V),
+                                                targets.reshape(-1), ignore_index=PAD)
+        assert torch.equal(got, ref)

@@ -144,6 +144,41 @@ def test_beam_vs_global_rows():
     assert "global" not in r.index.get_level_values("subset")
 
 
+class ExactRecorder(Decoder):
+    """A Decoder that records which users its exact scores (the global ranking) were asked for."""
+
+    def __init__(self, table, ds):
+        super().__init__(table, ds)
+        self.exact_users: list[int] = []
+        self._ranking = False
+
+    def rank(self, batch, k, candidates=None, exclude=None):
+        self._ranking = True
+        try:
+            return super().rank(batch, k, candidates, exclude)
+        finally:
+            self._ranking = False
+
+    def score(self, batch):
+        if not self._ranking:
+            self.exact_users += batch.users.tolist()
+        return super().score(batch)
+
+
+def test_the_global_ranking_sample_is_drawn_per_seed_and_seed_0_keeps_the_earlier_sample():
+    ds = _ds()
+    picked = {}
+    for seed in range(6):
+        m = ExactRecorder(TABLE, ds)
+        Evaluator(ds, EvalConfig(ks=(1,), subsets=("all",), global_ranking=True, global_users=1),
+                  seed=seed).evaluate(m, progress=False)
+        assert len(m.exact_users) == 1
+        picked[seed] = m.exact_users[0]
+    users = ds.eval_users("test")
+    assert picked[0] == users[np.random.default_rng(0).choice(len(users), 1, replace=False)[0]]
+    assert len(set(picked.values())) > 1          # other seeds pool other users
+
+
 class Ranked(Fixed):
     """Ranks directly (a decoder's rank), returning the fixed table's top-k and its scores."""
 
@@ -173,3 +208,20 @@ def test_nan_scores_are_an_error_naming_the_method_and_the_split():
     items, _ = topk_from_scores(scores.clone(), 2, candidates=torch.tensor([True, True, True, True, False]),
                                 exclude=torch.tensor([[2]]))
     assert items.tolist() == [[3, 1]]
+
+
+def test_valid_rows_sample_ranks_the_early_stopping_sample_and_test_keeps_every_user():
+    from benchmarks.errors import ConfigError
+
+    ds = _ds()
+    n_users = {}
+    for rows in ("all", "sample"):
+        ev = Evaluator(ds, EvalConfig(ks=(1,), subsets=("all",), valid_sample=2, valid_rows=rows), seed=3)
+        res = pd.DataFrame(ev.evaluate(Fixed(TABLE, ds), progress=False).rows)
+        n_users[rows] = {split: set(res[res["split"] == split]["n_users"]) for split in ("valid", "test")}
+        if rows == "sample":
+            assert len(ev.validation_users()) == 2
+    assert n_users["all"] == {"valid": {3}, "test": {3}}
+    assert n_users["sample"] == {"valid": {2}, "test": {3}}
+    with pytest.raises(ConfigError, match="evaluation.valid_rows: expected 'all' or 'sample', got 'some'"):
+        EvalConfig(valid_rows="some")
