@@ -67,3 +67,22 @@ def test_cells_with_another_config_hash_are_named():
     new = _table({("a", 0): 0.1, ("b", 0): 0.2})
     new.loc[new["method"] == "b", "config_hash"] = "other"
     assert changed_configs(ref, new) == ["d/b/seed0"]
+
+
+def test_jobs_reach_the_fresh_run_command(tmp_path, monkeypatch):
+    """``--jobs N`` is passed on to ``benchmarks.cli run`` (a worker uses one torch thread, so a
+    reference made with --jobs 2 comes back only from --jobs 2)."""
+    import benchmarks.repro_check as rc
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    _table({("a", 0): 0.1}).to_csv(ref / "results.csv", index=False)
+    seen = []
+
+    def fake_run_once(index, workdir, cli_args, threads):
+        seen.append(cli_args)
+        return ref, 0.0
+
+    monkeypatch.setattr(rc, "run_once", fake_run_once)
+    assert main(["--preset", "quick", "--jobs", "2", "--against", str(ref), "--workdir", str(tmp_path / "w")]) == 0
+    assert seen == [["--preset", "quick", "--jobs", "2"]]
