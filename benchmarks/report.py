@@ -193,6 +193,21 @@ def protocol_reasons(cells: Cells) -> dict[str, str]:
     return out
 
 
+def unevaluated_users(cells: Cells) -> dict[str, str]:
+    """dataset -> "N test, M validation" users that have targets there but no earlier
+    interaction, so no row counts them (``Dataset.eval_users``; the run record's dataset
+    stats), for the datasets where there are any."""
+    out = {}
+    for (d, _, _), cell in sorted(cells.items()):
+        if d in out:
+            continue
+        stats = ((cell.run_info() or {}).get("dataset") or {}).get("stats") or {}
+        n = {split: stats.get(f"{split}_users_without_history") for split in ("test", "valid")}
+        if any(n.values()):
+            out[d] = f"{n['test'] or 0} test, {n['valid'] or 0} validation"
+    return out
+
+
 def cold_blind(cells: Cells) -> set[tuple[str, str]]:
     """(dataset, method) pairs whose cells say the method cannot score cold items
     (the run record's ``cold_items`` is null: no item content, no training interactions)."""
@@ -510,6 +525,10 @@ def _body(run_dir: Path, df: pd.DataFrame, cells: dict, order: list[str], label:
     reasons = protocol_reasons(cells)
     if reasons:
         parts += ["Protocol per dataset: " + "; ".join(f"{d}: {r}" for d, r in reasons.items()) + ".", ""]
+    skipped = unevaluated_users(cells)
+    if skipped:
+        parts += ["Users with targets but no earlier interaction (nothing to condition on) are not evaluated: "
+                  + "; ".join(f"{d}: {n}" for d, n in skipped.items()) + ".", ""]
     notes = run_notes(cells)
     if notes:
         parts += ["Run notes (variants, what a method says it ran, time caps):", "", *notes, ""]

@@ -168,10 +168,18 @@ class Dataset:
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
 
     def eval_users(self, split: str) -> np.ndarray:
-        """Users with at least one target in ``split`` and a non-empty history."""
+        """Users with at least one target in ``split`` and a non-empty history (a user whose
+        first interaction falls in the split, possible on a global-time-line split, has nothing
+        to condition on and is not evaluated: :meth:`stats` counts them,
+        ``<split>_users_without_history``)."""
         hist = self.history(split)
         return np.array([u for u, t in enumerate(self.targets(split)) if len(t) and len(hist[u])],
                         dtype=np.int64)
+
+    def users_without_history(self, split: str) -> int:
+        """Users with a target in ``split`` and an empty history: those :meth:`eval_users` leaves out."""
+        hist = self.history(split)
+        return int(sum(1 for u, t in enumerate(self.targets(split)) if len(t) and not len(hist[u])))
 
     def training_samples(self, max_history: int | None = None,
                          last_n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -260,6 +268,8 @@ class Dataset:
             "test_interactions": int(sum(len(s) for s in self.test)),
             "valid_users": int(len(self.eval_users("valid"))),
             "test_users": int(len(self.eval_users("test"))),
+            # users with targets there but no history before them: not evaluated (eval_users)
+            **{f"{split}_users_without_history": self.users_without_history(split) for split in ("valid", "test")},
             "warm_items": int(warm.sum()),
             "cold_items": int(self.n_items - warm.sum()),
             "users_over_history_cap": int((lens > self.max_history + 1).sum()),

@@ -225,3 +225,27 @@ def test_valid_rows_sample_ranks_the_early_stopping_sample_and_test_keeps_every_
     assert n_users["sample"] == {"valid": {2}, "test": {3}}
     with pytest.raises(ConfigError, match="evaluation.valid_rows: expected 'all' or 'sample', got 'some'"):
         EvalConfig(valid_rows="some")
+
+
+def test_users_without_history_are_counted_not_silently_dropped():
+    """A user whose first interaction is a test target (a global-time-line split) is not
+    evaluated; the dataset's stats count them and the report says so."""
+    from benchmarks.report import unevaluated_users
+
+    a = lambda *x: np.array(x, dtype=np.int64)  # noqa: E731
+    ds = Dataset(name="late", n_items=4, item_ids=["1", "2", "3", "4"], user_ids=["u0", "u1", "u2"],
+                 train=[a(1, 2), a(), a()], valid=[a(3), a(), a(2)], test=[a(4), a(1), a(3)], split="fixed")
+    assert ds.eval_users("test").tolist() == [0, 2]      # u1 has a target and nothing before it
+    st = ds.stats()
+    assert st["test_users_without_history"] == 1 and st["valid_users_without_history"] == 1   # u2's valid
+
+    class Cell:
+        def __init__(self, stats):
+            self.stats = stats
+
+        def run_info(self):
+            return {"dataset": {"stats": self.stats}}
+
+    cells = {("late", "mf", 0): Cell(st), ("full", "mf", 0): Cell({"test_users_without_history": 0,
+                                                                     "valid_users_without_history": 0})}
+    assert unevaluated_users(cells) == {"late": "1 test, 1 validation"}
