@@ -51,6 +51,8 @@ class CausalBackboneConfig:
     rope_theta: float | None = None  # None: transformers' default for the family
     rms_eps: float | None = None     # None: transformers' default for the family
     text_vocab: int | None = None    # from-config builds: text token rows before the harness's new tokens
+    tie_embeddings: bool = True      # from-config builds: the output head is the input embedding (Qwen2.5-0.5B /
+                                     # 1.5B); False: a head of its own (LLaMA). A checkpoint has its own setting
     checkpoint: str | None = None
     lora: bool | Literal["auto"] = "auto"
     lora_r: int = 8
@@ -74,7 +76,12 @@ def shape_of(folder: str) -> dict | None:
     if conf.get("model_type") not in ("qwen2", "llama"):
         raise ValueError(f"{path}: model_type {conf.get('model_type')!r}: expected qwen2 or llama")
     heads = conf["num_attention_heads"]
-    return {"family": conf["model_type"], "hidden": conf["hidden_size"], "n_layers": conf["num_hidden_layers"],
+    if "tie_word_embeddings" in conf:
+        tie = bool(conf["tie_word_embeddings"])
+    else:                    # absent: the model type's own default (transformers' config class)
+        from transformers import LlamaConfig, Qwen2Config
+        tie = bool((Qwen2Config if conf["model_type"] == "qwen2" else LlamaConfig)().tie_word_embeddings)
+    return {"family": conf["model_type"], "tie_embeddings": tie, "hidden": conf["hidden_size"], "n_layers": conf["num_hidden_layers"],
             "n_heads": heads, "n_kv_heads": conf.get("num_key_value_heads") or heads,
             "intermediate": conf["intermediate_size"], "max_positions": conf.get("max_position_embeddings", 2048),
             "text_vocab": conf["vocab_size"], **({"rope_theta": float(conf["rope_theta"])} if "rope_theta" in conf else {}),
@@ -101,6 +108,14 @@ SHAPES: dict[str, dict] = {
     "qwen2.5-1.5b": {"family": "qwen2", "hidden": 1536, "n_layers": 28, "n_heads": 12, "n_kv_heads": 2,
                      "intermediate": 8960, "max_positions": 32768, "rope_theta": 1000000.0,
                      "rms_eps": 1e-06, "text_vocab": 151936},
+    # LLaMA-7B (LC-Rec's and LETTER's LLM; huggyllama/llama-7b's config.json): hidden_size 4096,
+    # num_hidden_layers 32, num_attention_heads 32 (no grouped keys / values), intermediate_size
+    # 11008, max_position_embeddings 2048, rms_norm_eps 1e-06, rope_theta 10000 (the default),
+    # vocab_size 32000, tie_word_embeddings false: its output head is a matrix of its own (6.74B
+    # parameters), which LoRA trains whole there (modules_to_save)
+    "llama-7b": {"family": "llama", "hidden": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 32,
+                 "intermediate": 11008, "max_positions": 2048, "rope_theta": 10000.0, "rms_eps": 1e-06,
+                 "text_vocab": 32000, "tie_embeddings": False},
 }
 
 
@@ -177,7 +192,7 @@ class CausalBackbone(GenerativeBackbone):
                       num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                       num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.max_positions,
                       pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id,
-                      tie_word_embeddings=True)
+                      tie_word_embeddings=cfg.tie_embeddings)
         if cfg.rope_theta is not None:
             common["rope_theta"] = cfg.rope_theta
         if cfg.rms_eps is not None:

@@ -155,7 +155,7 @@ def causal_activations(st: Stack, batch: int, seq: int, *, logit_positions: int,
                        checkpointing: bool = False, lm_head: bool = True, autocast: bool = False) -> dict:
     """Bytes a decoder-only model's training forward over ``batch`` x ``seq`` tokens keeps
     (``held``) and the backward's peak on top of the state (``peak``); ``logit_positions``: the
-    target positions the loss reads (the LM head runs on those alone, ``logits_to_keep``).
+    target positions the loss reads (the LM head runs on those alone: ``logits_to_keep`` lists them).
     ``lm_head=False``: a stack without the head (SETRec's; its loss is the method's).
     ``autocast``: fp32 parameters computing in ``e`` (add :func:`autocast_copies`)."""
     b, s, h, a, d, f = batch, seq, st.hidden, st.heads, st.head_dim, st.ffn
@@ -164,7 +164,7 @@ def causal_activations(st: Stack, batch: int, seq: int, *, logit_positions: int,
     ea = 4 if autocast else e            # what stays in the parameters' fp32 under autocast
     once = 8 * tokens + 2 * tokens * d * ea + b * s * s * ea + tokens * (4 * h + 4 + ea * h)
     if lm_head:
-        once += b * (logit_positions + 1) * h * e + b * logit_positions * (st.vocab * 4 + 8) + 4
+        once += b * logit_positions * h * e + b * logit_positions * (st.vocab * 4 + 8) + 4
     if not checkpointing:
         held = st.layers * layer + once
         return {"held": held, "peak": held}

@@ -42,3 +42,35 @@ def test_text_vocab_smaller_than_the_harness_vocabulary_or_on_a_checkpoint_is_re
     ckpt = build_config(CausalBackboneConfig, {**TINY, "text_vocab": 50, "checkpoint": "/no/such/model"})
     with pytest.raises(ValueError, match="text_vocab is for from-config builds"):
         CausalBackbone(12, 0, 1, ckpt, new_token_ids=[9, 10, 11])
+
+
+def test_llama_shape_has_an_output_head_of_its_own():
+    """LLaMA-7B's head is not tied to its embedding (6.74B parameters, not 6.61B): the shape
+    says so and a from-config build has a separate head, which counts once more V x H."""
+    cfg = build_config(CausalBackboneConfig, shape_config("LLaMA-7B"))
+    hf = CausalBackbone._config(32000 + 1025, 0, 1, cfg)
+    assert (hf.model_type, hf.hidden_size, hf.num_hidden_layers, hf.num_key_value_heads,
+            hf.intermediate_size, hf.max_position_embeddings) == ("llama", 4096, 32, 32, 11008, 2048)
+    assert hf.tie_word_embeddings is False
+    with torch.device("meta"):
+        full = CausalBackbone(32000, 0, 1, cfg)
+    assert sum(p.numel() for p in full.parameters()) == 6_738_415_616      # huggyllama/llama-7b's count
+    tied = CausalBackbone(12, 0, 1, build_config(CausalBackboneConfig, TINY))
+    untied = CausalBackbone(12, 0, 1, build_config(CausalBackboneConfig, {**TINY, "tie_embeddings": False}))
+    head, emb = untied.model.get_output_embeddings().weight, untied.model.get_input_embeddings().weight
+    assert head.data_ptr() != emb.data_ptr()
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(untied) == n(tied) + 12 * 16
+
+
+def test_a_local_checkpoint_config_gives_its_tie_setting(tmp_path):
+    import json
+
+    from backbones.causal import shape_of
+
+    conf = {"model_type": "llama", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 32, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps({**conf, "tie_word_embeddings": True}))
+    assert shape_of(str(tmp_path))["tie_embeddings"] is True
+    (tmp_path / "config.json").write_text(json.dumps(conf))     # absent: LLaMA's own default (untied)
+    assert shape_of(str(tmp_path))["tie_embeddings"] is False
