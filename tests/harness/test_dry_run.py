@@ -159,7 +159,8 @@ def test_the_estimate_reads_a_local_checkpoints_shape(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({
         "model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 160, "vocab_size": 40000, "max_position_embeddings": 512}))
+        "num_key_value_heads": 2, "intermediate_size": 160, "vocab_size": 40000, "max_position_embeddings": 512,
+        "tie_word_embeddings": True}))          # as Qwen2.5-0.5B / 1.5B (absent: the class default, untied)
     data = write_toy_recbole(tmp_path / "data")
     spec = {"name": "est", "datasets": [data], "seeds": [0],
             "methods": [{"name": "bigrec", "config": {"backbone_config": {"checkpoint": str(folder)}}}]}
