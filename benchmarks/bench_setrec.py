@@ -48,6 +48,7 @@ overrides where one is trained).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -94,11 +95,8 @@ class PhaseMeter:
         counter = flop_counter() if self.count else None
         self.sync()
         t0 = time.perf_counter()
-        if counter is None:
+        with counter if counter is not None else contextlib.nullcontext():
             out = fn(*args)
-        else:
-            with counter:
-                out = fn(*args)
         self.sync()
         rec = {"phase": phase, "seconds": time.perf_counter() - t0}
         if counter is not None:

@@ -21,6 +21,13 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "genrec-bench"
 
 
+def lock_path(target: Path) -> Path:
+    """The lock file of ``target``'s build (:func:`build_lock`): in the system's temporary
+    folder, named by the hash of the target's absolute path."""
+    name = hashlib.sha256(str(Path(target).resolve()).encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / "genrec-bench-locks" / f"{name}.lock"
+
+
 @contextmanager
 def build_lock(target: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``target``'s build while
@@ -37,8 +44,7 @@ def build_lock(target: Path) -> Iterator[None]:
     except ImportError:          # pragma: no cover (no flock on this platform)
         yield
         return
-    name = hashlib.sha256(str(Path(target).resolve()).encode()).hexdigest()[:24]
-    lock = Path(tempfile.gettempdir()) / "genrec-bench-locks" / f"{name}.lock"
+    lock = lock_path(target)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

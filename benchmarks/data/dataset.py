@@ -178,8 +178,7 @@ class Dataset:
 
     def users_without_history(self, split: str) -> int:
         """Users with a target in ``split`` and an empty history: those :meth:`eval_users` leaves out."""
-        hist = self.history(split)
-        return int(sum(1 for u, t in enumerate(self.targets(split)) if len(t) and not len(hist[u])))
+        return int(sum(1 for t in self.targets(split) if len(t))) - len(self.eval_users(split))
 
     def training_samples(self, max_history: int | None = None,
                          last_n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

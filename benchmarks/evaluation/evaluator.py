@@ -211,9 +211,8 @@ class Evaluator:
         """Every row of every requested split and subset; throughput from the test ranking."""
         res = EvalResult(protocol=self.protocol.to_dict())
         for split in splits:
-            users = self.ds.eval_users(split)
-            if split == "valid" and self.cfg.valid_rows == "sample":
-                users = self.validation_users()
+            sampled = split == "valid" and self.cfg.valid_rows == "sample"
+            users = self.validation_users() if sampled else self.ds.eval_users(split)
             targets = [self.ds.targets(split)[u] for u in users]
             timed = throughput and split == "test"
             with PeakMemory(device=model.device) as mem:

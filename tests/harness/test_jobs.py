@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.cache import build_lock
+from benchmarks.cache import build_lock, lock_path
 from benchmarks.data.toy import write_toy_recbole
 from benchmarks.errors import ConfigError
 from benchmarks.matrix import parse_matrix
@@ -67,10 +67,7 @@ def test_build_lock_excludes_another_process(tmp_path):
     pytest.importorskip("fcntl")
     target = tmp_path / "entry"
     ctx = multiprocessing.get_context("spawn")
-    import hashlib
-    import tempfile
-    name = hashlib.sha256(str(target.resolve()).encode()).hexdigest()[:24]
-    lock_file = str(Path(tempfile.gettempdir()) / "genrec-bench-locks" / f"{name}.lock")
+    lock_file = str(lock_path(target))
     with build_lock(target):
         assert Path(lock_file).is_file() and not list(tmp_path.iterdir())   # nothing in the cache
         q = ctx.Queue()
