@@ -43,13 +43,17 @@ DRY_RUN_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"
                    ("peak_cuda_mb", "peak CUDA MB"), ("seconds_per_step", "s/step"),
                    ("users_per_s", "users/s"), ("train_gib", "est. GPU train GiB"), ("eval_gib", "est. GPU eval GiB"),
                    ("fits_80gb", "fits 80 GB"), ("epoch_hours", "h/epoch here"), ("cell_hours", "h/cell here"),
-                   ("error", "error")]
+                   ("train_tflop_step", "train TFLOP/step"), ("gpu_train_hours", None),
+                   ("flops_error", "FLOPs not counted"), ("error", "error")]
 
 ESTIMATE_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"), ("parameters", "parameters"),
                     ("trainable", "trainable"), ("train_batch", "train batch"), ("eval_batch", "eval users"),
                     ("state_gib", "state GiB"), ("activation_gib", "activations GiB"),
                     ("train_gib", "train GiB"), ("eval_gib", "eval GiB"), ("fits_80gb", "fits 80 GB"),
-                    ("activations_from", "activations from"), ("note", "note"), ("error", "error")]
+                    ("activations_from", "activations from"), ("train_tflop_step", "train TFLOP/step"),
+                    ("train_pflop_epoch", "train PFLOP/epoch"), ("train_pflop_cell", "train PFLOP/cell"),
+                    ("gpu_train_hours", None), ("note", "note"), ("flops_error", "FLOPs not counted"),
+                    ("error", "error")]
 
 
 def dry_run_table(rows: list[dict], columns: list[tuple[str, str]] = DRY_RUN_COLUMNS) -> str:
@@ -58,6 +62,9 @@ def dry_run_table(rows: list[dict], columns: list[tuple[str, str]] = DRY_RUN_COL
     the few steps and the ranking, the GPU estimate (:mod:`benchmarks.memory`) and the time
     projected from the measured steps (:func:`benchmarks.runner.projected_time`)."""
     cols = [(k, name) for k, name in columns if any(r.get(k) is not None for r in rows)]
+    if any(k == "gpu_train_hours" for k, _ in cols):      # named by the rate it assumes
+        from benchmarks.flops import GPU_HOURS_LABEL
+        cols = [(k, GPU_HOURS_LABEL if k == "gpu_train_hours" else name) for k, name in cols]
     lines = ["| " + " | ".join(name for _, name in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k, _ in cols) + " |")

@@ -465,8 +465,8 @@ def gpu_precision(precision: str) -> str:
 
 
 def _widest_batch(model, seed: int, look: int = 50):
-    """The widest (most elements) of the first ``look`` training batches of an epoch, cut to
-    its first micro-batch where ``grad_accum`` > 1."""
+    """The widest (most elements) of the first ``look`` training batches of an epoch (a whole
+    batch: one optimiser step, all its micro-batches)."""
     import itertools
 
     import numpy as np
@@ -476,8 +476,7 @@ def _widest_batch(model, seed: int, look: int = 50):
     batches = list(itertools.islice(model.batches(np.random.default_rng(seed)), look))
     if not batches:
         return None
-    batch = max(batches, key=size)
-    return model.micro_batches(batch, model.config.grad_accum)[0][0]
+    return max(batches, key=size)
 
 
 def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -> dict:
@@ -485,11 +484,14 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -
     widest batch (state + autocast copies + activations, the method's formula where it has one,
     else the bytes one real forward on this machine saves) and the evaluation (state kept
     through the validation rankings + one batch of the ``evaluation.batch_size`` test users
-    with the longest histories), in GiB, and whether both fit an 80 GB card."""
+    with the longest histories), in GiB, and whether both fit an 80 GB card; and the training's
+    compute from one counted step at the widest batch (:func:`benchmarks.flops.projected_compute`;
+    ``flops_error`` says why where a loss cannot be counted)."""
     import numpy as np
     import torch
 
     from benchmarks.evaluation.evaluator import user_batch
+    from benchmarks.flops import projected_compute
     from benchmarks.memory import GIB, autocast_copies, saved_bytes, state_bytes
     from benchmarks.training import TorchRecommender
 
@@ -508,7 +510,9 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -
         fp32 = sum(p.numel() for p in module.parameters() if p.dtype == torch.float32)
         autocast = e == 2 and fp32 > state["parameters"] / 2
         held = state["weights"] + state["gradients"] + state["optimizer"]
-        batch = _widest_batch(model, cell.seed)
+        whole = _widest_batch(model, cell.seed)
+        # what one forward sees: the first micro-batch where grad_accum > 1
+        batch = None if whole is None else model.micro_batches(whole, model.config.grad_accum)[0][0]
         est = model.memory_estimate(batch, eval_batch, e=e, mask_bytes=1, autocast=autocast) if batch is not None else None
         if est is not None:
             act, ev, source = est["peak"], est["eval"], est["formula"]
@@ -527,6 +531,10 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -
         row.update({"state_bytes": held, "activation_bytes": act, "train_bytes": held + copies + act,
                     "eval_bytes": held + ev, "activations_from": source,
                     "train_batch": "x".join(map(str, first.shape)) if isinstance(first, torch.Tensor) else None})
+        try:
+            row.update(projected_compute(model, whole))
+        except (RuntimeError, NotImplementedError) as exc:      # visible, not a failed cell
+            row["flops_error"] = f"{type(exc).__name__}: {exc}"
     for key in ("state", "activation", "train", "eval"):
         if f"{key}_bytes" in row:
             row[f"{key}_gib"] = round(row[f"{key}_bytes"] / GIB, 2)

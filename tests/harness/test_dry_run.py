@@ -119,6 +119,9 @@ def test_the_estimate_covers_every_builtin_preset(preset, tmp_path, monkeypatch)
     assert not [r for r in rows if "error" in r], [r for r in rows if "error" in r]
     for r in rows:
         assert r["fits_80gb"] in ("yes", "NO") and r["eval_bytes"] > 0, r
+        assert "flops_error" not in r, r             # every loss counts on the meta device
+        if r["activations_from"] not in ("-", "measured"):      # the transformer backbones
+            assert r["train_tflop_step"] > 0 and r["gpu_train_hours"] > 0, r
         cls = METHODS.get(next(e.name for e in matrix.methods if e.label == r["method"]))
         if hasattr(cls.Config(), "backbone") and "checkpoint" in str(
                 next(e.config for e in matrix.methods if e.label == r["method"])):

@@ -1,51 +1,74 @@
-"""The bench scripts' FLOP counter: counted multiply-adds x 2 per user, parameters restored."""
+"""benchmarks.flops: a training step's matrix-multiply FLOPs, counted on real modules and on
+the meta device (the estimate's), the same figure both ways."""
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from benchmarks.evaluation.flops import block_parameters, counted_gflop
-
-
-def test_counted_gflop_is_two_flops_per_multiply_add_per_user():
-    lin = torch.nn.Linear(4, 3, bias=False)
-    x = torch.randn(5, 4)
-    # 5 rows x 4 x 3 multiply-adds = 60, x 2 = 120 FLOPs, over 5 users = 24 per user
-    assert counted_gflop(lambda: lin(x), 5, lin) == pytest.approx(24e-9)
-    assert lin.weight.requires_grad                      # frozen only while counting
-    with pytest.raises(ValueError, match="n_users"):
-        counted_gflop(lambda: lin(x), 0, lin)
+from benchmarks.config import build_config
+from benchmarks.context import build_context
+from benchmarks.data.toy import toy_dataset
+from benchmarks.flops import GPU_PEAK_TFLOPS, GPU_UTILISATION, count_flops, projected_compute, train_step_flops
+from benchmarks.registry import METHODS
 
 
-def test_block_parameters_count_the_blocks_and_final_norms_only():
-    class T5Like(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.shared = torch.nn.Embedding(10, 4)                              # 40: not a block
-            self.encoder = torch.nn.Module()
-            self.encoder.block = torch.nn.ModuleList([torch.nn.Linear(4, 4)])   # 20
-            self.encoder.final_layer_norm = torch.nn.LayerNorm(4)               # 8
-    assert block_parameters(T5Like()) == 28
+def test_a_matrix_product_counts_two_m_n_k_and_its_backward_what_autograd_computes():
+    m, k, n = 8, 16, 4
+    lin = nn.Linear(k, n, bias=False)
+    x = torch.randn(m, k)
+    assert count_flops(lambda: lin(x)) == 2 * m * n * k
+    # backward: the weight's gradient only (x needs none), then also the input's
+    assert count_flops(lambda: lin(x).sum().backward()) == 4 * m * n * k
+    x.requires_grad_(True)
+    assert count_flops(lambda: lin(x).sum().backward()) == 6 * m * n * k
+    lin.weight.requires_grad_(False)          # a frozen weight (LoRA's base): no weight gradient
+    assert count_flops(lambda: lin(x).sum().backward()) == 4 * m * n * k
 
 
-def test_block_parameters_count_a_decoder_only_lms_layers_and_final_norm():
-    class QwenLike(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = torch.nn.Module()
-            self.model.embed_tokens = torch.nn.Embedding(10, 4)                  # 40: not a block
-            self.model.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4)])     # 20
-            self.model.norm = torch.nn.LayerNorm(4)                              # 8
-            self.lm_head = torch.nn.Linear(4, 10)                                # 50: not a block
-    assert block_parameters(QwenLike()) == 28
+def _model(name: str, meta: bool, extra: dict | None = None):
+    cls = METHODS.get(name)
+    ctx = build_context(toy_dataset(), needs=cls.needs, progress=False, meta=meta)
+    return cls(build_config(cls.Config, {**cls.smoke_config, **(extra or {})}), ctx)
 
 
-def test_counted_gflop_counts_cpu_attention_like_two_matrix_products():
-    """scaled_dot_product_attention on a CPU runs a kernel torch's counter has no formula for:
-    counted as QK^T plus AV, with grouped key / value heads and an additive mask alike."""
-    q = torch.randn(2, 4, 16, 8)
-    kv = torch.randn(2, 2, 16, 8)
-    expected = 2 * (2 * 2 * 4 * 16 * 16 * 8) / 2 / 1e9          # two products, per user (2 users)
-    mask = torch.zeros(2, 1, 16, 16)
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    assert counted_gflop(lambda: sdpa(q, q, q, attn_mask=mask), 2) == pytest.approx(expected)
-    assert counted_gflop(lambda: sdpa(q, kv, kv, enable_gqa=True), 2) == pytest.approx(expected)
+@pytest.mark.parametrize("name", ["tiger", "p5-tid", "lcrec", "bigrec", "setrec-t5", "setrec-causal"])
+def test_the_meta_device_count_equals_the_real_modules(name):
+    """The estimate counts a module built on the meta device with the real batch (data-dependent
+    steps on the batch run on its values): the same FLOPs as the real module's step."""
+    real, meta = _model(name, False), _model(name, True)
+    assert all(p.is_meta for p in meta.module.parameters())
+    batch = next(iter(real.batches(np.random.default_rng(0))))
+    same = next(iter(meta.batches(np.random.default_rng(0))))
+    for a, b in zip(batch, same):
+        assert torch.equal(a, b)
+    before = torch.random.get_rng_state()
+    counted = train_step_flops(real, batch)
+    assert counted > 0 and train_step_flops(meta, batch) == counted
+    assert torch.equal(torch.random.get_rng_state(), before)          # no random number drawn
+    assert all(p.grad is None for p in real.module.parameters())       # and no gradient kept
+
+
+def test_projected_compute_scales_the_step_by_the_epoch_and_the_cell():
+    model = _model("tiger", True, {"epochs": 7})
+    batch = next(iter(model.batches(np.random.default_rng(0))))
+    step = train_step_flops(model, batch)
+    out = projected_compute(model, batch)
+    cell = step * model.n_batches() * 7
+    assert out["train_tflop_step"] == float(f"{step / 1e12:.3g}")
+    assert out["train_pflop_cell"] == float(f"{cell / 1e15:.3g}")
+    assert out["gpu_train_hours"] == pytest.approx(cell / (GPU_PEAK_TFLOPS * 1e12 * GPU_UTILISATION) / 3600, rel=2e-3)
+    assert projected_compute(model, None) == {}
+
+
+def test_a_loss_without_a_dense_product_gets_no_figure():
+    mf = _model("mf", False)       # dot products of embeddings: element-wise, not counted
+    assert projected_compute(mf, next(iter(mf.batches(np.random.default_rng(0))))) == {}
+
+
+def test_the_cpus_fused_attention_counts_what_its_matrix_products_would():
+    q, k, v = (torch.randn(2, 3, 5, 8, requires_grad=True) for _ in range(3))
+    fused = count_flops(lambda: nn.functional.scaled_dot_product_attention(q, k, v).sum().backward())
+    # the same attention as matrix products: Q K^T, softmax, A V; and their gradients
+    explicit = count_flops(lambda: (torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1) @ v).sum().backward())
+    assert fused > 0 and fused == explicit
