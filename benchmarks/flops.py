@@ -4,9 +4,10 @@
 ``torch.utils.flop_counter.FlopCounterMode``, which counts the matrix-multiply family (mm,
 addmm, bmm, baddbmm, convolutions, scaled-dot-product attention and their backward ops):
 the work a GPU's tensor cores do. Not counted: element-wise ops, gathers, reductions and
-sparse products (MF's dot products, LightGCN's propagation, embedding look-ups), which are a
-small share of a transformer's work and bound by memory traffic rather than arithmetic; a
-method whose loss has no dense product counts 0 and gets no figure. Nor the optimiser's update
+embedding look-ups (MF's dot products), which are a small share of a transformer's work and
+bound by memory traffic rather than arithmetic; a method whose loss has no product counts 0 and
+gets no figure. A product with a sparse factor (LightGCN's propagation) counts its stored
+entries, not the dense shape. Nor the optimiser's update
 (about ten operations per trainable parameter), nor a frozen weight's gradient (autograd
 computes none: a LoRA step counts the adapters' and the activations' gradients only).
 
@@ -82,11 +83,35 @@ def _cpu_attention_backward(grad_out_shape, query_shape, key_shape, value_shape,
     return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-#: the CPU's fused attention kernels, which torch's counter does not know (the CUDA ones it does):
-#: counted as the matrix products of the attention they compute, which is what the meta
-#: device (where attention decomposes into those products) counts
+def _product(a: torch.Tensor, b: torch.Tensor) -> int:
+    """A x B: 2 m n k dense; with a sparse factor, 2 x its stored entries x the dense side's other
+    dimension (torch's counter takes every product as dense: LightGCN's 34k x 34k adjacency
+    would count 2 x 34k^2 x 64 per layer instead of 2 x its 0.3 M entries x 64)."""
+    if a.layout != torch.strided:
+        return 2 * a._nnz() * b.shape[1]
+    if b.layout != torch.strided:
+        return 2 * b._nnz() * a.shape[0]
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+
+
+def _mm(a, b, *args, out_val=None, **kwargs) -> int:
+    return _product(a, b)
+
+
+def _addmm(bias, a, b, *args, out_val=None, **kwargs) -> int:
+    return _product(a, b)
+
+
+for _f in (_mm, _addmm):
+    _f._get_raw = True        # torch's counter passes the tensors (their layout), not their shapes
+
+#: products torch's counter miscounts: the CPU's fused attention kernels, which it does not
+#: know (the CUDA ones it does), counted as the matrix products of the attention they compute,
+#: which is what the meta device (where attention decomposes into those products) counts; and
+#: products with a sparse factor (:func:`_product`)
 _CPU_KERNELS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
-                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+                torch.ops.aten.mm: _mm, torch.ops.aten.addmm: _addmm, torch.ops.aten._sparse_addmm: _addmm}
 
 
 def count_flops(fn) -> int:

@@ -72,3 +72,17 @@ def test_the_cpus_fused_attention_counts_what_its_matrix_products_would():
     # the same attention as matrix products: Q K^T, softmax, A V; and their gradients
     explicit = count_flops(lambda: (torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1) @ v).sum().backward())
     assert fused > 0 and fused == explicit
+
+
+def test_a_sparse_product_counts_its_stored_entries():
+    idx = torch.tensor([[0, 1, 2, 4], [1, 2, 0, 3]])
+    adj = torch.sparse_coo_tensor(idx, torch.ones(4), (5, 5)).coalesce()
+    x = torch.randn(5, 8)
+    assert count_flops(lambda: torch.sparse.mm(adj, x)) == 2 * 4 * 8
+    assert count_flops(lambda: adj.to_sparse_csr() @ x) == 2 * 4 * 8
+    assert count_flops(lambda: x.T @ adj.to_dense()) == 2 * 8 * 5 * 5        # dense: its shape
+    # LightGCN: each layer's propagation A E and, backward, A G (A symmetric), over A's entries
+    lightgcn = _model("lightgcn", False)
+    batch = next(iter(lightgcn.batches(np.random.default_rng(0))))
+    net, cfg = lightgcn.module, lightgcn.config
+    assert train_step_flops(lightgcn, batch) == 2 * cfg.n_layers * 2 * net.adj_csr._nnz() * cfg.dim
