@@ -43,8 +43,7 @@ DRY_RUN_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"
                    ("peak_cuda_mb", "peak CUDA MB"), ("seconds_per_step", "s/step"),
                    ("users_per_s", "users/s"), ("train_gib", "est. GPU train GiB"), ("eval_gib", "est. GPU eval GiB"),
                    ("fits_80gb", "fits 80 GB"), ("epoch_hours", "h/epoch here"), ("cell_hours", "h/cell here"),
-                   ("train_tflop_step", "train TFLOP/step"), ("gpu_train_hours", None),
-                   ("flops_error", "FLOPs not counted"), ("error", "error")]
+                   ("error", "error")]
 
 ESTIMATE_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"), ("parameters", "parameters"),
                     ("trainable", "trainable"), ("train_batch", "train batch"), ("eval_batch", "eval users"),

@@ -135,7 +135,8 @@ def train_step_flops(model, batch: Any) -> int:
         if loss.requires_grad:
             loss.backward()
 
-    with torch.random.fork_rng(devices=[]):
+    device = next(iter(module.parameters()), torch.empty(0)).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if meta:
             with _MetaWhereWeights():
                 flops = count_flops(step)

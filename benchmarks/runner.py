@@ -479,14 +479,16 @@ def _widest_batch(model, seed: int, look: int = 50):
     return max(batches, key=size)
 
 
-def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -> dict:
+def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str, compute: bool = False) -> dict:
     """Estimated GPU memory of one cell (see :mod:`benchmarks.memory`): the training step at its
     widest batch (state + autocast copies + activations, the method's formula where it has one,
     else the bytes one real forward on this machine saves) and the evaluation (state kept
     through the validation rankings + one batch of the ``evaluation.batch_size`` test users
-    with the longest histories), in GiB, and whether both fit an 80 GB card; and the training's
-    compute from one counted step at the widest batch (:func:`benchmarks.flops.projected_compute`;
-    ``flops_error`` says why where a loss cannot be counted)."""
+    with the longest histories), in GiB, and whether both fit an 80 GB card; with ``compute``,
+    the training's compute from one counted step at the widest batch
+    (:func:`benchmarks.flops.projected_compute`; ``flops_error`` says why where a loss cannot be
+    counted; free on the meta device, one real step otherwise: the estimate's, not the dry
+    run's, whose paper-size steps take minutes on a CPU)."""
     import numpy as np
     import torch
 
@@ -532,7 +534,7 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str) -
                     "eval_bytes": held + ev, "activations_from": source,
                     "train_batch": "x".join(map(str, first.shape)) if isinstance(first, torch.Tensor) else None})
         try:
-            row.update(projected_compute(model, whole))
+            row.update(projected_compute(model, whole) if compute else {})
         except (RuntimeError, NotImplementedError) as exc:      # visible, not a failed cell
             row["flops_error"] = f"{type(exc).__name__}: {exc}"
     for key in ("state", "activation", "train", "eval"):
@@ -626,7 +628,7 @@ def estimate_cell(cell: Cell, *, features: dict | None = None, precision: str = 
     if isinstance(model, TorchRecommender):
         counts = state_bytes(model.module)
         row.update(parameters=counts["parameters"], trainable=counts["trainable"])
-    row.update(_gpu_estimate(model, ds, evaluator, shaped, gpu_precision(precision)))
+    row.update(_gpu_estimate(model, ds, evaluator, shaped, gpu_precision(precision), compute=True))
     if note:
         row["note"] = note
     return row
