@@ -62,7 +62,7 @@ def dry_run_table(rows: list[dict], columns: list[tuple[str, str]] = DRY_RUN_COL
     projected from the measured steps (:func:`benchmarks.runner.projected_time`)."""
     cols = [(k, name) for k, name in columns if any(r.get(k) is not None for r in rows)]
     if any(k == "gpu_train_hours" for k, _ in cols):      # named by the rate it assumes
-        from benchmarks.flops import GPU_HOURS_LABEL
+        from benchmarks.compute import GPU_HOURS_LABEL
         cols = [(k, GPU_HOURS_LABEL if k == "gpu_train_hours" else name) for k, name in cols]
     lines = ["| " + " | ".join(name for _, name in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

@@ -486,14 +486,14 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str, c
     through the validation rankings + one batch of the ``evaluation.batch_size`` test users
     with the longest histories), in GiB, and whether both fit an 80 GB card; with ``compute``,
     the training's compute from one counted step at the widest batch
-    (:func:`benchmarks.flops.projected_compute`; ``flops_error`` says why where a loss cannot be
+    (:func:`benchmarks.compute.projected_compute`; ``flops_error`` says why where a loss cannot be
     counted; free on the meta device, one real step otherwise: the estimate's, not the dry
     run's, whose paper-size steps take minutes on a CPU)."""
     import numpy as np
     import torch
 
     from benchmarks.evaluation.evaluator import user_batch
-    from benchmarks.flops import projected_compute
+    from benchmarks.compute import projected_compute
     from benchmarks.memory import GIB, autocast_copies, saved_bytes, state_bytes
     from benchmarks.training import TorchRecommender
 

@@ -26,7 +26,7 @@ LAYERS = [
                        "benchmarks.cache", "benchmarks.config", "benchmarks.registry", "benchmarks.prompts",
                        "benchmarks.figures", "benchmarks.precision")),
     (1, "data", ("benchmarks.data",)),
-    (2, "harness core", ("benchmarks.protocol", "benchmarks.features", "benchmarks.training", "benchmarks.memory",
+    (2, "harness core", ("benchmarks.protocol", "benchmarks.features", "benchmarks.training", "benchmarks.memory", "benchmarks.compute",
                          "benchmarks.evaluation")),
     (3, "backbones", ("backbones",)),
     (3, "identifiers", ("identifiers",)),

@@ -7,8 +7,14 @@ the best speed-up a compute-bound machine can show. Gathers, sorts and top-k cos
 there, which is why a gather-based ranking (RPG's) counts only its network. torch's counter
 has no formula for the CPU kernel of ``scaled_dot_product_attention``
 (``_scaled_dot_product_flash_attention_for_cpu``, what transformers' ``sdpa`` attention runs
-on a CPU) and would count that attention as zero; :func:`counted_gflop` adds the formula torch
-uses for its GPU kernels (two matrix products, the causal half not subtracted).
+on a CPU) and would count that attention as zero; :func:`flop_counter` adds the formula torch
+uses for its GPU kernels (two matrix products, the causal half not subtracted) and, for its
+backward, the gradients' four products (without the recomputation of Q K^T a flash kernel does,
+which is also what the meta device, where attention decomposes into products, counts). It also
+counts a product with a sparse factor by the factor's stored entries (torch's counter takes
+every product as dense: LightGCN's 34k x 34k adjacency would count 2 x 34k^2 x 64 per layer
+instead of 2 x its 0.3 M entries x 64). The training-step counts of the estimate
+(:mod:`benchmarks.compute`) use the same counter.
 """
 
 from __future__ import annotations
@@ -51,12 +57,43 @@ def _cpu_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=No
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
+def _cpu_attention_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                                 **kwargs) -> int:
+    return 2 * _cpu_attention_flop(query_shape, key_shape, value_shape)      # four products, the forward's two
+
+
+def _product_flop(a: torch.Tensor, b: torch.Tensor) -> int:
+    """A x B: 2 m n k dense; with a sparse factor, 2 x its stored entries x the dense side's other
+    dimension."""
+    if a.layout != torch.strided:
+        return 2 * a._nnz() * b.shape[1]
+    if b.layout != torch.strided:
+        return 2 * b._nnz() * a.shape[0]
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+
+
+def _mm_flop(a, b, *args, out_val=None, **kwargs) -> int:
+    return _product_flop(a, b)
+
+
+def _addmm_flop(bias, a, b, *args, out_val=None, **kwargs) -> int:
+    return _product_flop(a, b)
+
+
+for _f in (_mm_flop, _addmm_flop):
+    _f._get_raw = True        # torch's counter passes these the tensors (their layout), not shapes
+
+
 def flop_counter():
-    """A ``FlopCounterMode`` (no display) that also counts the CPU attention kernel."""
+    """A ``FlopCounterMode`` (no display) that also counts the CPU attention kernel (forward and
+    backward) and sparse products by their entries (see the module doc)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    aten = torch.ops.aten
     return FlopCounterMode(display=False, custom_mapping={
-        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flop})
+        aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flop,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flop,
+        aten.mm: _mm_flop, aten.addmm: _addmm_flop, aten._sparse_addmm: _addmm_flop})
 
 
 def block_parameters(module: torch.nn.Module) -> int:

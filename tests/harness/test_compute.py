@@ -1,4 +1,4 @@
-"""benchmarks.flops: a training step's matrix-multiply FLOPs, counted on real modules and on
+"""benchmarks.compute: a training step's matrix-multiply FLOPs, counted on real modules and on
 the meta device (the estimate's), the same figure both ways."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from torch import nn
 from benchmarks.config import build_config
 from benchmarks.context import build_context
 from benchmarks.data.toy import toy_dataset
-from benchmarks.flops import GPU_PEAK_TFLOPS, GPU_UTILISATION, count_flops, projected_compute, train_step_flops
+from benchmarks.compute import GPU_PEAK_TFLOPS, GPU_UTILISATION, count_flops, projected_compute, train_step_flops
 from benchmarks.registry import METHODS
 
 

@@ -1,15 +1,19 @@
-"""Floating-point operations of a training step, counted from the shapes (no GPU, no weights).
+"""A cell's training compute: the FLOPs of a training step, counted from the shapes (no GPU,
+no weights), and what they come to per epoch, per cell and in GPU hours.
 
-:func:`train_step_flops` runs one forward and backward pass of a method's loss under
-``torch.utils.flop_counter.FlopCounterMode``, which counts the matrix-multiply family (mm,
-addmm, bmm, baddbmm, convolutions, scaled-dot-product attention and their backward ops):
-the work a GPU's tensor cores do. Not counted: element-wise ops, gathers, reductions and
-embedding look-ups (MF's dot products), which are a small share of a transformer's work and
-bound by memory traffic rather than arithmetic; a method whose loss has no product counts 0 and
-gets no figure. A product with a sparse factor (LightGCN's propagation) counts its stored
-entries, not the dense shape. Nor the optimiser's update
-(about ten operations per trainable parameter), nor a frozen weight's gradient (autograd
-computes none: a LoRA step counts the adapters' and the activations' gradients only).
+:func:`train_step_flops` runs one forward and backward pass of a method's loss under the
+suite's FLOP counter (:func:`benchmarks.evaluation.flops.flop_counter`: torch's
+``FlopCounterMode`` with the CPU attention kernel and sparse products added), which counts
+the matrix-multiply family (mm, addmm, bmm, baddbmm, convolutions, scaled-dot-product
+attention and their backward ops): the work a GPU's tensor cores do. Attention counts its
+matrix products (Q K^T and A V, and their gradients), whichever kernel runs it (a flash
+kernel's backward also recomputes Q K^T, a sixth more, not added); a product with a sparse
+factor (LightGCN's propagation) counts its stored entries. Not counted: element-wise ops,
+gathers, reductions and embedding look-ups (MF's dot products), a small share of a
+transformer's work and bound by memory traffic rather than arithmetic (a loss with no product
+counts 0 and gets no figure); the optimiser's update (about ten operations per trainable
+parameter); a frozen weight's gradient (autograd computes none: a LoRA step counts the
+adapters' and the activations' gradients only).
 
 A module built on the meta device (a 1.5 B-parameter decoder or any model an estimate builds
 from its shape) is counted without allocating anything: the batch stays a real CPU tensor
@@ -19,11 +23,10 @@ the padding, picking the history items) run on the real values. Two reads of a m
 value are answered without data: a boolean (transformers asks whether an attention mask is
 all ones, to skip it) is answered True, which changes no product's shape; ``unique`` over rows
 (SETRec-T5's shared position bias) answers "every row distinct", which feeds only an embedding
-look-up. Any other value read raises. Attention counts its matrix products (Q K^T and A V, and
-their gradients), whichever kernel runs it: a flash kernel's backward also recomputes Q K^T
-(a sixth more of the attention's count), which this does not add. ``tests/harness/test_flops.py`` checks that a method's
-count on the meta device equals its count on a real module, and the count against
-the 2 x m x n x k of a bare matrix product.
+look-up. Any other value read raises. ``tests/harness/test_compute.py`` checks that a
+method's count on the meta device equals its count on a real module, and the counter against
+the 2 m n k of a bare product, the explicit products of attention and a sparse product's
+entries.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from benchmarks.evaluation.flops import flop_counter
 
 #: the sustained rate a projected GPU hour assumes: 40 % of an H100 SXM's dense bf16 peak
 #: (989 TFLOP/s). A floor for small models: a 5 M-parameter T5 step is bound by kernel
@@ -72,51 +76,10 @@ class _MetaWhereWeights(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def _cpu_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _cpu_attention_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                            **kwargs) -> int:
-    # the gradients' four products (of A V and of Q K^T), twice the forward's two: without the
-    # recomputation of Q K^T a flash kernel does (torch's CUDA formula counts that one too)
-    return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _product(a: torch.Tensor, b: torch.Tensor) -> int:
-    """A x B: 2 m n k dense; with a sparse factor, 2 x its stored entries x the dense side's other
-    dimension (torch's counter takes every product as dense: LightGCN's 34k x 34k adjacency
-    would count 2 x 34k^2 x 64 per layer instead of 2 x its 0.3 M entries x 64)."""
-    if a.layout != torch.strided:
-        return 2 * a._nnz() * b.shape[1]
-    if b.layout != torch.strided:
-        return 2 * b._nnz() * a.shape[0]
-    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
-
-
-def _mm(a, b, *args, out_val=None, **kwargs) -> int:
-    return _product(a, b)
-
-
-def _addmm(bias, a, b, *args, out_val=None, **kwargs) -> int:
-    return _product(a, b)
-
-
-for _f in (_mm, _addmm):
-    _f._get_raw = True        # torch's counter passes the tensors (their layout), not their shapes
-
-#: products torch's counter miscounts: the CPU's fused attention kernels, which it does not
-#: know (the CUDA ones it does), counted as the matrix products of the attention they compute,
-#: which is what the meta device (where attention decomposes into those products) counts; and
-#: products with a sparse factor (:func:`_product`)
-_CPU_KERNELS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
-                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
-                torch.ops.aten.mm: _mm, torch.ops.aten.addmm: _addmm, torch.ops.aten._sparse_addmm: _addmm}
-
-
 def count_flops(fn) -> int:
-    """The matrix-multiply FLOPs of calling ``fn()`` (see the module doc)."""
-    with FlopCounterMode(display=False, custom_mapping=_CPU_KERNELS) as counter:
+    """The matrix-multiply FLOPs of calling ``fn()``, by the suite's one counter
+    (:func:`benchmarks.evaluation.flops.flop_counter`)."""
+    with flop_counter() as counter:
         fn()
     return int(counter.get_total_flops())
 
