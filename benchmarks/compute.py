@@ -122,8 +122,7 @@ def projected_compute(model, batch: Any) -> dict:
     if flops <= 0:
         return {}
     out: dict = {"train_tflop_step": float(f"{flops / 1e12:.3g}")}
-    steps = model.n_batches() if hasattr(model, "n_batches") else None
-    epochs = getattr(model.config, "epochs", None)
+    steps, epochs = model.n_batches(), model.config.epochs       # a TorchRecommender's (None: unknown)
     if steps and epochs:
         cell = flops * steps * epochs
         out["train_pflop_epoch"] = float(f"{flops * steps / 1e15:.3g}")

@@ -492,8 +492,8 @@ def _gpu_estimate(model, ds, evaluator: Evaluator, cell: Cell, precision: str, c
     import numpy as np
     import torch
 
-    from benchmarks.evaluation.evaluator import user_batch
     from benchmarks.compute import projected_compute
+    from benchmarks.evaluation.evaluator import user_batch
     from benchmarks.memory import GIB, autocast_copies, saved_bytes, state_bytes
     from benchmarks.training import TorchRecommender
 
