@@ -147,7 +147,7 @@ def code_frequency_lines(curves: dict[str, np.ndarray], path: Path, families: di
 
 def code_change_curve(curves: dict[str, list[dict]], path: Path, title: str = "") -> list[Path]:
     """Tokenizer training: share of items whose codes changed since the previous point (left,
-    log scale) and the total loss (right), against the epoch (log scale), one line per scheme.
+    log scale; thin lines: per level, the first three) and the total loss (right), against the epoch (log scale), one line per scheme.
     ``curves``: scheme -> the ``code_curve`` points of :func:`identifiers.quantizers.train_rqvae`."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -157,6 +157,10 @@ def code_change_curve(curves: dict[str, list[dict]], path: Path, title: str = ""
         color = f"C{i}"
         ax.plot([p["epoch"] for p in pts], [max(p["changed"], 1e-5) for p in pts], color=color,
                 marker=".", label=f"{name}: items whose codes changed")
+        levels = [p for p in pts if p.get("changed_levels")]      # curves written before: none
+        for lvl, ls in zip(range(len(levels[0]["changed_levels"]) if levels else 0), (":", "-.", (0, (1, 3)))):
+            ax.plot([p["epoch"] for p in levels], [max(p["changed_levels"][lvl], 1e-5) for p in levels],
+                    color=color, ls=ls, lw=0.8, label=f"{name}: level {lvl + 1} changed")
         loss_ax.plot([p["epoch"] for p in curve], [p["total"] for p in curve], color=color, ls="--",
                      alpha=0.6, label=f"{name}: total loss")
     ax.set_xscale("log")

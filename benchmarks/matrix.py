@@ -15,7 +15,7 @@ A matrix is a YAML file (or a preset under ``benchmarks/presets/``)::
         label: sasrec                   # the row name in tables (default: name)
         config: {hidden: 64}            # the method's Config fields
         datasets: {beauty: {dropout: 0.5}}   # per-dataset config overrides
-        evaluation: {batch_size: 64}    # users per ranking call for this entry (METHOD_EVAL_KEYS)
+        evaluation: {batch_size: 64}    # this entry's users per ranking call / valid_sample (METHOD_EVAL_KEYS)
 
 :func:`parse_matrix` / :func:`load_matrix` check every key at every level; :func:`select` is the
 command line's filters; :func:`expand` builds the cells, every method config checked against its
@@ -54,9 +54,11 @@ PRESETS = Path(__file__).resolve().parent / "presets"
 MATRIX_KEYS = {"name", "description", "datasets", "seeds", "device", "precision", "evaluation", "features",
                "methods"}
 METHOD_KEYS = {"name", "label", "config", "datasets", "only", "evaluation"}
-#: the evaluation settings a method entry may set for its own cells (how many users one
-#: ranking call takes: memory, not what is measured); the rest is the matrix's, one protocol
-METHOD_EVAL_KEYS = {"batch_size"}
+#: the evaluation settings a method entry may set for its own cells: how many users one ranking
+#: call takes (memory, not what is measured) and how many validation users early stopping reads
+#: (``valid_sample``: model selection and its cost; the test rows always rank every test user, and
+#: the report names each method's choice). The rest is the matrix's, for every method: one protocol
+METHOD_EVAL_KEYS = {"batch_size", "valid_sample"}
 FEATURE_KEYS = {"text_template", "text_encoder"}
 
 

