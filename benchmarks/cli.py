@@ -12,7 +12,7 @@
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
     genrec-bench data fetch NAME
     genrec-bench tokenize --dataset NAME --identifier SCHEME [--output DIR] [--seed N]
-                          [--set key=value ...] [--cf-overlap auto|yes|no] [--table3]
+                          [--set key=value ...] [--cf-overlap auto|yes|no] [--table3] [--snapshot]
     genrec-bench plugins
 """
 
@@ -239,10 +239,16 @@ def cmd_tokenize(args) -> int:
 
     out = tokenize(args.dataset, args.identifier, overrides=_overrides(args.set), seed=args.seed,
                    output=Path(args.output) if args.output else None, cf_overlap=args.cf_overlap,
-                   table3=args.table3, device=args.device or "cpu", progress=not args.quiet)
+                   table3=args.table3, device=args.device or "cpu", progress=not args.quiet,
+                   snapshot=args.snapshot)
     stats = pd.read_csv(out / "stats.csv")
     from tabulate import tabulate
     print(tabulate(stats.values.tolist(), headers=list(stats.columns), tablefmt="simple", floatfmt=".4g"))
+    if args.snapshot:
+        snap = json.loads((out / "config.json").read_text())["snapshot"]
+        since = snap["since_last_point"]
+        print(f"snapshot at epoch {snap['epoch']} of {snap['of_epochs']}; since epoch {since['from_epoch']}: "
+              f"codes changed for {since['changed']} of the items (per level {since['changed_levels']})")
     print(f"wrote {out}")
     return 0
 
@@ -364,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="LETTER Table 4 overlap: auto = when CF embeddings are at hand; yes = train them")
     tk.add_argument("--table3", action="store_true", help="LETTER Table 3: SASRec on the quantised embeddings")
     tk.add_argument("--device", help="cpu, cuda ...")
+    tk.add_argument("--snapshot", action="store_true",
+                    help="analyse the unfinished training run's checkpoint as it stands (no training, "
+                         "nothing cached); the same --set / --seed as the run")
     tk.add_argument("--quiet", action="store_true")
     tk.set_defaults(func=cmd_tokenize)
 

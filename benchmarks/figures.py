@@ -165,6 +165,11 @@ def code_change_curve(curves: dict[str, list[dict]], path: Path, title: str = ""
                      alpha=0.6, label=f"{name}: total loss")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    # epochs as plain numbers at 1, 2, 5 x 10^k (the default labels 3x10^3 and 4x10^3 overlap)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel("epoch")
     ax.set_ylabel("share of items with changed codes (0 shown at 1e-5)")
     loss_ax.set_ylabel("total loss (dashed)")

@@ -8,7 +8,13 @@ Writes into the output folder:
 - ``code_frequency.png`` / ``.pdf`` (LETTER Fig. 6, level 0) for level-structured schemes;
 - ``code_curve.json`` / ``code_curve.png`` (trained tokenizers): the share of items whose codes
   changed between checkpoints of training, and the loss, against the epoch;
-- ``config.json``: the scheme config, seed, dataset, suite version.
+- ``config.json``: the scheme config, seed, dataset, suite version (and, for a snapshot, the
+  checkpoint's epoch).
+
+``snapshot=True`` (``genrec-bench tokenize --snapshot``) analyses an unfinished tokenizer run
+as its checkpoint stands (a 20,000-epoch run in progress, or stopped), without training and
+without caching anything: the same files, in a folder named after the checkpoint's epoch, so
+that the analyses can be compared across a long run's epochs.
 """
 
 from __future__ import annotations
@@ -27,15 +33,16 @@ from benchmarks.data.catalog import load_dataset
 from benchmarks.registry import IDENTIFIERS
 from benchmarks.utils import (atomic_write_json, atomic_write_text, seed_everything, show_progress,
                               stable_hash)
-from identifiers.base import load_or_build
+from identifiers.base import load_or_build, snapshot_identifiers
 
 log = logging.getLogger(__name__)
 
 
 def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None, seed: int = 0,
              output: Path | None = None, cf_overlap: str = "auto", table3: bool = False,
-             device: str = "cpu", progress: bool = True) -> Path:
+             device: str = "cpu", progress: bool = True, snapshot: bool = False) -> Path:
     """Build, analyse and write one scheme's identifiers; return the output folder.
+    ``snapshot``: the identifiers of the run's training checkpoint instead (see the module doc).
 
     ``cf_overlap``: "auto" computes LETTER Table 4 when CF embeddings are cheap (published with
     the dataset, or already needed by the scheme); "yes" trains a SASRec for them if needed;
@@ -48,10 +55,13 @@ def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None,
     seed_everything(seed)
     ctx = build_context(ds, seed=seed, device=device, progress=progress)
     store = ctx.features
-    out = Path(output or Path("runs") / "tokenize" / ds.name /
-               f"{scheme}-{stable_hash([dataclasses.asdict(cfg), seed])}")
+    if snapshot:
+        ids = snapshot_identifiers(scheme, cfg, ds, store, seed, ctx.cache, progress=progress)
+    else:
+        ids = load_or_build(scheme, cfg, ds, store, seed, ctx.cache, progress=progress)
+    run = f"{scheme}-{stable_hash([dataclasses.asdict(cfg), seed])}"
+    out = Path(output or Path("runs") / "tokenize" / ds.name / (f"{run}-epoch{ids.stats['epochs']}" if snapshot else run))
     out.mkdir(parents=True, exist_ok=True)
-    ids = load_or_build(scheme, cfg, ds, store, seed, ctx.cache, progress=progress)
     ids.save(out, ds.item_ids)
     stats = code_usage(ids)
     extra = []
@@ -77,7 +87,9 @@ def tokenize(dataset: str | dict, scheme: str, *, overrides: dict | None = None,
         atomic_write_json(out / "code_curve.json", ids.stats["code_curve"])
         code_change_curve({scheme: ids.stats["code_curve"]}, out / "code_curve",
                           title=f"{ds.name}: {scheme} tokenizer, when the codes stop changing")
+    snap = ({"snapshot": {"epoch": ids.stats["epochs"], "of_epochs": ids.stats["of_epochs"],
+                          "since_last_point": ids.stats["since_last_point"]}} if snapshot else {})
     atomic_write_json(out / "config.json", {"scheme": scheme, "config": dataclasses.asdict(cfg),
                                            "seed": seed, "dataset": ds.name, "dataset_info": ds.info,
-                                           "suite_version": benchmarks.__version__})
+                                           "suite_version": benchmarks.__version__, **snap})
     return out

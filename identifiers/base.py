@@ -201,6 +201,12 @@ class IdentifierScheme(abc.ABC):
     def build(self) -> ItemIdentifiers:
         """Compute (train, if the scheme learns) every item's identifier."""
 
+    def snapshot(self) -> ItemIdentifiers:
+        """The identifiers as ``self.checkpoint`` (a long training run's saved state) stands,
+        without training: only schemes that keep such a checkpoint have one."""
+        raise ValueError(f"identifier scheme {self.name!r} keeps no training checkpoint to read "
+                         f"(the codebook schemes do: tiger, lcrec, letter ...)")
+
 
 def identifier_cache_dir(scheme: str, config: Any, dataset: "Dataset", seed: int, root: Path,
                          device: str | None = None) -> Path:
@@ -216,6 +222,28 @@ def identifier_cache_dir(scheme: str, config: Any, dataset: "Dataset", seed: int
     return Path(root) / "identifiers" / f"{dataset.name}-{dataset.info.get('cache_key', 'nokey')}" / f"{scheme}-{key}"
 
 
+def checkpoint_path(target: Path) -> Path:
+    """Where a build whose cache entry is ``target`` keeps its resumable training state."""
+    return target.with_name(target.name + ".checkpoint.pt")
+
+
+def snapshot_identifiers(name: str, config: Any, dataset: "Dataset", features: "FeatureStore | None",
+                         seed: int, cache_root: Path, progress: bool = True) -> ItemIdentifiers:
+    """Scheme ``name``'s identifiers as its unfinished training run's checkpoint (the one
+    :func:`load_or_build` keeps beside the cache entry) stands, without training; nothing is
+    cached (the run resumes from the same checkpoint later)."""
+    cls = IDENTIFIERS.get(name)
+    scheme = cls(config, dataset, features, seed, progress)
+    target = identifier_cache_dir(name, config, dataset, seed, cache_root,
+                                  scheme.device if cls.trains_on_device else None)
+    scheme.checkpoint = checkpoint_path(target)
+    scheme.prepare()
+    ids = scheme.snapshot()
+    if len(ids.tokens) != dataset.n_items:
+        raise ValueError(f"{name}: built {len(ids.tokens)} identifiers for {dataset.n_items} items")
+    return ids
+
+
 def load_or_build(name: str, config: Any, dataset: "Dataset", features: "FeatureStore | None",
                   seed: int, cache_root: Path | None, progress: bool = True) -> ItemIdentifiers:
     """Build scheme ``name`` (or reuse the cached result for the same dataset, config, seed).
@@ -228,7 +256,7 @@ def load_or_build(name: str, config: Any, dataset: "Dataset", features: "Feature
     target = (identifier_cache_dir(name, config, dataset, seed, cache_root,
                                    scheme.device if cls.trains_on_device else None) if cache_root else None)
     if target is not None:
-        scheme.checkpoint = target.with_name(target.name + ".checkpoint.pt")
+        scheme.checkpoint = checkpoint_path(target)
     if target is None or not ItemIdentifiers.saved_in(target):
         scheme.prepare()
     # the lock inside main_first (the main process builds first, and a waiting rank must not

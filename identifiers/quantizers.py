@@ -495,7 +495,7 @@ def code_changes(codes: np.ndarray, prev: np.ndarray | None) -> dict:
 
 def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndarray | None = None,
                 progress: bool = True, desc: str = "rq-vae", checkpoint: Path | None = None,
-                checkpoint_seconds: float = CHECKPOINT_SECONDS, device: str | torch.device = "cpu"
+                checkpoint_seconds: float | None = None, device: str | torch.device = "cpu"
                 ) -> tuple[RQVAE, dict]:
     """Train an RQ-VAE on ``embeddings`` [n, in_dim] (row i = item i+1). ``cf`` [n, latent_dim]
     is required when ``cfg.alpha > 0``. Returns the model (eval mode) and the training stats:
@@ -505,7 +505,8 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
     (:func:`code_changes`), with the losses — where it reaches 0 the codes have stopped changing.
 
     ``checkpoint``: a file the training state (model, optimiser, random generators, epoch, logs,
-    LETTER's cluster tables) is written to every ``checkpoint_seconds`` of training; a run
+    LETTER's cluster tables) is written to every ``checkpoint_seconds`` of training (default
+    :data:`CHECKPOINT_SECONDS`); :func:`checkpoint_model` reads it without training; a run
     started with the file present continues from it — exactly as if it had never stopped — when
     it was made for the same config, seed and inputs, and ignores it (with a warning) otherwise.
 
@@ -520,6 +521,7 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
     from benchmarks.utils import seed_everything
 
     cfg.validate()
+    checkpoint_seconds = CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
     if cfg.alpha > 0:
         if cf is None:
             raise ValueError("alpha > 0 needs CF embeddings")
@@ -616,6 +618,34 @@ def train_rqvae(embeddings: np.ndarray, cfg: RQVAEConfig, seed: int, cf: np.ndar
              "code_curve": curve,
              "train_seconds": round(time.perf_counter() - start, 2)}
     return model, stats
+
+
+def checkpoint_model(checkpoint: Path, embeddings: np.ndarray, cfg: RQVAEConfig, seed: int,
+                     cf: np.ndarray | None = None, device: str | torch.device = "cpu") -> tuple[RQVAE, dict]:
+    """The quantiser as :func:`train_rqvae`'s checkpoint holds it (a run still training, or one
+    stopped before its last epoch), without training: the model (eval mode) and stats shaped like
+    ``train_rqvae``'s, ``epochs`` being the checkpoint's epoch and ``of_epochs`` the run's
+    length, plus ``since_last_point``: :func:`code_changes` from the code curve's last point to
+    now. The same inputs as the run's (config, seed, embeddings, CF embeddings), or an error."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no tokenizer checkpoint for this config, seed and dataset (none "
+                                f"started, or the run finished and its identifiers are in the cache)")
+    state = torch.load(path, weights_only=True)
+    if state.get("key") != _training_key(embeddings, cfg, seed, cf):
+        raise ValueError(f"{path}: the checkpoint was made for another config, seed or input")
+    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(device)
+    model = RQVAE(x.shape[1], cfg).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    curve = state["curve"]
+    losses = state["log"]
+    prev = None if state["codes"] is None else state["codes"].numpy()
+    since = {"from_epoch": curve[-1]["epoch"] if curve else None,
+             **code_changes(encode_items(model, x)["codes"], prev)}
+    return model, {"epochs": int(state["epoch"]), "of_epochs": cfg.epochs, "loss_log": losses,
+                   "final_losses": {k: v[-1] for k, v in losses.items()}, "code_curve": curve,
+                   "since_last_point": since, "train_seconds": round(float(state["seconds"]), 2)}
 
 
 def cluster_codebooks(model: RQVAE, cfg: RQVAEConfig, seed: int) -> list[ClusterTable]:
@@ -788,11 +818,19 @@ class CodebookScheme(IdentifierScheme):
     def cf_embeddings(self):
         return None
 
-    def build(self) -> ItemIdentifiers:
+    def _inputs(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self.features is None:
             raise ValueError(f"{self.name} needs a FeatureStore (item text embeddings)")
-        text = self.features.text_embeddings()[1:]
-        cf = self.cf_embeddings()
+        return self.features.text_embeddings()[1:], self.cf_embeddings()
+
+    def build(self) -> ItemIdentifiers:
+        text, cf = self._inputs()
         return build_codebook_identifiers(self.name, text, self.config, self.seed, cf=cf,
                                           progress=self.progress, log=log.info, checkpoint=self.checkpoint,
                                           device=self.device)
+
+    def snapshot(self) -> ItemIdentifiers:
+        """The identifiers as the training checkpoint stands (:func:`checkpoint_model`)."""
+        text, cf = self._inputs()
+        model, stats = checkpoint_model(self.checkpoint, text, self.config, self.seed, cf, self.device)
+        return identifiers_from_quantizer(self.name, model, stats, text, self.config, log=log.info)

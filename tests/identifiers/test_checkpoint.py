@@ -2,6 +2,9 @@
 uninterrupted one does; a checkpoint made for something else is ignored; the code-change
 curve says when the codes stop changing."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +99,54 @@ def test_load_or_build_keeps_the_checkpoint_beside_the_cache_and_removes_it(tmp_
     assert (target / "meta.json").is_file()
     assert not target.with_name(target.name + ".checkpoint.pt").exists()
     assert ids.stats["code_curve"][-1]["epoch"] == cfg.epochs
+
+
+def test_a_snapshot_reads_an_unfinished_run_without_training_or_caching(tmp_path, monkeypatch):
+    """``tokenize(snapshot=True)`` on a run stopped in its 8th of 30 epochs: the identifiers of
+    the checkpoint's model (the codes a resumed-then-stopped run would hold), its epoch in
+    config.json, nothing written to the cache, the checkpoint left for the run to resume."""
+    import json
+
+    from benchmarks.data.catalog import load_dataset
+    from benchmarks.data.toy import write_toy_recbole
+    from benchmarks.features import FeatureStore
+    from benchmarks.tokenize import tokenize
+    from identifiers.base import ItemIdentifiers, checkpoint_path, identifier_cache_dir, snapshot_identifiers
+    from identifiers.quantizers import SMOKE
+    from identifiers.tiger import TigerConfig
+
+    entry = write_toy_recbole(tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match=r"checkpoint\.pt: no tokenizer checkpoint"):
+        tokenize(entry, "tiger", overrides=dict(SMOKE), output=tmp_path / "none", progress=False, snapshot=True)
+    calls = {"n": 0}
+    real = quantizers.rqvae_loss
+
+    def stop_in_epoch_8(*a, **k):            # the toy's 30 items in one batch: a step an epoch
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(quantizers, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(quantizers, "rqvae_loss", stop_in_epoch_8)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize(entry, "tiger", overrides=dict(SMOKE), output=tmp_path / "run", progress=False)
+    monkeypatch.setattr(quantizers, "rqvae_loss", real)
+    out = tokenize(entry, "tiger", overrides=dict(SMOKE), output=tmp_path / "snap", progress=False, snapshot=True)
+    snap = json.loads((out / "config.json").read_text())["snapshot"]
+    assert snap["epoch"] == 7 and snap["of_epochs"] == SMOKE["epochs"]
+    assert snap["since_last_point"]["from_epoch"] == 7 and snap["since_last_point"]["changed"] == 0.0
+    for f in ("index.json", "stats.csv", "code_curve.json", "code_frequency.png"):
+        assert (out / f).is_file(), f
+    assert [p["epoch"] for p in json.loads((out / "code_curve.json").read_text())] == list(range(1, 8))
+    cfg = TigerConfig(**SMOKE)
+    ds = load_dataset(entry)
+    cache = Path(os.environ["GENREC_BENCH_CACHE"])
+    target = identifier_cache_dir("tiger", cfg, ds, 0, cache)
+    assert checkpoint_path(target).is_file() and not ItemIdentifiers.saved_in(target)
+    # the written identifiers are the checkpoint model's, read again the same
+    ids = snapshot_identifiers("tiger", cfg, ds, FeatureStore(ds, cache, progress=False), 0, cache, progress=False)
+    assert ItemIdentifiers.load(out, ds.item_ids).tokens == ids.tokens
+    # a scheme without a training checkpoint says so
+    with pytest.raises(ValueError, match="keeps no training checkpoint"):
+        tokenize(entry, "p5-cid", overrides={"n_clusters": 3, "max_leaf": 8}, output=tmp_path / "x",
+                 progress=False, snapshot=True)
