@@ -66,9 +66,16 @@ def code_usage(ids: ItemIdentifiers) -> pd.DataFrame:
     add("all", "max_collision_group", max(sem.values()))
     add("all", "mean_length", np.mean([len(t) for t in ids.tokens]))
     add("all", "vocab_size", len(ids.vocab))
+    def number(v):
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
     for key, value in ids.stats.items():
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        if number(value):
             add("all", f"stats.{key}", value)
+        elif (isinstance(value, list) and value and all(number(v) for v in value)
+              and len(value) == ids.n_semantic_levels):      # one figure per semantic level
+            for lvl, v in enumerate(value):
+                add(lvl, f"stats.{key}", v)
     return pd.DataFrame(rows, columns=["scheme", "level", "metric", "value"])
 
 

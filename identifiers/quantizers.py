@@ -670,7 +670,25 @@ def encode_items(model: RQVAE, embeddings: np.ndarray | torch.Tensor, batch_size
     z = torch.cat([model.encoder(model.normalise(x[s:s + batch_size])) for s in range(0, len(x), batch_size)])
     out = model.quantise(z, balanced=model.cfg.final_sinkhorn)
     return {"codes": out["codes"].cpu().numpy().astype(np.int64),
-            "last_residual": out["residuals"][-1].cpu().numpy()}
+            "last_residual": out["residuals"][-1].cpu().numpy(),
+            "margins": [assignment_margins(r, model.codebooks[lvl].detach()).cpu().numpy()
+                        for lvl, r in enumerate(out["residuals"])]}
+
+
+#: an item's assignment at a level is a near tie when its second-nearest code is within this
+#: relative margin of the nearest (squared distances): a small drift of the code vectors flips it
+NEAR_TIE = 0.05
+
+
+@torch.no_grad()
+def assignment_margins(residual: torch.Tensor, codebook: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Per item, (d2 - d1) / d1 for the squared distances d1 <= d2 of its residual to its nearest
+    and second-nearest code vectors: how far the item is from flipping to another code."""
+    out = []
+    for s in range(0, len(residual), batch_size):
+        d = squared_distances(residual[s:s + batch_size], codebook).topk(2, dim=1, largest=False).values
+        out.append((d[:, 1] - d[:, 0]) / d[:, 0].clamp_min(1e-12))
+    return torch.cat(out)
 
 
 def collision_report(codes: np.ndarray) -> dict:
@@ -774,6 +792,10 @@ def identifiers_from_quantizer(scheme: str, model, stats: dict, embeddings: np.n
     codes = enc["codes"]
     books = model.codebooks.detach().cpu().numpy()
     stats["collisions_before"] = collision_report(codes)
+    # how settled each level's assignment is (a level of near ties keeps changing while the
+    # code vectors drift: the code curve's per-level shares)
+    stats["margin_median"] = [round(float(np.median(m)), 6) for m in enc["margins"]]
+    stats["near_tie_share"] = [round(float((m < NEAR_TIE).mean()), 6) for m in enc["margins"]]
     stats["code_usage_before"] = code_usage(codes, [cfg.codebook_size] * cfg.n_levels)
     if cfg.collision == "reassign":
         codes, moved = resolve_collisions(codes, enc["last_residual"], books[-1])

@@ -71,3 +71,8 @@ def test_tokenize_draws_the_code_change_curve_of_a_trained_tokenizer(tmp_path):
     out = tokenize(entry, "tiger", overrides=dict(SMOKE), output=tmp_path / "out", progress=False)
     curve = json.loads((out / "code_curve.json").read_text())
     assert curve[-1]["epoch"] == SMOKE["epochs"] and (out / "code_curve.png").is_file()
+    # how settled each level is: the nearest / second-nearest code margin, one row per level
+    stats = pd.read_csv(out / "stats.csv")
+    ties = stats[stats["metric"] == "stats.near_tie_share"]
+    assert list(ties["level"].astype(int)) == [0, 1, 2] and ties["value"].between(0, 1).all()
+    assert (stats[stats["metric"] == "stats.margin_median"]["value"] > 0).all()

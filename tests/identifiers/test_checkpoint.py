@@ -150,3 +150,10 @@ def test_a_snapshot_reads_an_unfinished_run_without_training_or_caching(tmp_path
     with pytest.raises(ValueError, match="keeps no training checkpoint"):
         tokenize(entry, "p5-cid", overrides={"n_clusters": 3, "max_leaf": 8}, output=tmp_path / "x",
                  progress=False, snapshot=True)
+
+
+def test_assignment_margins_are_the_relative_gap_to_the_second_nearest_code():
+    book = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])
+    r = torch.tensor([[0.9, 0.0], [0.0, 1.0]])     # d = (0.81, 1.21, 16.81), (1, 5, 9)
+    m = quantizers.assignment_margins(r, book)
+    assert torch.allclose(m, torch.tensor([(1.21 - 0.81) / 0.81, (5.0 - 1.0) / 1.0]))
