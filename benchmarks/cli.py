@@ -7,6 +7,7 @@
                      [--executor local|ray] [--jobs N] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
                      [--track mlflow|tensorboard [--track-uri URI]]
     genrec-bench report DIR [--open] [--cells-from RUN...]
+    genrec-bench check RUN... [--references letter-table1|FILE ...] [--parity DIR ...] [--output DIR]
     genrec-bench gather DIR... --output FILE.parquet
     genrec-bench compare DIR|FILE.parquet... [--metric ndcg] [--k 10] [--split test] [--subset all]
     genrec-bench data stats NAME [--split loo|ratio] [--k-core K]
@@ -151,6 +152,17 @@ def cmd_report(args) -> int:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     if args.open:
         print(open_in_browser(paths["report.html"]))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from benchmarks.reference_check import load_references, write_check
+
+    refs = [load_references(r) for r in (args.references or ["letter-table1"])]
+    out, md = write_check([Path(r) for r in args.runs], refs, [Path(p) for p in args.parity],
+                          Path(args.output) if args.output else None)
+    print(md)
+    print(f"wrote {out / 'check.md'}, {out / 'check.csv'}")
     return 0
 
 
@@ -333,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="first copy the finished cells of these run directories into DIR "
                           "(one report over several runs, e.g. one per protocol)")
     rep.set_defaults(func=cmd_report)
+
+    ck = sub.add_parser("check", help="a run's figures beside a paper's table and RecBole's on the same split")
+    ck.add_argument("runs", nargs="+", metavar="RUN", help="run or report folders (their results.csv)")
+    ck.add_argument("--references", nargs="+", metavar="NAME|FILE",
+                    help="reference files, or shipped ones by name (default: letter-table1; also rpg-table2)")
+    ck.add_argument("--parity", nargs="+", metavar="DIR", default=[],
+                    help="parity folders (python -m benchmarks.parity.recbole --output DIR): RecBole's figures")
+    ck.add_argument("--output", help="folder for check.md / check.csv (default: the first RUN)")
+    ck.set_defaults(func=cmd_check)
 
     g = sub.add_parser("gather", help="join the results of run folders into one Parquet table")
     g.add_argument("dirs", nargs="+", metavar="DIR", help="run folders (with results.csv / results.parquet)")

@@ -41,6 +41,7 @@ LAYERS = [
     (7, "report", ("benchmarks.report", "benchmarks.report_html")),
     (7, "tokenize", ("benchmarks.tokenize",)),
     (7, "gather", ("benchmarks.gather",)),
+    (7, "reference check", ("benchmarks.reference_check",)),
     (8, "entry points", ("benchmarks.cli", "benchmarks.bench_generation", "benchmarks.bench_setrec",
                          "benchmarks.bench_rpg", "benchmarks.bench_scale", "benchmarks.parity", "benchmarks.repro_check")),
 ]
