@@ -225,6 +225,14 @@ def _num(v) -> str:
     return "" if v is None or pd.isna(v) else f"{v:.4f}"
 
 
+def _shown(path: Path | None) -> str:
+    """A shipped reference file as its path in the repository (not this machine's), others as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REFERENCES.parents[1]))
+    except ValueError:
+        return str(path)
+
+
 def check_markdown(df: pd.DataFrame, references: list[Reference], parity: list[Path]) -> str:
     metrics = [c[len("ours_"):] for c in df.columns if c.startswith("ours_") and not c.startswith("ours_std_")]
     head = ["dataset", "method", "protocol", "seeds"] + [f"ours {m}" for m in metrics] + ["reference"] \
@@ -239,7 +247,7 @@ def check_markdown(df: pd.DataFrame, references: list[Reference], parity: list[P
                                         *[_num(r.get(f"ref_{m}")) for m in metrics],
                                         *[_pct(r.get(f"gap_{m}")) for m in metrics], within, r["verdict"]]) + " |")
     srcs = [f"- {ref.name}: {ref.source} (tolerance ±{ref.tolerance * 100:.0f} % on {', '.join(ref.check)}; "
-            f"`{ref.path}`)" for ref in references]
+            f"`{_shown(ref.path)}`)" for ref in references]
     srcs += [f"- RecBole 1.2.1 on the same split: `{p}/parity.csv` (ours within 5 % of it, or better, on "
              f"{', '.join(metrics)}; the same protocol only)" for p in parity]
     return "\n".join(["Test split, all users, full ranking; ours = mean over the seeds shown (± std). "
