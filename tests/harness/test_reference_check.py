@@ -46,6 +46,8 @@ def test_the_shipped_tables_load():
     sasrec = [r for r in letter.rows if r["dataset"] == "beauty" and r["method"] == "SASRec"][0]
     assert sasrec["ours"] == ["sasrec-bce", "sasrec"] and sasrec["recall@10"] == 0.0588
     assert load_references("rpg-table2").name == "RPG Table 2"
+    issue20 = load_references("letter-issue20")
+    assert issue20.tolerance == 0.05 and issue20.rows[0]["ours"] == ["sasrec"]
 
 
 def test_each_row_gets_its_gaps_and_one_verdict(tmp_path):
