@@ -8,7 +8,7 @@ users; one row per dataset, method label and evaluation protocol, mean over seed
 
 - each published figure it is compared with: reference files (``benchmarks/references/*.yaml``,
   or any file of that shape; :func:`load_references`) map a paper's rows to the suite's method
-  labels; the gap is ours / published - 1 on every metric the file checks, "within" when every
+  labels (a file that states its protocol is compared with our rows of that protocol only); the gap is ours / published - 1 on every metric the file checks, "within" when every
   |gap| <= the file's tolerance (LETTER Table 1: ±10 % on R@10 and N@10);
 - the reference implementation on the same split: the parity harness's tables
   (``python -m benchmarks.parity.recbole``, its ``parity.csv``) give RecBole's figures per
@@ -37,7 +37,7 @@ from benchmarks.utils import atomic_write_text
 #: the reference files shipped with the suite (``--references NAME`` reads NAME.yaml here)
 REFERENCES = Path(__file__).resolve().parent / "references"
 METRIC = re.compile(r"^(recall|ndcg)@(\d+)$")
-REFERENCE_KEYS = {"name", "source", "tolerance", "check", "rows"}
+REFERENCE_KEYS = {"name", "source", "tolerance", "check", "rows", "protocol"}
 ROW_KEYS = {"dataset", "method", "ours"}
 #: the parity harness's bar: ours within 5 % of RecBole's figure, or better
 PARITY_TOLERANCE = 0.05
@@ -53,6 +53,9 @@ class Reference:
     check: list[str]
     rows: list[dict] = field(default_factory=list)
     path: Path | None = None
+    #: the evaluation protocol the figures were measured under, where the source says (then only
+    #: our rows of that protocol are compared); None: unstated, every protocol's row is compared
+    protocol: str | None = None
 
 
 def _need(ok: bool, where: str, expected: str) -> None:
@@ -85,6 +88,9 @@ def load_references(name_or_path: str | Path) -> Reference:
     check = raw.get("check")
     _need(isinstance(check, list) and check and all(isinstance(m, str) and METRIC.match(m) for m in check),
           f"{path}: check", f"expected a list of metric@k (recall@10, ndcg@10 ...), got {check!r}")
+    protocol = raw.get("protocol")
+    _need(protocol is None or (isinstance(protocol, str) and protocol), f"{path}: protocol",
+          f"expected the protocol the figures were measured under (masked, unmasked ...), got {protocol!r}")
     rows = raw.get("rows")
     _need(isinstance(rows, list) and rows, f"{path}: rows", "expected a non-empty list of rows")
     seen = set()
@@ -106,7 +112,7 @@ def load_references(name_or_path: str | Path) -> Reference:
         key = (row["dataset"], row["method"])
         _need(key not in seen, where, f"a second row for {key[0]} / {key[1]}")
         seen.add(key)
-    return Reference(raw["name"], raw["source"], float(tol), list(check), list(rows), path)
+    return Reference(raw["name"], raw["source"], float(tol), list(check), list(rows), path, protocol)
 
 
 def parity_table(folder: Path) -> pd.DataFrame:
@@ -176,6 +182,8 @@ def check_rows(runs: list[Path], references: list[Reference], parity: list[Path]
             base[f"ours_std_{m}"] = vals.get(m, (None, None))[1]
         found = []
         for ref in references:
+            if ref.protocol is not None and ref.protocol != protocol:
+                continue
             for row in ref.rows:
                 if row["dataset"] == dataset and method in row["ours"]:
                     found.append(("published", ref.name, row["method"], ref.tolerance, ref.check,
@@ -247,7 +255,8 @@ def check_markdown(df: pd.DataFrame, references: list[Reference], parity: list[P
                                         *[_num(r.get(f"ref_{m}")) for m in metrics],
                                         *[_pct(r.get(f"gap_{m}")) for m in metrics], within, r["verdict"]]) + " |")
     srcs = [f"- {ref.name}: {ref.source} (tolerance ±{ref.tolerance * 100:.0f} % on {', '.join(ref.check)}; "
-            f"`{_shown(ref.path)}`)" for ref in references]
+            + (f"our `{ref.protocol}` rows only; " if ref.protocol else "")
+            + f"`{_shown(ref.path)}`)" for ref in references]
     srcs += [f"- RecBole 1.2.1 on the same split: `{p}/parity.csv` (ours within 5 % of it, or better, on "
              f"{', '.join(metrics)}; the same protocol only)" for p in parity]
     return "\n".join(["Test split, all users, full ranking; ours = mean over the seeds shown (± std). "

@@ -47,7 +47,17 @@ def test_the_shipped_tables_load():
     assert sasrec["ours"] == ["sasrec-bce", "sasrec"] and sasrec["recall@10"] == 0.0588
     assert load_references("rpg-table2").name == "RPG Table 2"
     issue20 = load_references("letter-issue20")
-    assert issue20.tolerance == 0.05 and issue20.rows[0]["ours"] == ["sasrec"]
+    assert issue20.tolerance == 0.05 and issue20.rows[0]["ours"] == ["sasrec"] and issue20.protocol == "unmasked"
+
+
+def test_a_reference_that_states_its_protocol_is_compared_with_that_protocol_only(tmp_path):
+    run = _results(tmp_path / "run", [("beauty", "sasrec", "masked", 0, 0.0940, 0.0572),
+                                      ("beauty", "sasrec", "unmasked", 0, 0.0791, 0.0391)])
+    df = check_rows([run], [load_references("letter-issue20")], [])
+    assert list(df["verdict"]) == ["no reference", "meets LETTER issue 20 (RecBole SASRec-CE)"]
+    with pytest.raises(ConfigError, match=r"t\.yaml: protocol: expected the protocol"):
+        load_references(_reference(tmp_path / "t.yaml", [{"dataset": "b", "method": "M", "ours": ["m"],
+                                                          "recall@10": 0.1}], protocol=3))
 
 
 def test_each_row_gets_its_gaps_and_one_verdict(tmp_path):
