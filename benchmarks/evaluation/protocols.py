@@ -5,10 +5,14 @@ move them most are named here, resolved once per dataset, and written into every
 (``results.csv``'s ``protocol`` column) and every table caption, so that no table mixes them:
 
 - ``masked`` — each user's history items (everything before the target: training items for
-  validation, training + validation items for test) are removed from the ranking. RecBole's
-  default, and what its baseline tables report. Where no target ever occurs in its user's
-  history (5-core Amazon / Yelp / MovieLens files: nobody buys or rates an item twice),
-  masking removes only wrong answers.
+  validation, training + validation items for test) are removed from the ranking, the target
+  too where it repeats a history item (it can then never be hit). Where no target ever occurs
+  in its user's history (5-core Amazon / MovieLens files: nobody buys or rates an item twice)
+  this is exactly RecBole's masking for its general models (BPR, LightGCN), and what its
+  baseline tables report. Where targets repeat (LETTER's Yelp) it is NOT: RecBole removes the
+  history MINUS the user's positive items (``used_ids - positive_items``), so a repeat target
+  stays rankable while the other history items are removed — a third protocol, not built here
+  (results/parity/yelp-masked/README.md measures what it changes).
 - ``unmasked`` — every item stays rankable, history items included: what the generative
   papers' own code does (TIGER, LC-Rec, LETTER rank all items), and the only sound choice where
   users do repeat items (a masked repeat target could never be hit).
