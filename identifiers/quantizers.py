@@ -658,8 +658,8 @@ def cluster_codebooks(model: RQVAE, cfg: RQVAEConfig, seed: int) -> list[Cluster
 
 # ============================================================================ codes
 @torch.no_grad()
-def encode_items(model: RQVAE, embeddings: np.ndarray | torch.Tensor, batch_size: int = 4096
-                 ) -> dict[str, np.ndarray]:
+def encode_items(model: RQVAE, embeddings: np.ndarray | torch.Tensor, batch_size: int = 4096,
+                 margins: bool = False) -> dict[str, np.ndarray]:
     """Final codes of every item: argmin on every level, or (``final_sinkhorn``) one Sinkhorn
     plan over ALL items on the Sinkhorn levels, computed on the model's device. Returns codes
     [n, L] and the last level's residuals [n, d] (for collision resolution), in host memory."""
@@ -669,10 +669,12 @@ def encode_items(model: RQVAE, embeddings: np.ndarray | torch.Tensor, batch_size
          else torch.as_tensor(np.asarray(embeddings, dtype=np.float32))).to(device)
     z = torch.cat([model.encoder(model.normalise(x[s:s + batch_size])) for s in range(0, len(x), batch_size)])
     out = model.quantise(z, balanced=model.cfg.final_sinkhorn)
-    return {"codes": out["codes"].cpu().numpy().astype(np.int64),
-            "last_residual": out["residuals"][-1].cpu().numpy(),
-            "margins": [assignment_margins(r, model.codebooks[lvl].detach()).cpu().numpy()
-                        for lvl, r in enumerate(out["residuals"])]}
+    enc = {"codes": out["codes"].cpu().numpy().astype(np.int64),
+           "last_residual": out["residuals"][-1].cpu().numpy()}
+    if margins:   # per level (assignment_margins): only the final build needs them, not the curve points
+        enc["margins"] = [assignment_margins(r, model.codebooks[lvl].detach()).cpu().numpy()
+                          for lvl, r in enumerate(out["residuals"])]
+    return enc
 
 
 #: an item's assignment at a level is a near tie when its second-nearest code is within this
@@ -788,7 +790,7 @@ def identifiers_from_quantizer(scheme: str, model, stats: dict, embeddings: np.n
     item's codes, collision handling (``cfg.collision``), the tokens and arrays. ``stats`` is
     copied, not changed."""
     stats = dict(stats)
-    enc = encode_items(model, embeddings)
+    enc = encode_items(model, embeddings, margins=True)
     codes = enc["codes"]
     books = model.codebooks.detach().cpu().numpy()
     stats["collisions_before"] = collision_report(codes)
