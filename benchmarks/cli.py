@@ -1,7 +1,7 @@
 """The ``genrec-bench`` command line.
 
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
-                     [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|unmasked]
+                     [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|masked-keep-target|unmasked]
                      [--precision auto|fp32|bf16|fp16] [--refit] [--dry-run [--dry-steps N] [--dry-users M]] [--fail-fast] [--quiet]
                      [--estimate-only [--llm-shape Qwen2.5-1.5B]]
                      [--executor local|ray] [--jobs N] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.errors import ConfigError, GenrecError
+from benchmarks.evaluation.protocols import CHOICES as PROTOCOL_CHOICES
 
 
 def _csv(value: str) -> list[str]:
@@ -301,9 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the matrix)")
     r.add_argument("--precision", help="auto, fp32, bf16, fp16 (overrides the matrix; auto: bf16 on a CUDA "
                    "device with bf16, else fp32)")
-    r.add_argument("--protocol", choices=["auto", "masked", "unmasked"],
+    r.add_argument("--protocol", choices=PROTOCOL_CHOICES,
                    help="evaluation protocol (overrides the matrix): masked = history items removed from "
-                        "the ranking (RecBole), unmasked = ranked (the generative papers' code), auto = "
+                        "the ranking, masked-keep-target = the same except the user's target (RecBole's "
+                        "general-model rule), unmasked = ranked (the generative papers' code), auto = "
                         "masked where no target repeats a history item")
     r.add_argument("--refit", action="store_true",
                    help="protocol option: refit non-sequential methods (MostPop, MF, LightGCN) on "

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.evaluation.protocols import CHOICES as PROTOCOL_CHOICES
 from benchmarks.rundir import UNRECORDED_PROTOCOL, RunDir, read_results_csv
 
 #: the columns that name a value of a results table (with ``protocol`` where both sides record it)
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", help="comma-separated filter, as for `run`")
     p.add_argument("--methods", help="comma-separated filter, as for `run`")
     p.add_argument("--seeds", help="comma-separated filter, as for `run`")
-    p.add_argument("--protocol", choices=["auto", "masked", "unmasked"], help="evaluation protocol, as for `run`")
+    p.add_argument("--protocol", choices=PROTOCOL_CHOICES, help="evaluation protocol, as for `run`")
     p.add_argument("--against", help="reference run folder or results.csv (e.g. results/quick)")
     p.add_argument("--runs", type=int, default=1, help="fresh runs (2+: also compared with each other)")
     p.add_argument("--digits", type=int, default=4)

@@ -142,8 +142,9 @@ class Evaluator:
         for start in range(0, len(users), bs):
             u = users[start:start + bs]
             excl = None
-            if self.protocol.mask_history:  # the whole (uncapped) history
-                hists = self.ds.history(split, u)
+            if self.protocol.mask_history:  # from the whole (uncapped) history
+                targets = self.ds.targets(split)
+                hists = self.protocol.excluded(self.ds.history(split, u), [targets[i] for i in u])
                 excl = torch.from_numpy(left_pad(hists, max(1, max(len(h) for h in hists))))
             yield user_batch(self.ds, split, u, target_time=target_time), excl
 

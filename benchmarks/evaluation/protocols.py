@@ -8,11 +8,15 @@ move them most are named here, resolved once per dataset, and written into every
   validation, training + validation items for test) are removed from the ranking, the target
   too where it repeats a history item (it can then never be hit). Where no target ever occurs
   in its user's history (5-core Amazon / MovieLens files: nobody buys or rates an item twice)
-  this is exactly RecBole's masking for its general models (BPR, LightGCN), and what its
-  baseline tables report. Where targets repeat (LETTER's Yelp) it is NOT: RecBole removes the
-  history MINUS the user's positive items (``used_ids - positive_items``), so a repeat target
-  stays rankable while the other history items are removed — a third protocol, not built here
-  (results/parity/yelp-masked/README.md measures what it changes).
+  this equals ``masked-keep-target``, RecBole's masking for its general models.
+- ``masked-keep-target`` — the history items are removed EXCEPT the user's own targets of the
+  split: RecBole 1.2.1's rule for general models (BPR, LightGCN; ``FullSortEvalDataLoader``
+  masks ``used_ids - positive_items``), so a repeat target stays rankable while every other
+  history item is removed. The mask reads the answer (which history item is the target), so
+  this is not a protocol a deployed recommender could run; it is here because RecBole's
+  general-model figures, and the parity harness's RecBole side, use it. Where targets repeat
+  (LETTER's Yelp: 6 % of them) it moves figures far from ``masked`` (repeat targets become
+  easy hits): results/parity/yelp-masked/README.md measures it.
 - ``unmasked`` — every item stays rankable, history items included: what the generative
   papers' own code does (TIGER, LC-Rec, LETTER rank all items), and the only sound choice where
   users do repeat items (a masked repeat target could never be hit).
@@ -44,7 +48,9 @@ if TYPE_CHECKING:
 
 #: name -> what the caption says
 PROTOCOLS = {
-    "masked": "history items removed from the ranking (RecBole's default)",
+    "masked": "history items removed from the ranking, a repeat target too",
+    "masked-keep-target": "history items removed from the ranking except the user's target "
+                          "(RecBole's general-model rule: the mask reads the answer)",
     "unmasked": "history items ranked like any other (the generative papers' code)",
 }
 CHOICES = ("auto", *PROTOCOLS)
@@ -72,8 +78,8 @@ def repeat_targets(ds: "Dataset") -> dict:
 
 @dataclass(frozen=True)
 class Resolved:
-    """A protocol resolved for one dataset: ``name`` (masked | unmasked), ``refit``, what was
-    asked for, and why (the counts behind an ``auto`` decision)."""
+    """A protocol resolved for one dataset: ``name`` (a key of :data:`PROTOCOLS`), ``refit``,
+    what was asked for, and why (the counts behind an ``auto`` decision)."""
 
     name: str
     refit: bool
@@ -82,7 +88,16 @@ class Resolved:
 
     @property
     def mask_history(self) -> bool:
-        return self.name == "masked"
+        return self.name in ("masked", "masked-keep-target")
+
+    def excluded(self, history: list[np.ndarray], targets: list[np.ndarray]) -> list[np.ndarray] | None:
+        """Per user, the items this protocol removes from the ranking, given the user's
+        (uncapped) ``history`` and the split's ``targets``; None when nothing is removed."""
+        if not self.mask_history:
+            return None
+        if self.name == "masked":
+            return list(history)
+        return [h[~np.isin(h, t)] for h, t in zip(history, targets)]
 
     @property
     def label(self) -> str:
@@ -108,6 +123,13 @@ def resolve(requested: str, ds: "Dataset", refit: bool = False) -> Resolved:
     return Resolved("unmasked", refit, "auto",
                     f"auto: {hits} of the {total} validation / test targets occur in their user's "
                     f"history (repeat consumption): masking would remove correct answers")
+
+
+def equivalent(a: str, b: str, repeats: int) -> bool:
+    """Whether protocols ``a`` and ``b`` rank every user the same on a dataset where
+    ``repeats`` validation / test targets occur in their user's history
+    (:func:`repeat_targets`): ``masked`` and ``masked-keep-target`` differ only on those."""
+    return a == b or ({a, b} == {"masked", "masked-keep-target"} and repeats == 0)
 
 
 def describe(label: str) -> str:

@@ -23,14 +23,20 @@ virtualenv (``scripts/recbole_env.sh``), as a subprocess (``recbole_driver.py``)
 4. ``parity.md`` / ``parity.csv``: ours vs RecBole per model (valid and test R@10 / N@10, the
    relative gap, s / epoch, epochs, best epoch, peak memory, within ±5 % or better).
 
-Evaluation protocol. RecBole 1.2.1 removes a user's history items from the ranking for
-GENERAL models (BPR, LightGCN: ``FullSortEvalDataLoader`` builds a history index) but NOT for
-SEQUENTIAL ones (SASRec, BERT4Rec, Caser, HGN: it passes no history index). ``--protocol
-recbole`` (default) evaluates ours the way RecBole evaluates each model; ``masked`` /
-``unmasked`` evaluate ours one way for all models, and RecBole's side then comes from the
-driver's own evaluation of RecBole's best model (marked "driver" in the table; RecBole's early
-stopping still used its own protocol). Peak memory is the process's peak resident set size
-(``ru_maxrss``) of each side's whole run, taken the same way for both (``os.wait4``).
+Evaluation protocol. RecBole 1.2.1 removes a user's history items MINUS the split's targets
+from the ranking for GENERAL models (BPR, LightGCN: ``FullSortEvalDataLoader`` builds a history
+index of ``used_ids - positive_items``; the suite's ``masked-keep-target``) but nothing for
+SEQUENTIAL ones (SASRec, BERT4Rec, Caser, HGN: it passes no history index; ``unmasked``).
+``--protocol recbole`` (default) evaluates ours the way RecBole evaluates each model; a suite
+protocol (``masked``, ``masked-keep-target``, ``unmasked``: benchmarks/evaluation/protocols.py)
+evaluates ours one way for all models, and RecBole's side then comes, where RecBole's own rule
+is another, from the driver's evaluation of RecBole's best model under that rule (marked
+"driver" in the table; RecBole's early stopping still used its own rule). Where no validation /
+test target repeats a history item (Beauty, ML-100K) ``masked`` and ``masked-keep-target`` rank
+identically and either figure stands for the other; where targets repeat (Yelp) they do not,
+and a result from before the driver knew ``masked`` is re-evaluated from its saved checkpoint
+(no retraining). Peak memory is the process's peak resident set size (``ru_maxrss``) of each
+side's whole run, taken the same way for both (``os.wait4``).
 
 Finished runs are reused: a RecBole result whose config is unchanged is not rerun, and the
 suite's runner resumes its own cells; ``--table-only`` rebuilds the tables from what exists.
@@ -51,6 +57,7 @@ from typing import Callable
 
 import yaml
 
+from benchmarks.evaluation import protocols
 from benchmarks.parity.atomic import compare_digests, split_digest, write_atomic_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,11 +67,23 @@ KS = (5, 10)
 EVAL_USERS = 256   # users per ranking batch on both sides (our EvalConfig.batch_size default)
 
 
-def ours_evaluation(masked: bool) -> dict:
-    """The suite's evaluation key for ranking with (masked) or without the user's history
-    items: the named protocol (benchmarks/evaluation/protocols.py). THE one place that names
-    the key."""
-    return {"protocol": "masked" if masked else "unmasked"}
+#: the protocols a parity run may evaluate under: RecBole's own per model kind, or one of the
+#: suite's for every model
+PROTOCOL_CHOICES = ("recbole", *protocols.PROTOCOLS)
+
+
+def ours_evaluation(protocol: str) -> dict:
+    """The suite's evaluation key for ranking under ``protocol`` (a name of
+    benchmarks/evaluation/protocols.py). THE one place that names the key."""
+    return {"protocol": protocols.check_name(protocol)}
+
+
+def model_protocol(spec_kind: str, requested: str) -> str:
+    """The protocol one model is evaluated under: RecBole's own rule for its kind
+    (``--protocol recbole``), else the one asked for."""
+    if requested == "recbole":
+        return "unmasked" if spec_kind == "sequential" else "masked-keep-target"
+    return protocols.check_name(requested)
 
 
 # --------------------------------------------------------------------------- model mapping
@@ -215,12 +234,12 @@ def resolved_ours(spec: ModelSpec, epochs: int | None, max_minutes: float | None
     return over, dataclasses.asdict(build_config(METHODS.get(spec.ours).Config, over))
 
 
-def ours_matrix(dataset: str, spec: ModelSpec, overrides: dict, seed: int, masked: bool) -> dict:
+def ours_matrix(dataset: str, spec: ModelSpec, overrides: dict, seed: int, protocol: str) -> dict:
     """The matrix that runs our method on ``dataset`` the way the parity run needs."""
     return {"name": f"parity-{dataset}-{spec.ours}", "datasets": [dataset], "seeds": [seed],
             "device": "cpu",
             "evaluation": {"ks": list(KS), "subsets": ["all"], "valid_sample": None,
-                           "global_ranking": False, **ours_evaluation(masked)},
+                           "global_ranking": False, **ours_evaluation(protocol)},
             "methods": [{"name": spec.ours, "config": overrides}]}
 
 
@@ -268,8 +287,45 @@ def _tail(path: Path, n: int = 25) -> str:
     return "\n".join(lines[-n:])
 
 
-def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict) -> dict:
-    """Write the files and the config, run the driver (unless an identical run finished)."""
+def _recbole_env(args) -> tuple[Path, dict]:
+    py = Path(args.recbole_python)
+    if not py.is_file():
+        raise FileNotFoundError(f"{py}: no RecBole python; create the venv with scripts/recbole_env.sh "
+                                f"(or pass --recbole-python)")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+           "PYTHONPATH": str(py.parent.parent / "ray-stub")}
+    return py, env
+
+
+def reevaluate(spec: ModelSpec, args, work: Path, cmd: list[str], old: dict, res_path: Path) -> dict:
+    """A finished RecBole result that lacks a masking rule: its saved best model evaluated
+    again under every rule (the driver's ``--evaluate-checkpoint``), no retraining."""
+    saved = sorted((work / "saved" / spec.recbole).glob("*.pth"), key=lambda p: p.stat().st_mtime)
+    ckpt = Path(old["checkpoint"]) if old.get("checkpoint") else (saved[-1] if saved else None)
+    if ckpt is None or not ckpt.is_file():
+        raise FileNotFoundError(
+            f"{res_path}: this RecBole result predates the driver's `masked` rule and its saved model "
+            f"({work / 'saved' / spec.recbole}/*.pth) is gone: rerun the model (delete {res_path})")
+    raw = Path(cmd[cmd.index("--out") + 1])
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(old, indent=2))
+    py, env = _recbole_env(args)
+    log(f"RecBole {spec.recbole}: re-evaluating {ckpt} under every masking rule")
+    rc, secs, _ = _run([str(py)] + cmd + ["--evaluate-checkpoint", str(ckpt)], cwd=work, env=env,
+                       logfile=work / "logs" / f"{spec.recbole}-reevaluate.log")
+    if rc != 0:
+        raise RuntimeError(f"RecBole {spec.recbole}: re-evaluation of {ckpt} failed (exit status {rc}):\n"
+                           + _tail(work / "logs" / f"{spec.recbole}-reevaluate.log"))
+    result = {**json.loads(raw.read_text()), "harness_key": old["harness_key"]}
+    res_path.write_text(json.dumps(result, indent=2))
+    log(f"RecBole {spec.recbole}: re-evaluated in {secs:.0f} s")
+    return result
+
+
+def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict, protocol: str, repeats: int) -> dict:
+    """Write the files and the config, run the driver (unless an identical run finished; one
+    that lacks ``protocol``'s rule is re-evaluated from its checkpoint)."""
     work = out / "work"
     cap = spec.cap(ours_cfg, ds.max_history)
     name = f"gb-{ds.name}-{spec.kind}" + (f"{cap}" if cap else "")
@@ -287,24 +343,21 @@ def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict) -> dict:
     minutes = ours_cfg.get("max_train_minutes")
     res_path = out / "recbole" / f"{spec.recbole}.json"
     key = {"config": cfg, "digest": digest, "max_train_minutes": minutes}
+    raw = work / "results" / f"{spec.recbole}.json"
+    cmd = [str(DRIVER), "--model", spec.recbole, "--dataset", name, "--config", str(cfg_path),
+           "--out", str(raw), "--expect", str(folder / "digest.json")]
     if res_path.is_file():
         old = json.loads(res_path.read_text())
         if old.get("harness_key") == key and "test_result" in old:
-            log(f"RecBole {spec.recbole}: reusing {res_path}")
-            return old
+            if protocol_rule(old, protocol, repeats) is not None:
+                log(f"RecBole {spec.recbole}: reusing {res_path}")
+                return old
+            return reevaluate(spec, args, work, cmd, old, res_path)
     cfg_path.write_text(cfg_text)
-    py = Path(args.recbole_python)
-    if not py.is_file():
-        raise FileNotFoundError(f"{py}: no RecBole python; create the venv with scripts/recbole_env.sh "
-                                f"(or pass --recbole-python)")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
-           "PYTHONPATH": str(py.parent.parent / "ray-stub")}
     res_path.parent.mkdir(parents=True, exist_ok=True)
-    raw = work / "results" / f"{spec.recbole}.json"
     raw.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(py), str(DRIVER), "--model", spec.recbole, "--dataset", name, "--config", str(cfg_path),
-           "--out", str(raw), "--expect", str(folder / "digest.json")]
+    py, env = _recbole_env(args)
+    cmd = [str(py)] + cmd
     if minutes is not None:
         cmd += ["--max-train-minutes", str(minutes)]
     log(f"RecBole {spec.recbole}: running (log {work / 'logs' / (spec.recbole + '.log')})")
@@ -332,11 +385,11 @@ _OURS_RUNNER = ("import sys; from benchmarks.matrix import load_matrix; from ben
                 "print(s)")
 
 
-def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, masked: bool) -> dict:
+def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocol: str) -> dict:
     """Our method through benchmarks.runner (a subprocess, so its peak memory is its own)."""
     from benchmarks.matrix import expand, load_matrix
 
-    matrix = ours_matrix(args.dataset, spec, overrides, args.seed, masked)
+    matrix = ours_matrix(args.dataset, spec, overrides, args.seed, protocol)
     mpath = out / "configs" / f"ours-{spec.ours}.yaml"
     mpath.parent.mkdir(parents=True, exist_ok=True)
     mpath.write_text(yaml.safe_dump(matrix, sort_keys=False))
@@ -392,29 +445,55 @@ def _gap(ours: float | None, theirs: float | None) -> float | None:
     return ours / theirs - 1
 
 
-def recbole_side(res: dict, masked: bool) -> tuple[dict, dict, str]:
-    """RecBole's valid / test metrics under the protocol: its own dicts when RecBole itself
-    evaluates that way, else the driver's evaluation of its best model."""
-    if res.get("recbole_masks_history") == masked:
-        return res["best_valid_result"], res["test_result"], "recbole"
-    own = res["own_metrics"]
-    proto = "masked" if masked else "unmasked"
-    return own["valid"][proto], own["test"][proto], "driver"
+def recbole_rules(res: dict) -> tuple[str, dict]:
+    """(the rule RecBole's own evaluation applied, {phase: {rule: metrics}} of the driver's).
+    A result written before the driver knew ``masked`` held two rules under other names: its
+    ``masked`` was RecBole's keep-target rule (``used_ids - positive_items``)."""
+    own = res.get("own_metrics") or {}
+    if "own_metrics_rules" in res:
+        return res["recbole_protocol"], own
+    own_rule = "masked-keep-target" if res.get("recbole_masks_history") else "unmasked"
+    legacy = {"unmasked": "unmasked", "masked": "masked-keep-target"}
+    return own_rule, {ph: {legacy[k]: v for k, v in d.items() if k in legacy} for ph, d in own.items()}
 
 
-def table_rows(dataset: str, ds, seed: int, protocol: str, results: dict) -> list[dict]:
+def protocol_rule(res: dict, protocol: str, repeats: int) -> str | None:
+    """The rule of ``res`` whose figures stand for ``protocol``: the same rule, else one that
+    ranks identically on this dataset (``repeats`` = its repeat targets); None if none."""
+    own_rule, own = recbole_rules(res)
+    have = [own_rule] + [r for r in (own.get("test") or {}) if r != own_rule and isinstance(own["test"][r], dict)]
+    exact = [r for r in have if r == protocol]
+    same = [r for r in have if protocols.equivalent(r, protocol, repeats)]
+    return (exact or same or [None])[0]
+
+
+def recbole_side(res: dict, protocol: str, repeats: int) -> tuple[dict, dict, str, str | None]:
+    """RecBole's valid / test metrics under ``protocol``: its own dicts when RecBole's own rule
+    is (equivalent to) it, else the driver's evaluation of its best model; -> (valid, test,
+    source, rule used). Nothing (empty dicts, rule None) when neither has that rule."""
+    own_rule, own = recbole_rules(res)
+    rule = protocol_rule(res, protocol, repeats)
+    if rule is None:
+        return {}, {}, "missing", None
+    if rule == own_rule:
+        return res["best_valid_result"], res["test_result"], "recbole", rule
+    return own["valid"][rule], own["test"][rule], "driver", rule
+
+
+def table_rows(dataset: str, ds, seed: int, protocol: str, results: dict, repeats: int) -> list[dict]:
+    """One row per model: ``results`` maps a model key to (spec, the protocol it is evaluated
+    under, ours, RecBole's result); ``repeats``: the dataset's repeat targets."""
     rows = []
-    for key, (spec, masked, ours, rb) in results.items():
+    for key, (spec, proto, ours, rb) in results.items():
         row = {"dataset": dataset, "split": ds.split, "max_history": ds.max_history, "seed": seed,
-               "protocol": "masked" if masked else "unmasked", "model": key, "ours": spec.ours,
-               "recbole": spec.recbole}
+               "protocol": proto, "model": key, "ours": spec.ours, "recbole": spec.recbole}
         if "error" in ours:
             row["ours_error"] = ours["error"]
         if "error" in rb:
             row["recbole_error"] = rb["error"]
         rv = rt = {}
         if "test_result" in rb:
-            rv, rt, row["recbole_source"] = recbole_side(rb, masked)
+            rv, rt, row["recbole_source"], row["recbole_rule"] = recbole_side(rb, proto, repeats)
             row["data_check"] = rb.get("data_check")
             row["recbole_agrees_with_driver"] = rb.get("agrees_with_recbole")
         ov, ot = (ours.get("valid", {}), ours.get("test", {})) if "error" not in ours else ({}, {})
@@ -467,9 +546,11 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
              f"{header['interactions']} interactions), split `{header['split']}` (leave-one-out), "
              f"history <= {header['max_history']}, full ranking over all items, seed {header['seed']}, "
              f"one CPU thread per run. Protocol `{header['protocol']}`: "
-             + ("each model evaluated the way RecBole evaluates it (general models with the user's "
-                "history items removed from the ranking, sequential ones without)."
-                if header["protocol"] == "recbole" else f"every model {header['protocol']}.")
+             + ("each model evaluated the way RecBole evaluates it (general models `masked-keep-target`: "
+                "the user's history items except the target removed from the ranking; sequential ones "
+                "`unmasked`)." if header["protocol"] == "recbole" else f"every model `{header['protocol']}`.")
+             + f" {header['repeats']} of the validation / test targets repeat a history item"
+             + (" (so `masked` and `masked-keep-target` rank identically)." if not header["repeats"] else ".")
              + " Gap = ours / RecBole - 1; \"within\" = both test gaps >= -5 %; ± = the standard error "
              "of our test NDCG@10 over the test users (the spread one run has by chance).", "",
              "Command:", "", "```", header["command"], "```", "",
@@ -479,6 +560,10 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         src = " (driver)" if r.get("recbole_source") == "driver" else ""
+        if r.get("recbole_rule") and r["recbole_rule"] != r["protocol"]:
+            src += f" (RB: {r['recbole_rule']}, the same ranking here)"
+        elif r.get("recbole_source") == "missing":
+            src += " (RB: not evaluated under it)"
         verdict = {True: "yes", False: "no", None: "—"}[r["within_5pct_or_better"]]
         if any(str(r.get(f"{side}_stopped", "")).startswith("time cap") for side in ("ours", "recbole")):
             verdict += " †"
@@ -492,16 +577,20 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
             f"| {_f(r['ours_s_per_epoch'], 2)} / {_f(r['recbole_s_per_epoch'], 2)} "
             f"| {_f(r['ours_epochs'])} ({_f(r['ours_best_epoch'])}) / {_f(r['recbole_epochs'])} ({_f(r['recbole_best_epoch'])}) "
             f"| {_f(r['ours_peak_rss_mb'], 0)} / {_f(r['recbole_peak_rss_mb'], 0)} | {verdict} |")
-    other = [(k, spec, masked, rb) for k, (spec, masked, _, rb) in results.items() if "own_metrics" in rb]
+    other = []
+    for spec, _, _, rb in results.values():
+        if "own_metrics" in rb:
+            own_rule, own = recbole_rules(rb)
+            other += [(spec, rule, own, rb) for rule in own.get("test", {})
+                      if rule != own_rule and isinstance(own["test"][rule], dict)]
     if other:
-        lines += ["", "RecBole's best models under the OTHER protocol (the driver's evaluation of the same "
-                  "checkpoint; early stopping was on RecBole's own protocol):", "",
+        lines += ["", "RecBole's best models under the OTHER masking rules (the driver's evaluation of the "
+                  "same checkpoint; early stopping was on RecBole's own rule):", "",
                   "| RecBole model | protocol | valid R@10 | valid N@10 | test R@10 | test N@10 | "
                   "driver reproduces RecBole's own figures |", "|---|---|---|---|---|---|---|"]
-        for k, spec, masked, rb in other:
-            proto = "unmasked" if rb["recbole_masks_history"] else "masked"
-            v, t = rb["own_metrics"]["valid"][proto], rb["own_metrics"]["test"][proto]
-            lines.append(f"| {spec.recbole} | {proto} | {_f(v['recall@10'])} | {_f(v['ndcg@10'])} "
+        for spec, rule, own, rb in other:
+            v, t = own["valid"][rule], own["test"][rule]
+            lines.append(f"| {spec.recbole} | {rule} | {_f(v['recall@10'])} | {_f(v['ndcg@10'])} "
                          f"| {_f(t['recall@10'])} | {_f(t['ndcg@10'])} | {rb.get('agrees_with_recbole')} |")
     checked = [(spec, rb) for spec, _, _, rb in results.values() if rb.get("data_check")]
     if checked:
@@ -525,7 +614,7 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
         tail = results[model][2 if side == "ours" else 3].get("log_tail", "")
         lines += [f"**{model}: the {side} run failed** ({err}); the end of its log:", "", "```", tail, "```", ""]
     lines += ["## Settings and what could not be matched", ""]
-    for k, (spec, masked, ours, rb) in results.items():
+    for k, (spec, _proto, ours, rb) in results.items():
         lines += [f"### {spec.ours} / {spec.recbole}", "",
                   f"- ours (`configs/ours-{spec.ours}.yaml`, the fidelity preset's config"
                   + (f" with {spec.ours_overrides}" if spec.ours_overrides else "") + "): "
@@ -556,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs of both sides")
     ap.add_argument("--max-train-minutes", type=float, default=None,
                     help="training time cap of both sides (default: the fidelity config's, if any)")
-    ap.add_argument("--protocol", choices=("recbole", "masked", "unmasked"), default="recbole")
+    ap.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="recbole")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--recbole-python", default=str(DEFAULT_RECBOLE_VENV / "bin" / "python"))
     ap.add_argument("--skip-ours", action="store_true", help="RecBole only")
@@ -572,10 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(args.dataset)
     log(f"dataset {args.dataset}: {ds.n_users} users, {ds.n_items} items, split {ds.split}, "
         f"history <= {ds.max_history}")
+    counts = protocols.repeat_targets(ds)
+    repeats = sum(c["in_history"] for c in counts.values())
     results = {}
     for key in parse_models(args.models):
         spec = SPECS[key]
-        masked = spec.kind == "general" if args.protocol == "recbole" else args.protocol == "masked"
+        proto = model_protocol(spec.kind, args.protocol)
         overrides, ours_cfg = resolved_ours(spec, args.epochs, args.max_train_minutes)
         ours = rb = {"error": "not run"}
         if args.table_only or args.skip_ours:
@@ -587,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                 if (cdir / "metrics.csv").is_file():
                     ours = read_ours(cdir, out / "ours" / spec.ours / "process.json", cell.hash)
         else:
-            ours = run_ours(spec, args, out, overrides, masked)
+            ours = run_ours(spec, args, out, overrides, proto)
             if "error" not in ours:
                 log(f"ours {spec.ours}: {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
                     f"test NDCG@10 {ours['test'].get('ndcg@10'):.4f}")
@@ -596,13 +687,14 @@ def main(argv: list[str] | None = None) -> int:
             if res_path.is_file():
                 rb = json.loads(res_path.read_text())
         else:
-            rb = run_recbole(spec, ds, args, out, ours_cfg)
-        results[key] = (spec, masked, ours, rb)
-        rows = table_rows(args.dataset, ds, args.seed, args.protocol, results)
+            rb = run_recbole(spec, ds, args, out, ours_cfg, proto, repeats)
+        results[key] = (spec, proto, ours, rb)
+        rows = table_rows(args.dataset, ds, args.seed, args.protocol, results, repeats)
         version = next((r[3].get("recbole_version") for r in results.values() if r[3].get("recbole_version")), "1.2.1")
         header = {"dataset": args.dataset, "users": ds.n_users, "items": ds.n_items,
                   "interactions": ds.n_interactions, "split": ds.split, "max_history": ds.max_history,
                   "seed": args.seed, "protocol": args.protocol, "recbole_version": version,
+                  "repeats": repeats,
                   # the command that RAN the models (--table-only only re-reads their results)
                   "command": "python -m benchmarks.parity.recbole " + " ".join(
                       a for a in (argv if argv is not None else sys.argv[1:]) if a != "--table-only")}

@@ -16,16 +16,22 @@ model -> trainer.fit -> trainer.evaluate with the best checkpoint), and adds:
 - ``--max-train-minutes``: RecBole has no time cap; the callback RecBole calls after each
   validation raises once the training time is past the cap, and the best checkpoint saved so
   far is evaluated (recorded as ``stopped``);
-- our own evaluation of the best model, with the model's full-ranking scores, both WITH and
-  WITHOUT the user's history items removed. RecBole 1.2.1 removes them for general models
-  (``FullSortEvalDataLoader`` passes a history index) and NOT for sequential ones (it passes
-  None), so one of the two must reproduce RecBole's own figures (``agrees_with_recbole``);
-  the other gives the model under the other protocol. History = every item of the user in
-  the earlier splits, minus the split's target (RecBole's ``used_ids - positive_items``);
+- our own evaluation of the best model, with the model's full-ranking scores, under every
+  masking rule of the suite's protocols (``RULES``; benchmarks/evaluation/protocols.py names
+  them): ``unmasked`` (nothing removed), ``masked`` (every item of the user in the earlier
+  splits removed, a repeat target too) and ``masked-keep-target`` (the same MINUS the split's
+  targets: RecBole's ``used_ids - positive_items``). RecBole 1.2.1 evaluates general models
+  with ``masked-keep-target`` (``FullSortEvalDataLoader`` passes a history index) and
+  sequential ones ``unmasked`` (it passes None), so that rule must reproduce RecBole's own
+  figures (``agrees_with_recbole``), and for general models our keep-target mask must equal
+  RecBole's history index cell for cell (``recbole_mask_mismatches``: 0);
+- ``--evaluate-checkpoint FILE --out RESULT``: no training; the saved best model of an
+  earlier run is loaded and evaluated under every rule, and RESULT's evaluation is replaced
+  (a result from before a rule existed gets it without retraining);
 - the process's peak resident memory (``ru_maxrss``).
 
     python recbole_driver.py --model SASRec --dataset NAME --config cfg.yaml --out res.json
-        [--expect digest.json] [--max-train-minutes M]
+        [--expect digest.json] [--max-train-minutes M] [--evaluate-checkpoint saved.pth]
 """
 
 from __future__ import annotations
@@ -43,6 +49,16 @@ import time
 # ``recbole.py``, which would shadow the RecBole package: take the folder off the path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+
+#: the masking rules every evaluation computes: the suite's protocol names
+#: (benchmarks/evaluation/protocols.py; the harness's tests check the two agree)
+RULES = ("unmasked", "masked", "masked-keep-target")
+
+
+def recbole_rule(sequential: bool) -> str:
+    """The rule RecBole 1.2.1's own evaluation applies to a model of that kind."""
+    return "unmasked" if sequential else "masked-keep-target"
 
 
 class _TimeUp(Exception):
@@ -93,21 +109,28 @@ def digest_problems(expected, loaded):
     return problems
 
 
-def _sequential_histories(splits, n_users):
-    """{phase: list of item-id sets per RecBole user}: the items of the earlier splits."""
-    train, valid, _ = splits
+def _histories(splits, n_users, sequential):
+    """{phase: list of item-id sets per RecBole user}: the items of the earlier splits
+    (valid: training; test: training + validation), the targets of those splits included."""
+    train, valid, test = splits
     hist = [set() for _ in range(n_users)]
     feat = train.inter_feat
-    for u, lst, n, t in zip(feat[train.uid_field].numpy(), feat[train.item_id_list_field].numpy(),
-                            feat[train.item_list_length_field].numpy(), feat[train.iid_field].numpy()):
-        hist[u].update(lst[:n].tolist())
-        hist[u].add(int(t))
-    out = {}
-    for phase, ds in (("valid", valid), ("test", splits[2])):
-        feat = ds.inter_feat
-        for u, lst, n in zip(feat[ds.uid_field].numpy(), feat[ds.item_id_list_field].numpy(),
-                             feat[ds.item_list_length_field].numpy()):
+    users, targets = feat[train.uid_field].numpy(), feat[train.iid_field].numpy()
+    if sequential:   # every training prefix row: its list and its target
+        for u, lst, n, t in zip(users, feat[train.item_id_list_field].numpy(),
+                                feat[train.item_list_length_field].numpy(), targets):
             hist[u].update(lst[:n].tolist())
+            hist[u].add(int(t))
+    else:
+        for u, t in zip(users, targets):
+            hist[u].add(int(t))
+    out = {}
+    for phase, ds in (("valid", valid), ("test", test)):
+        feat = ds.inter_feat
+        if sequential:
+            for u, lst, n in zip(feat[ds.uid_field].numpy(), feat[ds.item_id_list_field].numpy(),
+                                 feat[ds.item_list_length_field].numpy()):
+                hist[u].update(lst[:n].tolist())
         out[phase] = [set(h) for h in hist]
         if phase == "valid":   # the validation targets are history for the test phase
             for u, t in zip(feat[ds.uid_field].numpy(), feat[ds.iid_field].numpy()):
@@ -115,13 +138,52 @@ def _sequential_histories(splits, n_users):
     return out
 
 
-def own_metrics(model, loader, ks, sequential, histories, device):
-    """Recall@K / NDCG@K of ``model`` on ``loader`` ranked over all items, unmasked and masked."""
+def rule_scores(scores, users, positives, histories):
+    """{rule: scores [rows, n_items] with that rule's items at -inf} for one batch: ``users``
+    the RecBole user of each row, ``positives`` the row's target set, ``histories`` the
+    phase's item sets per user (:func:`_histories`)."""
+    import torch
+
+    out = {"unmasked": scores}
+    for rule in ("masked", "masked-keep-target"):
+        rows, items = [], []
+        for r, u in enumerate(users):
+            drop = histories[u] if rule == "masked" else histories[u] - positives[r]
+            rows += [r] * len(drop)
+            items += sorted(drop)
+        sc = scores.clone()
+        if rows:
+            sc[torch.tensor(rows), torch.tensor(items)] = -math.inf
+        out[rule] = sc
+    return out
+
+
+def metric_sums(scores, positives, ks):
+    """{recall@k, ndcg@k: summed over the rows} of one batch's scores (full ranking)."""
     import numpy as np
     import torch
 
-    sums = {p: {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks} for p in ("masked", "unmasked")}
-    n_rows, kmax = 0, max(ks)
+    kmax = max(ks)
+    sums = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks}
+    top = torch.topk(scores, kmax, dim=1).indices.tolist()
+    disc = 1.0 / np.log2(np.arange(2, kmax + 2))
+    for r, pos in enumerate(positives):
+        hits = np.array([i in pos for i in top[r]], dtype=float)
+        for k in ks:
+            ideal = disc[:min(len(pos), k)].sum()
+            sums[f"recall@{k}"] += hits[:k].sum() / len(pos)
+            sums[f"ndcg@{k}"] += (hits[:k] * disc[:k]).sum() / ideal
+    return sums
+
+
+def own_metrics(model, loader, ks, histories, device):
+    """Recall@K / NDCG@K of ``model`` on ``loader`` ranked over all items, under every rule of
+    :data:`RULES`, and ``recbole_mask_mismatches``: the cells where the keep-target mask and
+    RecBole's own history index (general models) differ."""
+    import torch
+
+    sums = {p: {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks} for p in RULES}
+    n_rows, mismatches = 0, 0
     model.eval()
     with torch.no_grad():
         for interaction, history_index, positive_u, positive_i in loader:
@@ -131,29 +193,33 @@ def own_metrics(model, loader, ks, sequential, histories, device):
             pos = [set() for _ in range(rows)]
             for r, i in zip(positive_u.tolist(), positive_i.tolist()):
                 pos[r].add(i)
-            masked = scores.clone()
-            if sequential:
-                users = interaction[loader._dataset.uid_field].tolist()
-                hu, hi = [], []
-                for r, u in enumerate(users):
-                    items = histories[u] - pos[r]
-                    hu += [r] * len(items)
-                    hi += list(items)
-                if hu:
-                    masked[torch.tensor(hu), torch.tensor(hi)] = -math.inf
-            elif history_index is not None:
-                masked[history_index] = -math.inf
-            for proto, sc in (("unmasked", scores), ("masked", masked)):
-                top = torch.topk(sc, kmax, dim=1).indices.tolist()
-                for r in range(rows):
-                    hits = np.array([i in pos[r] for i in top[r]], dtype=float)
-                    disc = 1.0 / np.log2(np.arange(2, kmax + 2))
-                    for k in ks:
-                        ideal = disc[:min(len(pos[r]), k)].sum()
-                        sums[proto][f"recall@{k}"] += hits[:k].sum() / len(pos[r])
-                        sums[proto][f"ndcg@{k}"] += (hits[:k] * disc[:k]).sum() / ideal
+            users = interaction[loader._dataset.uid_field].tolist()
+            by_rule = rule_scores(scores, users, pos, histories)
+            if history_index is not None:
+                theirs = torch.zeros_like(scores, dtype=torch.bool)
+                theirs[history_index] = True
+                ours = torch.isinf(by_rule["masked-keep-target"]) & ~torch.isinf(scores)
+                mismatches += int((theirs[:, 1:] != ours[:, 1:]).sum())
+            for rule, sc in by_rule.items():
+                for m, v in metric_sums(sc, pos, ks).items():
+                    sums[rule][m] += v
             n_rows += rows
-    return {p: {m: v / max(n_rows, 1) for m, v in d.items()} for p, d in sums.items()} | {"rows": n_rows}
+    out = {p: {m: v / max(n_rows, 1) for m, v in d.items()} for p, d in sums.items()}
+    return out | {"rows": n_rows, "recbole_mask_mismatches": mismatches}
+
+
+def evaluate_everything(model, splits, loaders, ks, sequential, device, best_valid, test_result):
+    """The result keys of our own evaluation: per phase :func:`own_metrics`, and whether the
+    rule RecBole applies reproduces RecBole's own figures."""
+    histories = _histories(splits, loaders[0]._dataset.user_num, sequential)
+    own = {phase: own_metrics(model, loader, ks, histories[phase], device)
+           for phase, loader in zip(("valid", "test"), loaders)}
+    rule = recbole_rule(sequential)
+    agree = all(abs(own[ph][rule][m] - float(res[m])) < 1e-4
+                for ph, res in (("valid", best_valid), ("test", test_result)) for m in res)
+    agree = agree and all(own[ph]["recbole_mask_mismatches"] == 0 for ph in own)
+    return {"own_metrics": own, "own_metrics_rules": list(RULES), "recbole_protocol": rule,
+            "agrees_with_recbole": agree}
 
 
 def _effective_config(config, config_file, model):
@@ -180,6 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="result JSON")
     ap.add_argument("--expect", help="digest JSON the loaded data must match (else exit 3)")
     ap.add_argument("--max-train-minutes", type=float, default=None)
+    ap.add_argument("--evaluate-checkpoint", help="no training: evaluate this saved model under every "
+                    "rule and replace --out's evaluation (an earlier result of the same config)")
     args = ap.parse_args(argv)
 
     import torch
@@ -200,8 +268,7 @@ def main(argv=None) -> int:
     digest = loaded_digest(dataset, splits, sequential)
     result = {"model": args.model, "dataset": args.dataset, "recbole_version": recbole.__version__,
               "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-              "sequential": sequential, "recbole_masks_history": not sequential,
-              "loaded": digest}
+              "sequential": sequential, "loaded": digest}
     if args.expect:
         with open(args.expect) as f:
             problems = digest_problems(json.load(f), digest)
@@ -217,6 +284,9 @@ def main(argv=None) -> int:
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    ks = list(config["topk"])
+    if args.evaluate_checkpoint:
+        return _reevaluate(args, model, splits, (valid_data, test_data), ks, sequential, config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     epoch_seconds, valid_seconds, valid_scores = [], [], []
@@ -254,20 +324,14 @@ def main(argv=None) -> int:
     train_seconds = time.perf_counter() - t_fit
     test_result = trainer.evaluate(test_data, load_best_model=True, model_file=trainer.saved_model_file,
                                    show_progress=False)
-    ks = list(config["topk"])
-    histories = _sequential_histories(splits, dataset.user_num) if sequential else None
-    own = {phase: own_metrics(trainer.model, loader, ks, sequential,
-                              histories[phase] if sequential else None, config["device"])
-           for phase, loader in (("valid", valid_data), ("test", test_data))}
-    proto = "unmasked" if sequential else "masked"
-    agree = all(abs(own[ph][proto][m] - float(res[m])) < 1e-4
-                for ph, res in (("valid", best_valid), ("test", test_result)) for m in res)
     best = max(valid_scores, key=lambda v: v["score"]) if valid_scores else None   # first max
     result.update({
         "config": _effective_config(config, args.config, args.model),
         "best_valid_result": {k: float(v) for k, v in best_valid.items()},
         "test_result": {k: float(v) for k, v in test_result.items()},
-        "own_metrics": own, "agrees_with_recbole": agree,
+        **evaluate_everything(trainer.model, splits, (valid_data, test_data), ks, sequential,
+                              config["device"], best_valid, test_result),
+        "checkpoint": trainer.saved_model_file,
         "epochs_run": len(epoch_seconds), "best_epoch": best["epoch"] if best else None,
         "epoch_seconds": epoch_seconds, "valid_seconds": valid_seconds, "valid_scores": valid_scores,
         "mean_epoch_seconds": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 3),
@@ -275,13 +339,43 @@ def main(argv=None) -> int:
         "wall_seconds": round(time.perf_counter() - started, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     })
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2, default=str)
-    os.replace(tmp, args.out)
+    _write(args.out, result)
     print(f"[driver] {args.model}: {len(epoch_seconds)} epochs, best {result['best_epoch']}, "
           f"test {result['test_result']}", flush=True)
     return 0
+
+
+def _write(path, result):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def _reevaluate(args, model, splits, loaders, ks, sequential, device) -> int:
+    """``--evaluate-checkpoint``: load the saved best model, check it is the one ``--out``
+    describes (its best validation score), evaluate it under every rule, rewrite ``--out``."""
+    import torch
+
+    with open(args.out) as f:
+        result = json.load(f)
+    ckpt = torch.load(args.evaluate_checkpoint, map_location=device, weights_only=False)
+    want = result["best_valid_result"].get("ndcg@10")
+    if want is None or abs(float(ckpt["best_valid_score"]) - want) > 1e-5:
+        print(f"[driver] {args.evaluate_checkpoint}: best validation score {ckpt['best_valid_score']} is "
+              f"not {args.out}'s ({want}): not that run's model", file=sys.stderr)
+        return 4
+    model.load_state_dict(ckpt["state_dict"])
+    model.load_other_parameter(ckpt.get("other_parameter"))
+    result.update(evaluate_everything(model, splits, loaders, ks, sequential, device,
+                                      result["best_valid_result"], result["test_result"]))
+    result.pop("recbole_masks_history", None)
+    result.update({"checkpoint": args.evaluate_checkpoint,
+                   "reevaluated": time.strftime("%Y-%m-%d %H:%M:%S")})
+    _write(args.out, result)
+    print(f"[driver] {args.model}: re-evaluated {args.evaluate_checkpoint} under {', '.join(RULES)}; "
+          f"agrees with RecBole: {result['agrees_with_recbole']}", flush=True)
+    return 0 if result["agrees_with_recbole"] else 5
 
 
 if __name__ == "__main__":

@@ -88,6 +88,26 @@ def test_masked_protocol_removes_history_items():
     assert ev.evaluate(Fixed(TABLE, ds), progress=False).protocol["label"] == "masked"
 
 
+def test_masked_keep_target_removes_history_items_but_the_users_targets():
+    """RecBole's general-model rule: u1's test history is 1 2 3 and its targets are {6, 1}:
+    `masked` removes 1 (a repeat target: never hit), `masked-keep-target` keeps 1 rankable and
+    removes 2 and 3; a user with no repeat target is ranked as under `masked`."""
+    ds = _ds()
+    users = np.array([0, 1, 2])
+    masked = Evaluator(ds, EvalConfig(ks=(2,), protocol="masked", subsets=("all",)))
+    keep = Evaluator(ds, EvalConfig(ks=(2,), protocol="masked-keep-target", subsets=("all",)))
+    top_m, _ = masked.rank(Fixed(TABLE, ds), "test", users)
+    top_k, _ = keep.rank(Fixed(TABLE, ds), "test", users)
+    assert top_m[1].tolist() == [4, 5] and top_k[1].tolist() == [1, 4]
+    assert top_m[[0, 2]].tolist() == top_k[[0, 2]].tolist()
+    r_m = _rows(masked.evaluate(Fixed(TABLE, ds), progress=False))
+    res = keep.evaluate(Fixed(TABLE, ds), progress=False)
+    assert res.protocol["label"] == "masked-keep-target"
+    r_k = _rows(res)
+    # u1: recall@2 0 (masked: 6 is ranked last, 1 removed) against 1/2 (1 at rank 1)
+    assert r_k["test", "all", "recall", 2] - r_m["test", "all", "recall", 2] == pytest.approx(0.5 / 3)
+
+
 def test_auto_protocol_follows_repeat_consumption():
     """auto -> unmasked where a target is already in its user's history (u1's test target 1
     is a training item), masked where none is; the reason names the counts."""
@@ -107,7 +127,7 @@ def test_auto_protocol_follows_repeat_consumption():
 def test_unknown_protocol_is_a_config_error():
     from benchmarks.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="evaluation.protocol: unknown 'recbole'; known: auto, masked, unmasked"):
+    with pytest.raises(ConfigError, match="evaluation.protocol: unknown 'recbole'; known: auto, masked, masked-keep-target, unmasked"):
         EvalConfig(protocol="recbole")
 
 

@@ -13,6 +13,8 @@ import torch
 
 from benchmarks.data.formats.recbole import read_recbole
 from benchmarks.data.toy import toy_dataset
+from benchmarks.errors import ConfigError
+from benchmarks.evaluation import protocols
 from benchmarks.parity import recbole as harness
 from benchmarks.parity import recbole_driver as driver
 from benchmarks.parity.atomic import (HEADERS, compare_digests, split_digest, split_rows,
@@ -177,9 +179,17 @@ def test_model_mapping_carries_our_values_to_recbole():
 def test_our_matrix_is_a_valid_runner_matrix_with_the_protocol_key(tmp_path):
     from benchmarks.matrix import expand, parse_matrix
 
-    assert harness.ours_evaluation(True) == {"protocol": "masked"}
+    assert harness.ours_evaluation("masked") == {"protocol": "masked"}
+    with pytest.raises(ConfigError, match="unknown 'recbole'"):
+        harness.ours_evaluation("recbole")
+    assert harness.model_protocol("general", "recbole") == "masked-keep-target"
+    assert harness.model_protocol("sequential", "recbole") == "unmasked"
+    assert harness.model_protocol("general", "masked") == "masked"
+    # the driver (RecBole's venv: it cannot import the suite) spells the suite's protocol names
+    assert set(driver.RULES) == set(protocols.PROTOCOLS)
+    assert set(harness.PROTOCOL_CHOICES) == {"recbole", *protocols.PROTOCOLS}
     spec = harness.SPECS["caser"]
-    m = harness.ours_matrix("ml-100k", spec, {"epochs": 2}, seed=1, masked=False)
+    m = harness.ours_matrix("ml-100k", spec, {"epochs": 2}, seed=1, protocol="unmasked")
     cells = expand(parse_matrix(m, "parity matrix"))
     assert len(cells) == 1
     cell = cells[0]
@@ -195,18 +205,106 @@ def test_our_matrix_is_a_valid_runner_matrix_with_the_protocol_key(tmp_path):
     assert yml["eval_args"]["mode"] == "full" and yml["valid_metric"] == "NDCG@10"
 
 
-def _fake_recbole(masks: bool, test_ndcg: float) -> dict:
+def _fake_recbole(sequential: bool, test_ndcg: float, legacy: bool = False) -> dict:
+    """A driver result: RecBole's own figures under its rule, the driver's under every rule
+    (``legacy``: as written before the driver knew ``masked``, two rules under old names)."""
     vals = {"recall@5": 0.1, "recall@10": 0.2, "ndcg@5": 0.05, "ndcg@10": test_ndcg}
     other = {k: v / 2 for k, v in vals.items()}
-    return {"recbole_version": "1.2.1", "recbole_masks_history": masks, "best_valid_result": vals,
-            "test_result": vals, "own_metrics": {p: {"masked" if masks else "unmasked": vals,
-                                                     "unmasked" if masks else "masked": other}
-                                                 for p in ("valid", "test")},
+    keep = {k: v * 2 for k, v in vals.items()}
+    own_rule = driver.recbole_rule(sequential)
+    rules = {"unmasked": other, "masked": other, "masked-keep-target": keep} | {own_rule: vals}
+    base = {"recbole_version": "1.2.1", "best_valid_result": vals, "test_result": vals,
             "agrees_with_recbole": True, "epochs_run": 7, "best_epoch": 4, "mean_epoch_seconds": 1.5,
             "process_peak_rss_mb": 500.0, "stopped": "early stopping", "data_check": "ok",
             "config": {"embedding_size": 64},
             "loaded": {"users": 3, "items": 4, "train": {"rows": 5}, "valid": {"rows": 3},
                        "test": {"rows": 3, "max_history": None}}}
+    if legacy:
+        old = {"unmasked": rules["unmasked"], "masked": rules["masked-keep-target"]}
+        return base | {"recbole_masks_history": not sequential,
+                       "own_metrics": {p: dict(old) for p in ("valid", "test")}}
+    return base | {"recbole_protocol": own_rule, "own_metrics_rules": list(driver.RULES),
+                   "own_metrics": {p: {**rules, "rows": 3, "recbole_mask_mismatches": 0}
+                                   for p in ("valid", "test")}}
+
+
+def test_recbole_side_picks_the_rule_of_the_protocol_and_reads_old_results():
+    new, old = _fake_recbole(False, 0.1), _fake_recbole(False, 0.1, legacy=True)
+    # BPR: RecBole's own rule is keep-target
+    assert harness.recbole_side(new, "masked-keep-target", 5)[2:] == ("recbole", "masked-keep-target")
+    assert harness.recbole_side(new, "masked", 5)[2:] == ("driver", "masked")
+    assert harness.recbole_side(new, "masked", 5)[1]["ndcg@10"] == pytest.approx(0.05)
+    # an old result: its `masked` was keep-target; ours `masked` is missing where targets repeat ...
+    assert harness.recbole_rules(old)[0] == "masked-keep-target"
+    assert harness.recbole_side(old, "masked", 5) == ({}, {}, "missing", None)
+    assert harness.protocol_rule(old, "masked", 5) is None
+    # ... and stands for it where none does (the two rules rank identically)
+    assert harness.recbole_side(old, "masked", 0)[2:] == ("recbole", "masked-keep-target")
+    seq_old = _fake_recbole(True, 0.1, legacy=True)
+    v, t, src, rule = harness.recbole_side(seq_old, "masked-keep-target", 5)
+    assert (src, rule) == ("driver", "masked-keep-target") and t["ndcg@10"] == pytest.approx(0.2)
+    assert harness.recbole_side(seq_old, "unmasked", 5)[2] == "recbole"
+
+
+def test_reevaluation_without_a_saved_model_says_what_to_do(tmp_path):
+    old = {**_fake_recbole(False, 0.1, legacy=True), "harness_key": {}}
+    res = tmp_path / "recbole" / "BPR.json"
+    with pytest.raises(FileNotFoundError, match="predates the driver's `masked` rule.*rerun the model"):
+        harness.reevaluate(harness.SPECS["bpr"], None, tmp_path / "work", ["--out", str(tmp_path / "x.json")],
+                           old, res)
+
+
+class _Scores:
+    """A RecBole model as far as own_metrics reads it: fixed scores per user row."""
+
+    def __init__(self, table):
+        self.table = torch.tensor(table, dtype=torch.float32)
+        self.n_items = self.table.shape[1]
+
+    def eval(self):
+        return self
+
+    def full_sort_predict(self, interaction):
+        return self.table[interaction["user_id"]].clone()
+
+
+class _Batch(dict):
+    def to(self, device):
+        return self
+
+
+class _Loader:
+    def __init__(self, batches):
+        self.batches = batches
+        self._dataset = _Split({})
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def test_driver_histories_and_every_masking_rule_on_a_hand_made_case():
+    """Users 1, 2 (id 0 = [PAD]); items 1..5. General layout: train 1 -> {1, 2}, 2 -> {3};
+    valid 1 -> 4, 2 -> 1; test 1 -> 2 (a repeat), 2 -> 5."""
+    t = torch.tensor
+    train = _Split(_Feat(user_id=t([1, 1, 2]), item_id=t([1, 2, 3])))
+    valid = _Split(_Feat(user_id=t([1, 2]), item_id=t([4, 1])))
+    test = _Split(_Feat(user_id=t([1, 2]), item_id=t([2, 5])))
+    h = driver._histories((train, valid, test), 3, sequential=False)
+    assert h["valid"][1:] == [{1, 2}, {3}] and h["test"][1:] == [{1, 2, 4}, {1, 3}]
+    # user 1 prefers 2 > 1 > 4 > 5 > 3; user 2 prefers 1 > 3 > 5 > 2 > 4
+    model = _Scores([[0] * 6, [0, 4, 5, 0, 3, 2], [0, 5, 1, 4, 0, 3]])
+    # RecBole's history index for the test phase: used - positives (user 1 keeps item 2)
+    hist_index = (t([0, 0, 1, 1]), t([1, 4, 1, 3]))
+    loader = _Loader([(_Batch(user_id=t([1, 2])), hist_index, t([0, 1]), t([2, 5]))])
+    m = driver.own_metrics(model, loader, [1, 2], h["test"], "cpu")
+    # top-1: unmasked 2 (hit) / 1 (miss); masked: 5 / 5 (user 1's repeat target removed);
+    # keep-target: 2 / 5
+    assert m["unmasked"]["recall@1"] == pytest.approx(0.5)
+    assert m["masked"]["recall@1"] == pytest.approx(0.5)
+    assert m["masked-keep-target"]["recall@1"] == pytest.approx(1.0)
+    assert m["recbole_mask_mismatches"] == 0 and m["rows"] == 2
+    wrong = _Loader([(_Batch(user_id=t([1, 2])), (t([0]), t([1])), t([0, 1]), t([2, 5]))])
+    assert driver.own_metrics(model, wrong, [1], h["test"], "cpu")["recbole_mask_mismatches"] == 3
 
 
 def test_tables_side_by_side(ds, tmp_path):
@@ -214,26 +312,32 @@ def test_tables_side_by_side(ds, tmp_path):
             "test": {"recall@10": 0.2, "ndcg@10": 0.096, "recall@5": 0.1, "ndcg@5": 0.05},
             "epochs_run": 9, "best_epoch": 6, "mean_epoch_seconds": 0.5, "stopped": "early stopping",
             "peak_rss_mb": 400.0, "config": {"dim": 64}}
-    capped = {**_fake_recbole(False, 0.2), "stopped": "time cap (10.0 min)"}
-    results = {"bpr": (harness.SPECS["bpr"], True, ours, _fake_recbole(True, 0.1)),
-               "sasrec": (harness.SPECS["sasrec"], True, ours, capped),
-               "hgn": (harness.SPECS["hgn"], False, {"error": "exit status 1", "log_tail": "boom"},
+    capped = {**_fake_recbole(True, 0.2), "stopped": "time cap (10.0 min)"}
+    results = {"bpr": (harness.SPECS["bpr"], "masked", ours, _fake_recbole(False, 0.1, legacy=True)),
+               "sasrec": (harness.SPECS["sasrec"], "masked", ours, capped),
+               "hgn": (harness.SPECS["hgn"], "unmasked", {"error": "exit status 1", "log_tail": "boom"},
                        {"error": "not run"})}
-    rows = harness.table_rows("toy", ds, 0, "masked", results)
+    rows = harness.table_rows("toy", ds, 0, "masked", results, repeats=0)
     assert rows[0]["gap_test_ndcg@10"] == pytest.approx(-0.04) and rows[0]["within_5pct_or_better"] is True
-    assert rows[0]["recbole_source"] == "recbole"
+    # BPR: RecBole's own keep-target figures stand for `masked` (no target repeats here)
+    assert rows[0]["recbole_source"] == "recbole" and rows[0]["recbole_rule"] == "masked-keep-target"
     # SASRec: RecBole evaluates it unmasked, so the masked figures are the driver's
     assert rows[1]["recbole_source"] == "driver" and rows[1]["recbole_test_ndcg@10"] == pytest.approx(0.1)
     assert rows[1]["within_5pct_or_better"] is True
     assert rows[2]["within_5pct_or_better"] is None and rows[2]["ours_error"] == "exit status 1"
     header = {"dataset": "toy", "users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions,
               "split": "loo", "max_history": 6, "seed": 0, "protocol": "masked", "recbole_version": "1.2.1",
-              "command": "python -m benchmarks.parity.recbole --dataset toy"}
+              "repeats": 0, "command": "python -m benchmarks.parity.recbole --dataset toy"}
     harness.write_tables(tmp_path, rows, results, header)
     md = (tmp_path / "parity.md").read_text()
-    assert "| mf / BPR | masked | 0.2000 / 0.2000 |" in md and "-4.0 %" in md
+    assert "| mf / BPR | masked (RB: masked-keep-target, the same ranking here) | 0.2000 / 0.2000 |" in md
+    assert "-4.0 %" in md and "so `masked` and `masked-keep-target` rank identically" in md
     assert md.count(" yes |") == 1 and " yes † |" in md and "at equal training time" in md
     assert "masked (driver)" in md and "the ours run failed" in md and "boom" in md
+    assert "| SASRec | masked-keep-target | 0.4000 |" in md     # the other rules of each model
+    # where targets repeat, the old BPR result has no `masked` figure: the row says so
+    rows = harness.table_rows("toy", ds, 0, "masked", results, repeats=2)
+    assert rows[0]["recbole_source"] == "missing" and rows[0]["within_5pct_or_better"] is None
     assert "not matched: RecBole's BPR has no regulariser" in md
     assert "BPR ok (3 users, 4 items, train / valid / test rows 5 / 3 / 3)" in md
     csv = pd.read_csv(tmp_path / "parity.csv")
