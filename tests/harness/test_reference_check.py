@@ -73,7 +73,8 @@ def test_each_row_gets_its_gaps_and_one_verdict(tmp_path):
         {"dataset": "beauty", "method": "Caser", "ours": ["caser"], "recall@10": 0.0347, "ndcg@10": 0.0176}]))
     par = _parity(tmp_path / "par", [("beauty", "masked", "mf", "BPR", 0.0376, 0.0183),
                                      ("beauty", "unmasked", "caser", "Caser", 0.0300, 0.0150),
-                                     ("beauty", "masked", "caser", "Caser", 0.0456, 0.0243)])
+                                     ("beauty", "masked", "caser", "Caser", 0.0456, 0.0243),
+                                     ("beauty", "masked", "hgn", "HGN", 0.0400, 0.0200)])
     df = check_rows([run], [ref], [par])
     mf = df[(df["method"] == "mf") & (df["protocol"] == "masked")].set_index("kind")
     assert mf.loc["published", "seeds"] == 2 and mf.loc["published", "ours_recall@10"] == pytest.approx(0.0370)
@@ -82,7 +83,9 @@ def test_each_row_gets_its_gaps_and_one_verdict(tmp_path):
     assert mf.loc["implementation", "within"] == True        # noqa: E712  -1.6 % / +0.5 % from RecBole's BPR
     assert set(mf["verdict"]) == {"meets RecBole BPR (par)"}
     assert set(df[(df["method"] == "mf") & (df["protocol"] == "unmasked")]["verdict"]) == {"meets none"}
-    assert set(df[df["method"] == "hgn"]["verdict"]) == {"meets Paper T1"}       # +6 % / +5 %
+    # +6 % / +5 % of the paper; +36 % / +40 % of RecBole's HGN: met, and marked far above
+    assert set(df[df["method"] == "hgn"]["verdict"]) == {"meets Paper T1; RecBole HGN (par) (far above: more than +25 %)"}
+    assert list(df[df["method"] == "hgn"]["far_above"]) == [False, True]
     caser = df[df["method"] == "caser"]                 # only the masked parity row: the same protocol
     assert list(caser["kind"]) == ["published", "implementation"]
     assert caser.iloc[1]["gap_ndcg@10"] == pytest.approx(0.0249 / 0.0243 - 1)      # better than RecBole's
@@ -92,7 +95,8 @@ def test_each_row_gets_its_gaps_and_one_verdict(tmp_path):
     out, md = write_check([run], [ref], [par], tmp_path / "out")
     assert (out / "check.md").is_file() and len(pd.read_csv(out / "check.csv")) == len(df)
     assert "| beauty | mf | `masked` | 2 | 0.0370 ± 0.0014 | 0.0183 ± 0.0004 | Paper T1: MF |" in md
-    assert "yes (±10 %) | meets Paper T1 |" in md and "yes (±5 % or better)" in md
+    assert "yes (±10 %) | meets Paper T1; RecBole HGN (par) (far above" in md and "yes (±5 % or better)" in md
+    assert "yes (±5 % or better), far above |" in md
 
 
 def test_a_cell_given_twice_is_an_error(tmp_path):
