@@ -1,7 +1,7 @@
 """Parity harness: the suite's traditional baselines against RecBole 1.2.1 on the SAME split.
 
     python -m benchmarks.parity.recbole --dataset beauty --models bpr,sasrec,lightgcn \\
-        [--epochs N] [--max-train-minutes M] [--seed 0] [--protocol recbole|masked|unmasked] \\
+        [--epochs N] [--max-train-minutes M] [--seed 0] [--protocol recbole|masked,unmasked|...] \\
         [--recbole-python .venv-recbole/bin/python] --output results/parity/beauty
 
 A benchmark script, not a test and not a dependency of the suite: RecBole runs in its own
@@ -29,7 +29,8 @@ index of ``used_ids - positive_items``; the suite's ``masked-keep-target``) but 
 SEQUENTIAL ones (SASRec, BERT4Rec, Caser, HGN: it passes no history index; ``unmasked``).
 ``--protocol recbole`` (default) evaluates ours the way RecBole evaluates each model; a suite
 protocol (``masked``, ``masked-keep-target``, ``unmasked``: benchmarks/evaluation/protocols.py)
-evaluates ours one way for all models, and RecBole's side then comes, where RecBole's own rule
+evaluates ours one way for all models (several, comma-separated: one row per model and
+protocol, ours run once per protocol, RecBole once), and RecBole's side then comes, where RecBole's own rule
 is another, from the driver's evaluation of RecBole's best model under that rule (marked
 "driver" in the table; RecBole's early stopping still used its own rule). Where no validation /
 test target repeats a history item (Beauty, ML-100K) ``masked`` and ``masked-keep-target`` rank
@@ -390,13 +391,12 @@ def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocol: str) -
     from benchmarks.matrix import expand, load_matrix
 
     matrix = ours_matrix(args.dataset, spec, overrides, args.seed, protocol)
-    mpath = out / "configs" / f"ours-{spec.ours}.yaml"
+    mpath = ours_matrix_path(out, spec, protocol)
     mpath.parent.mkdir(parents=True, exist_ok=True)
     mpath.write_text(yaml.safe_dump(matrix, sort_keys=False))
     run_dir = out / "ours" / spec.ours
     cell = expand(load_matrix(mpath))[0]
     cell_dir = run_dir / cell.relpath
-    stats_path = run_dir / "process.json"
     if not (cell_dir / "metrics.csv").is_file():
         log(f"ours {spec.ours}: running (cell {cell_dir})")
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -407,12 +407,52 @@ def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocol: str) -
             err = _tail(out / "work" / "logs" / f"ours-{spec.ours}.log")
             log(f"ours {spec.ours}: FAILED (exit status {rc}):\n{err}")
             return {"error": f"exit status {rc}", "log_tail": err}
-        stats_path.write_text(json.dumps({"hash": cell.hash, "process_peak_rss_mb": rss,
-                                          "process_seconds": round(secs, 1)}))
-    return read_ours(cell_dir, stats_path, cell.hash)
+        _save_process_stats(run_dir, cell.hash, {"process_peak_rss_mb": rss, "process_seconds": round(secs, 1)})
+    return read_ours(cell_dir, run_dir, cell.hash)
 
 
-def read_ours(cell_dir: Path, stats_path: Path, cell_hash: str) -> dict:
+def ours_matrix_path(out: Path, spec: ModelSpec, protocol: str) -> Path:
+    """Where the matrix of our run of ``spec`` under ``protocol`` is written (one per
+    protocol: a parity folder may hold several)."""
+    return out / "configs" / f"ours-{spec.ours}-{protocol}.yaml"
+
+
+def find_ours(out: Path, spec: ModelSpec, protocol: str) -> dict:
+    """Our finished cell of ``spec`` under ``protocol`` in ``out`` (``--table-only``); a folder
+    written before one matrix per protocol holds ``ours-<method>.yaml``, used where its
+    protocol is this one. ``{"error": "not run"}`` where there is none."""
+    from benchmarks.matrix import expand, load_matrix
+
+    for mpath in (ours_matrix_path(out, spec, protocol), out / "configs" / f"ours-{spec.ours}.yaml"):
+        if not mpath.is_file():
+            continue
+        cell = expand(load_matrix(mpath))[0]
+        if cell.resolved["evaluation"]["protocol"] != protocol:
+            continue
+        cdir = out / "ours" / spec.ours / cell.relpath
+        if (cdir / "metrics.csv").is_file():
+            return read_ours(cdir, out / "ours" / spec.ours, cell.hash)
+    return {"error": "not run"}
+
+
+def _save_process_stats(run_dir: Path, cell_hash: str, stats: dict) -> None:
+    path = run_dir / "process.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    cells = old.get("cells") or ({old["hash"]: {k: v for k, v in old.items() if k != "hash"}} if "hash" in old else {})
+    path.write_text(json.dumps({"cells": {**cells, cell_hash: stats}}, indent=1))
+
+
+def _process_stats(run_dir: Path, cell_hash: str) -> dict:
+    """Peak memory and seconds of the process that ran one cell (``process.json`` of the run
+    folder: one entry per cell; an older file held one cell's, with its hash)."""
+    path = run_dir / "process.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    if "cells" in old:
+        return old["cells"].get(cell_hash, {})
+    return old if old.get("hash") == cell_hash else {}
+
+
+def read_ours(cell_dir: Path, run_dir: Path, cell_hash: str) -> dict:
     """Metrics, epochs and timing of one finished cell of ours."""
     import numpy as np
     import pandas as pd
@@ -423,9 +463,7 @@ def read_ours(cell_dir: Path, stats_path: Path, cell_hash: str) -> dict:
                        for r in df[(df["split"] == split) & df["metric"].isin(["recall", "ndcg"])].itertuples()}
                for split in ("valid", "test")}
     tl = json.loads((cell_dir / "train_log.json").read_text())
-    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
-    if stats.get("hash") != cell_hash:
-        stats = {}
+    stats = _process_stats(run_dir, cell_hash)
     # the standard error of our test means over users: how far apart two runs of the same
     # model may land by chance alone (RecBole's per-user figures are not dumped)
     with np.load(cell_dir / "per_user.npz") as z:
@@ -480,11 +518,11 @@ def recbole_side(res: dict, protocol: str, repeats: int) -> tuple[dict, dict, st
     return own["valid"][rule], own["test"][rule], "driver", rule
 
 
-def table_rows(dataset: str, ds, seed: int, protocol: str, results: dict, repeats: int) -> list[dict]:
-    """One row per model: ``results`` maps a model key to (spec, the protocol it is evaluated
-    under, ours, RecBole's result); ``repeats``: the dataset's repeat targets."""
+def table_rows(dataset: str, ds, seed: int, results: dict, repeats: int) -> list[dict]:
+    """One row per model and protocol: ``results`` maps (model key, protocol) to (spec, that
+    protocol, ours, RecBole's result); ``repeats``: the dataset's repeat targets."""
     rows = []
-    for key, (spec, proto, ours, rb) in results.items():
+    for (key, _), (spec, proto, ours, rb) in results.items():
         row = {"dataset": dataset, "split": ds.split, "max_history": ds.max_history, "seed": seed,
                "protocol": proto, "model": key, "ours": spec.ours, "recbole": spec.recbole}
         if "error" in ours:
@@ -545,10 +583,11 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
              f"Dataset `{header['dataset']}` ({header['users']} users, {header['items']} items, "
              f"{header['interactions']} interactions), split `{header['split']}` (leave-one-out), "
              f"history <= {header['max_history']}, full ranking over all items, seed {header['seed']}, "
-             f"one CPU thread per run. Protocol `{header['protocol']}`: "
-             + ("each model evaluated the way RecBole evaluates it (general models `masked-keep-target`: "
-                "the user's history items except the target removed from the ranking; sequential ones "
-                "`unmasked`)." if header["protocol"] == "recbole" else f"every model `{header['protocol']}`.")
+             f"one CPU thread per run. Protocol " + "; ".join(
+                 "`recbole`: each model evaluated the way RecBole evaluates it (general models "
+                 "`masked-keep-target`: the user's history items except the target removed from the "
+                 "ranking; sequential ones `unmasked`)" if name == "recbole" else f"`{name}`: every model"
+                 for name in header["protocol"].split(",")) + "."
              + f" {header['repeats']} of the validation / test targets repeat a history item"
              + (" (so `masked` and `masked-keep-target` rank identically)." if not header["repeats"] else ".")
              + " Gap = ours / RecBole - 1; \"within\" = both test gaps >= -5 %; ± = the standard error "
@@ -577,9 +616,10 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
             f"| {_f(r['ours_s_per_epoch'], 2)} / {_f(r['recbole_s_per_epoch'], 2)} "
             f"| {_f(r['ours_epochs'])} ({_f(r['ours_best_epoch'])}) / {_f(r['recbole_epochs'])} ({_f(r['recbole_best_epoch'])}) "
             f"| {_f(r['ours_peak_rss_mb'], 0)} / {_f(r['recbole_peak_rss_mb'], 0)} | {verdict} |")
-    other = []
+    other, seen = [], set()
     for spec, _, _, rb in results.values():
-        if "own_metrics" in rb:
+        if "own_metrics" in rb and spec.recbole not in seen:
+            seen.add(spec.recbole)
             own_rule, own = recbole_rules(rb)
             other += [(spec, rule, own, rb) for rule in own.get("test", {})
                       if rule != own_rule and isinstance(own["test"][rule], dict)]
@@ -592,7 +632,7 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
             v, t = own["valid"][rule], own["test"][rule]
             lines.append(f"| {spec.recbole} | {rule} | {_f(v['recall@10'])} | {_f(v['ndcg@10'])} "
                          f"| {_f(t['recall@10'])} | {_f(t['ndcg@10'])} | {rb.get('agrees_with_recbole')} |")
-    checked = [(spec, rb) for spec, _, _, rb in results.values() if rb.get("data_check")]
+    checked = list({spec.recbole: (spec, rb) for spec, _, _, rb in results.values() if rb.get("data_check")}.values())
     if checked:
         lines += ["", "Data check (after RecBole loaded the files: users, items, rows per split and a "
                   "SHA-256 of every row, user / history / target, equal to the suite's split): " + "; ".join(
@@ -607,16 +647,18 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
         lines += ["", "† a side was stopped by the training time cap (see Stopping): that row compares the "
                   "two at equal training time, not at convergence."]
     lines += ["", "Stopping: " + "; ".join(
-        f"{r['ours']} ours {_f(r['ours_stopped'])}, RecBole {_f(r['recbole_stopped'])}" for r in rows) + ".", ""]
-    errors = [(r["model"], side, r[f"{side}_error"]) for r in rows for side in ("ours", "recbole")
-              if f"{side}_error" in r]
-    for model, side, err in errors:
-        tail = results[model][2 if side == "ours" else 3].get("log_tail", "")
-        lines += [f"**{model}: the {side} run failed** ({err}); the end of its log:", "", "```", tail, "```", ""]
+        f"{r['ours']} (`{r['protocol']}`) ours {_f(r['ours_stopped'])}, RecBole {_f(r['recbole_stopped'])}"
+        for r in rows) + ".", ""]
+    errors = [(r["model"], r["protocol"], side, r[f"{side}_error"]) for r in rows
+              for side in ("ours", "recbole") if f"{side}_error" in r]
+    for model, proto, side, err in errors:
+        tail = results[(model, proto)][2 if side == "ours" else 3].get("log_tail", "")
+        lines += [f"**{model} (`{proto}`): the {side} run failed** ({err}); the end of its log:", "",
+                  "```", tail, "```", ""]
     lines += ["## Settings and what could not be matched", ""]
-    for k, (spec, _proto, ours, rb) in results.items():
-        lines += [f"### {spec.ours} / {spec.recbole}", "",
-                  f"- ours (`configs/ours-{spec.ours}.yaml`, the fidelity preset's config"
+    for (k, proto), (spec, _proto, ours, rb) in results.items():
+        lines += [f"### {spec.ours} / {spec.recbole} (`{proto}`)", "",
+                  f"- ours (`configs/ours-{spec.ours}-{proto}.yaml`, the fidelity preset's config"
                   + (f" with {spec.ours_overrides}" if spec.ours_overrides else "") + "): "
                   + ", ".join(f"{a}={b}" for a, b in sorted((ours.get("config") or {}).items())),
                   f"- RecBole (`configs/recbole-{spec.recbole}.yaml`): "
@@ -635,6 +677,14 @@ def parse_models(text: str) -> list[str]:
     return keys
 
 
+def parse_protocols(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in PROTOCOL_CHOICES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown {bad or text!r}; known: {', '.join(PROTOCOL_CHOICES)}")
+    return list(dict.fromkeys(names))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.parity.recbole",
                                  description="ours vs RecBole on the same split, side by side")
@@ -645,7 +695,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs of both sides")
     ap.add_argument("--max-train-minutes", type=float, default=None,
                     help="training time cap of both sides (default: the fidelity config's, if any)")
-    ap.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="recbole")
+    ap.add_argument("--protocol", type=parse_protocols, default=["recbole"],
+                    help=f"comma-separated, from {', '.join(PROTOCOL_CHOICES)}: one table row per model and "
+                         "protocol (ours is run once per protocol, RecBole once)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--recbole-python", default=str(DEFAULT_RECBOLE_VENV / "bin" / "python"))
     ap.add_argument("--skip-ours", action="store_true", help="RecBole only")
@@ -664,23 +716,19 @@ def main(argv: list[str] | None = None) -> int:
     counts = protocols.repeat_targets(ds)
     repeats = sum(c["in_history"] for c in counts.values())
     results = {}
-    for key in parse_models(args.models):
+    for key, requested in [(k, p) for k in parse_models(args.models) for p in args.protocol]:
         spec = SPECS[key]
-        proto = model_protocol(spec.kind, args.protocol)
+        proto = model_protocol(spec.kind, requested)
+        if (key, proto) in results:     # `recbole` and the suite name of the same rule
+            continue
         overrides, ours_cfg = resolved_ours(spec, args.epochs, args.max_train_minutes)
         ours = rb = {"error": "not run"}
         if args.table_only or args.skip_ours:
-            from benchmarks.matrix import expand, load_matrix
-            mpath = out / "configs" / f"ours-{spec.ours}.yaml"
-            if mpath.is_file():
-                cell = expand(load_matrix(mpath))[0]
-                cdir = out / "ours" / spec.ours / cell.relpath
-                if (cdir / "metrics.csv").is_file():
-                    ours = read_ours(cdir, out / "ours" / spec.ours / "process.json", cell.hash)
+            ours = find_ours(out, spec, proto)
         else:
             ours = run_ours(spec, args, out, overrides, proto)
             if "error" not in ours:
-                log(f"ours {spec.ours}: {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
+                log(f"ours {spec.ours} ({proto}): {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
                     f"test NDCG@10 {ours['test'].get('ndcg@10'):.4f}")
         res_path = out / "recbole" / f"{spec.recbole}.json"
         if args.table_only or args.skip_recbole:
@@ -688,12 +736,12 @@ def main(argv: list[str] | None = None) -> int:
                 rb = json.loads(res_path.read_text())
         else:
             rb = run_recbole(spec, ds, args, out, ours_cfg, proto, repeats)
-        results[key] = (spec, proto, ours, rb)
-        rows = table_rows(args.dataset, ds, args.seed, args.protocol, results, repeats)
+        results[(key, proto)] = (spec, proto, ours, rb)
+        rows = table_rows(args.dataset, ds, args.seed, results, repeats)
         version = next((r[3].get("recbole_version") for r in results.values() if r[3].get("recbole_version")), "1.2.1")
         header = {"dataset": args.dataset, "users": ds.n_users, "items": ds.n_items,
                   "interactions": ds.n_interactions, "split": ds.split, "max_history": ds.max_history,
-                  "seed": args.seed, "protocol": args.protocol, "recbole_version": version,
+                  "seed": args.seed, "protocol": ",".join(args.protocol), "recbole_version": version,
                   "repeats": repeats,
                   # the command that RAN the models (--table-only only re-reads their results)
                   "command": "python -m benchmarks.parity.recbole " + " ".join(

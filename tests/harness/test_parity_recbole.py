@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from benchmarks.data.formats.recbole import read_recbole
 from benchmarks.data.toy import toy_dataset
@@ -313,11 +314,11 @@ def test_tables_side_by_side(ds, tmp_path):
             "epochs_run": 9, "best_epoch": 6, "mean_epoch_seconds": 0.5, "stopped": "early stopping",
             "peak_rss_mb": 400.0, "config": {"dim": 64}}
     capped = {**_fake_recbole(True, 0.2), "stopped": "time cap (10.0 min)"}
-    results = {"bpr": (harness.SPECS["bpr"], "masked", ours, _fake_recbole(False, 0.1, legacy=True)),
-               "sasrec": (harness.SPECS["sasrec"], "masked", ours, capped),
-               "hgn": (harness.SPECS["hgn"], "unmasked", {"error": "exit status 1", "log_tail": "boom"},
-                       {"error": "not run"})}
-    rows = harness.table_rows("toy", ds, 0, "masked", results, repeats=0)
+    results = {("bpr", "masked"): (harness.SPECS["bpr"], "masked", ours, _fake_recbole(False, 0.1, legacy=True)),
+               ("sasrec", "masked"): (harness.SPECS["sasrec"], "masked", ours, capped),
+               ("hgn", "unmasked"): (harness.SPECS["hgn"], "unmasked", {"error": "exit status 1", "log_tail": "boom"},
+                                     {"error": "not run"})}
+    rows = harness.table_rows("toy", ds, 0, results, repeats=0)
     assert rows[0]["gap_test_ndcg@10"] == pytest.approx(-0.04) and rows[0]["within_5pct_or_better"] is True
     # BPR: RecBole's own keep-target figures stand for `masked` (no target repeats here)
     assert rows[0]["recbole_source"] == "recbole" and rows[0]["recbole_rule"] == "masked-keep-target"
@@ -336,10 +337,66 @@ def test_tables_side_by_side(ds, tmp_path):
     assert "masked (driver)" in md and "the ours run failed" in md and "boom" in md
     assert "| SASRec | masked-keep-target | 0.4000 |" in md     # the other rules of each model
     # where targets repeat, the old BPR result has no `masked` figure: the row says so
-    rows = harness.table_rows("toy", ds, 0, "masked", results, repeats=2)
+    rows = harness.table_rows("toy", ds, 0, results, repeats=2)
     assert rows[0]["recbole_source"] == "missing" and rows[0]["within_5pct_or_better"] is None
     assert "not matched: RecBole's BPR has no regulariser" in md
     assert "BPR ok (3 users, 4 items, train / valid / test rows 5 / 3 / 3)" in md
     csv = pd.read_csv(tmp_path / "parity.csv")
     assert list(csv["model"]) == ["bpr", "sasrec", "hgn"]
     json.dumps(rows)   # plain values only
+
+
+def test_several_protocols_in_one_parity_folder(tmp_path):
+    """--protocol masked,unmasked: one matrix and one cell of ours per protocol, found again by
+    --table-only (an older folder's single ours-<method>.yaml where its protocol matches);
+    per-cell process stats, an older one-cell process.json read as before."""
+    import argparse
+
+    from benchmarks.matrix import expand, load_matrix
+
+    assert harness.parse_protocols("masked, unmasked,masked") == ["masked", "unmasked"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown"):
+        harness.parse_protocols("masked,rebole")
+    spec = harness.SPECS["caser"]
+    out = tmp_path / "par"
+    cells = {}
+    for proto in ("masked", "unmasked"):
+        path = harness.ours_matrix_path(out, spec, proto)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(harness.ours_matrix("ml-100k", spec, {"epochs": 2}, 0, proto)))
+        cell = expand(load_matrix(path))[0]
+        cells[proto] = cell
+        d = out / "ours" / spec.ours / cell.relpath
+        d.mkdir(parents=True)
+        value = 0.1 if proto == "masked" else 0.2
+        pd.DataFrame([{"split": s, "subset": "all", "metric": m, "k": 10, "value": value}
+                      for s in ("valid", "test") for m in ("recall", "ndcg")]).to_csv(d / "metrics.csv", index=False)
+        (d / "train_log.json").write_text(json.dumps({"epochs": [{}, {}], "best_epoch": 2, "mean_epoch_seconds": 1.0,
+                                                      "stopped": "max epochs", "train_seconds": 2.0}))
+        (d / "config.json").write_text(json.dumps({"config": {"epochs": 2}}))
+        np.savez(d / "per_user.npz", **{"test/all/ndcg@10": np.array([value, value])})
+    assert cells["masked"].hash != cells["unmasked"].hash
+    run_dir = out / "ours" / spec.ours
+    (run_dir / "process.json").write_text(json.dumps({"hash": cells["masked"].hash, "process_peak_rss_mb": 10.0}))
+    assert harness._process_stats(run_dir, cells["masked"].hash)["process_peak_rss_mb"] == 10.0
+    harness._save_process_stats(run_dir, cells["unmasked"].hash, {"process_peak_rss_mb": 20.0})
+    got = {p: harness.find_ours(out, spec, p) for p in ("masked", "unmasked", "masked-keep-target")}
+    assert got["masked"]["test"]["ndcg@10"] == 0.1 and got["masked"]["peak_rss_mb"] == 10.0
+    assert got["unmasked"]["test"]["ndcg@10"] == 0.2 and got["unmasked"]["peak_rss_mb"] == 20.0
+    assert got["masked-keep-target"] == {"error": "not run"}
+    # an older folder: one ours-caser.yaml, its protocol masked
+    harness.ours_matrix_path(out, spec, "masked").rename(out / "configs" / "ours-caser.yaml")
+    assert harness.find_ours(out, spec, "masked")["test"]["ndcg@10"] == 0.1
+    # both rows of one model in one table; RecBole's other rules listed once
+    rb = _fake_recbole(True, 0.2)
+    results = {("caser", p): (spec, p, got[p], rb) for p in ("masked", "unmasked")}
+    rows = harness.table_rows("toy", toy_dataset(max_history=6), 0, results, repeats=3)
+    assert [(r["protocol"], r["recbole_source"]) for r in rows] == [("masked", "driver"), ("unmasked", "recbole")]
+    header = {"dataset": "toy", "users": 1, "items": 1, "interactions": 1, "split": "loo", "max_history": 6,
+              "seed": 0, "protocol": "masked,unmasked", "recbole_version": "1.2.1", "repeats": 3,
+              "command": "python -m benchmarks.parity.recbole --dataset toy --protocol masked,unmasked"}
+    harness.write_tables(out, rows, results, header)
+    md = (out / "parity.md").read_text()
+    assert "Protocol `masked`: every model; `unmasked`: every model." in md
+    assert md.count("| Caser | masked-keep-target |") == 1
+    assert "### caser / Caser (`masked`)" in md and "### caser / Caser (`unmasked`)" in md
