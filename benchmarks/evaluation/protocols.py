@@ -1,6 +1,6 @@
 """The evaluation protocol: ONE named choice per run, recorded with every figure.
 
-Published numbers in this field differ as much by protocol as by model. The two choices that
+Published numbers in this field differ as much by protocol as by model. The choices that
 move them most are named here, resolved once per dataset, and written into every result row
 (``results.csv``'s ``protocol`` column) and every table caption, so that no table mixes them:
 
