@@ -32,7 +32,9 @@ protocol (``masked``, ``masked-keep-target``, ``unmasked``: benchmarks/evaluatio
 evaluates ours one way for all models (several, comma-separated: one row per model and
 protocol, ours run once per protocol, RecBole once), and RecBole's side then comes, where RecBole's own rule
 is another, from the driver's evaluation of RecBole's best model under that rule (marked
-"driver" in the table; RecBole's early stopping still used its own rule). Where no validation /
+"driver" in the table; RecBole's early stopping still used its own rule, unless
+``--recbole-early-stopping protocol``: then RecBole runs once more per protocol whose rule is
+another, with its own evaluation, early stopping included, masked by that rule). Where no validation /
 test target repeats a history item (Beauty, ML-100K) ``masked`` and ``masked-keep-target`` rank
 identically and either figure stands for the other; where targets repeat (Yelp) they do not,
 and a result from before the driver knew ``masked`` is re-evaluated from its saved checkpoint
@@ -235,6 +237,14 @@ def resolved_ours(spec: ModelSpec, epochs: int | None, max_minutes: float | None
     return over, dataclasses.asdict(build_config(METHODS.get(spec.ours).Config, over))
 
 
+def recbole_evaluation_rule(spec_kind: str, protocol: str, early_stopping: str, repeats: int) -> str | None:
+    """The masking rule RecBole's own evaluation is set to for a row under ``protocol``: None
+    (RecBole's own) with ``--recbole-early-stopping own`` or where its own rule ranks as
+    ``protocol`` does on this dataset; else ``protocol`` (a RecBole run of its own)."""
+    own = model_protocol(spec_kind, "recbole")
+    return None if early_stopping == "own" or protocols.equivalent(protocol, own, repeats) else protocol
+
+
 def ours_matrix(dataset: str, spec: ModelSpec, overrides: dict, seed: int, protocol: str) -> dict:
     """The matrix that runs our method on ``dataset`` the way the parity run needs."""
     return {"name": f"parity-{dataset}-{spec.ours}", "datasets": [dataset], "seeds": [seed],
@@ -244,7 +254,14 @@ def ours_matrix(dataset: str, spec: ModelSpec, overrides: dict, seed: int, proto
             "methods": [{"name": spec.ours, "config": overrides}]}
 
 
-def recbole_yaml(spec: ModelSpec, name: str, work: Path, seed: int, model_cfg: dict, n_items: int) -> dict:
+def recbole_run_name(spec: ModelSpec, rule: str | None) -> str:
+    """The name of one RecBole run's files (result, config, log, checkpoints): the model's,
+    with the masking rule its evaluation was set to where that is not RecBole's own."""
+    return spec.recbole if rule is None else f"{spec.recbole}-{rule}"
+
+
+def recbole_yaml(spec: ModelSpec, name: str, work: Path, seed: int, model_cfg: dict, n_items: int,
+                 run_name: str | None = None) -> dict:
     """RecBole's full config for one run on the benchmark files ``<work>/data/<name>/``.
 
     ``eval_batch_size``: 256 users per ranking batch, as our evaluator's default. RecBole counts
@@ -253,7 +270,7 @@ def recbole_yaml(spec: ModelSpec, name: str, work: Path, seed: int, model_cfg: d
     ones."""
     cfg = {"gpu_id": "", "use_gpu": False, "seed": seed, "reproducibility": True, "state": "INFO",
            "worker": 0, "show_progress": False, "save_dataset": False, "save_dataloaders": False,
-           "data_path": str(work / "data"), "checkpoint_dir": str(work / "saved" / spec.recbole),
+           "data_path": str(work / "data"), "checkpoint_dir": str(work / "saved" / (run_name or spec.recbole)),
            "benchmark_filename": ["train", "valid", "test"],
            "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id",
            "load_col": {"inter": ["user_id", "item_id"] + (["item_id_list"] if spec.kind == "sequential" else [])},
@@ -299,34 +316,40 @@ def _recbole_env(args) -> tuple[Path, dict]:
     return py, env
 
 
-def reevaluate(spec: ModelSpec, args, work: Path, cmd: list[str], old: dict, res_path: Path) -> dict:
+def reevaluate(spec: ModelSpec, args, work: Path, cmd: list[str], old: dict, res_path: Path,
+               run: str | None = None) -> dict:
     """A finished RecBole result that lacks a masking rule: its saved best model evaluated
     again under every rule (the driver's ``--evaluate-checkpoint``), no retraining."""
-    saved = sorted((work / "saved" / spec.recbole).glob("*.pth"), key=lambda p: p.stat().st_mtime)
+    run = run or spec.recbole
+    saved = sorted((work / "saved" / run).glob("*.pth"), key=lambda p: p.stat().st_mtime)
     ckpt = Path(old["checkpoint"]) if old.get("checkpoint") else (saved[-1] if saved else None)
     if ckpt is None or not ckpt.is_file():
         raise FileNotFoundError(
             f"{res_path}: this RecBole result predates the driver's `masked` rule and its saved model "
-            f"({work / 'saved' / spec.recbole}/*.pth) is gone: rerun the model (delete {res_path})")
+            f"({work / 'saved' / run}/*.pth) is gone: rerun the model (delete {res_path})")
     raw = Path(cmd[cmd.index("--out") + 1])
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(old, indent=2))
     py, env = _recbole_env(args)
-    log(f"RecBole {spec.recbole}: re-evaluating {ckpt} under every masking rule")
+    log(f"RecBole {run}: re-evaluating {ckpt} under every masking rule")
     rc, secs, _ = _run([str(py)] + cmd + ["--evaluate-checkpoint", str(ckpt)], cwd=work, env=env,
-                       logfile=work / "logs" / f"{spec.recbole}-reevaluate.log")
+                       logfile=work / "logs" / f"{run}-reevaluate.log")
     if rc != 0:
-        raise RuntimeError(f"RecBole {spec.recbole}: re-evaluation of {ckpt} failed (exit status {rc}):\n"
-                           + _tail(work / "logs" / f"{spec.recbole}-reevaluate.log"))
+        raise RuntimeError(f"RecBole {run}: re-evaluation of {ckpt} failed (exit status {rc}):\n"
+                           + _tail(work / "logs" / f"{run}-reevaluate.log"))
     result = {**json.loads(raw.read_text()), "harness_key": old["harness_key"]}
     res_path.write_text(json.dumps(result, indent=2))
-    log(f"RecBole {spec.recbole}: re-evaluated in {secs:.0f} s")
+    log(f"RecBole {run}: re-evaluated in {secs:.0f} s")
     return result
 
 
-def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict, protocol: str, repeats: int) -> dict:
+def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict, protocol: str, repeats: int,
+                rule: str | None = None) -> dict:
     """Write the files and the config, run the driver (unless an identical run finished; one
-    that lacks ``protocol``'s rule is re-evaluated from its checkpoint)."""
+    that lacks ``protocol``'s rule is re-evaluated from its checkpoint). ``rule``: RecBole's
+    evaluation, early stopping included, masks by it instead of RecBole's own (a run of its own,
+    :func:`recbole_run_name`)."""
+    run = recbole_run_name(spec, rule)
     work = out / "work"
     cap = spec.cap(ours_cfg, ds.max_history)
     name = f"gb-{ds.name}-{spec.kind}" + (f"{cap}" if cap else "")
@@ -337,23 +360,25 @@ def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict, protocol: 
         (folder / "digest.json").write_text(json.dumps(digest, indent=1))
         log(f"wrote RecBole files {folder} ({spec.kind}, history cap {cap})")
     model_cfg = spec.recbole_config(ours_cfg, ds.max_history)
-    cfg = recbole_yaml(spec, name, work, args.seed, model_cfg, ds.n_items)
-    cfg_path = out / "configs" / f"recbole-{spec.recbole}.yaml"
+    cfg = recbole_yaml(spec, name, work, args.seed, model_cfg, ds.n_items, run)
+    cfg_path = out / "configs" / f"recbole-{run}.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_text = yaml.safe_dump(cfg, sort_keys=True)
     minutes = ours_cfg.get("max_train_minutes")
-    res_path = out / "recbole" / f"{spec.recbole}.json"
+    res_path = out / "recbole" / f"{run}.json"
     key = {"config": cfg, "digest": digest, "max_train_minutes": minutes}
-    raw = work / "results" / f"{spec.recbole}.json"
+    if rule is not None:
+        key["rule"] = rule
+    raw = work / "results" / f"{run}.json"
     cmd = [str(DRIVER), "--model", spec.recbole, "--dataset", name, "--config", str(cfg_path),
-           "--out", str(raw), "--expect", str(folder / "digest.json")]
+           "--out", str(raw), "--expect", str(folder / "digest.json")] + (["--rule", rule] if rule else [])
     if res_path.is_file():
         old = json.loads(res_path.read_text())
         if old.get("harness_key") == key and "test_result" in old:
             if protocol_rule(old, protocol, repeats) is not None:
                 log(f"RecBole {spec.recbole}: reusing {res_path}")
                 return old
-            return reevaluate(spec, args, work, cmd, old, res_path)
+            return reevaluate(spec, args, work, cmd, old, res_path, run)
     cfg_path.write_text(cfg_text)
     res_path.parent.mkdir(parents=True, exist_ok=True)
     raw.parent.mkdir(parents=True, exist_ok=True)
@@ -361,22 +386,22 @@ def run_recbole(spec: ModelSpec, ds, args, out: Path, ours_cfg: dict, protocol: 
     cmd = [str(py)] + cmd
     if minutes is not None:
         cmd += ["--max-train-minutes", str(minutes)]
-    log(f"RecBole {spec.recbole}: running (log {work / 'logs' / (spec.recbole + '.log')})")
-    rc, secs, rss = _run(cmd, cwd=work, env=env, logfile=work / "logs" / f"{spec.recbole}.log")
+    log(f"RecBole {run}: running (log {work / 'logs' / (run + '.log')})")
+    rc, secs, rss = _run(cmd, cwd=work, env=env, logfile=work / "logs" / f"{run}.log")
     if rc != 0 or not raw.is_file():
-        err = _tail(work / "logs" / f"{spec.recbole}.log")
+        err = _tail(work / "logs" / f"{run}.log")
         failed = {"error": f"exit status {rc}", "log_tail": err, "harness_key": key}
         res_path.write_text(json.dumps(failed, indent=2))
-        log(f"RecBole {spec.recbole}: FAILED (exit status {rc}):\n{err}")
+        log(f"RecBole {run}: FAILED (exit status {rc}):\n{err}")
         return failed
     result = json.loads(raw.read_text())
     problems = compare_digests(digest, result["loaded"])
     if problems:
-        raise RuntimeError(f"RecBole {spec.recbole}: loaded data differ from the suite's split: {problems}")
+        raise RuntimeError(f"RecBole {run}: loaded data differ from the suite's split: {problems}")
     result.update({"harness_key": key, "process_peak_rss_mb": rss, "process_seconds": round(secs, 1),
                    "data_check": "ok"})
     res_path.write_text(json.dumps(result, indent=2))
-    log(f"RecBole {spec.recbole}: done in {secs:.0f} s, {result['epochs_run']} epochs, "
+    log(f"RecBole {run}: done in {secs:.0f} s, {result['epochs_run']} epochs, "
         f"test NDCG@10 {result['test_result'].get('ndcg@10'):.4f}")
     return result
 
@@ -532,6 +557,7 @@ def table_rows(dataset: str, ds, seed: int, results: dict, repeats: int) -> list
         rv = rt = {}
         if "test_result" in rb:
             rv, rt, row["recbole_source"], row["recbole_rule"] = recbole_side(rb, proto, repeats)
+            row["recbole_early_stopping"] = recbole_rules(rb)[0]
             row["data_check"] = rb.get("data_check")
             row["recbole_agrees_with_driver"] = rb.get("agrees_with_recbole")
         ov, ot = (ours.get("valid", {}), ours.get("test", {})) if "error" not in ours else ({}, {})
@@ -598,7 +624,8 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
              "epochs (best) ours / RB | peak RSS MB ours / RB | within ±5 % or better |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        src = " (driver)" if r.get("recbole_source") == "driver" else ""
+        src = (f" (driver; RB early-stopped under `{r['recbole_early_stopping']}`)"
+               if r.get("recbole_source") == "driver" else "")
         if r.get("recbole_rule") and r["recbole_rule"] != r["protocol"]:
             src += f" (RB: {r['recbole_rule']}, the same ranking here)"
         elif r.get("recbole_source") == "missing":
@@ -618,19 +645,19 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
             f"| {_f(r['ours_peak_rss_mb'], 0)} / {_f(r['recbole_peak_rss_mb'], 0)} | {verdict} |")
     other, seen = [], set()
     for spec, _, _, rb in results.values():
-        if "own_metrics" in rb and spec.recbole not in seen:
-            seen.add(spec.recbole)
-            own_rule, own = recbole_rules(rb)
-            other += [(spec, rule, own, rb) for rule in own.get("test", {})
+        own_rule, own = recbole_rules(rb)
+        if "own_metrics" in rb and (spec.recbole, own_rule) not in seen:
+            seen.add((spec.recbole, own_rule))
+            other += [(spec, own_rule, rule, own, rb) for rule in own.get("test", {})
                       if rule != own_rule and isinstance(own["test"][rule], dict)]
     if other:
         lines += ["", "RecBole's best models under the OTHER masking rules (the driver's evaluation of the "
-                  "same checkpoint; early stopping was on RecBole's own rule):", "",
-                  "| RecBole model | protocol | valid R@10 | valid N@10 | test R@10 | test N@10 | "
-                  "driver reproduces RecBole's own figures |", "|---|---|---|---|---|---|---|"]
-        for spec, rule, own, rb in other:
+                  "same checkpoint, early-stopped under the rule named with the model):", "",
+                  "| RecBole model (early-stopped under) | protocol | valid R@10 | valid N@10 | test R@10 | "
+                  "test N@10 | driver reproduces RecBole's own figures |", "|---|---|---|---|---|---|---|"]
+        for spec, own_rule, rule, own, rb in other:
             v, t = own["valid"][rule], own["test"][rule]
-            lines.append(f"| {spec.recbole} | {rule} | {_f(v['recall@10'])} | {_f(v['ndcg@10'])} "
+            lines.append(f"| {spec.recbole} (`{own_rule}`) | {rule} | {_f(v['recall@10'])} | {_f(v['ndcg@10'])} "
                          f"| {_f(t['recall@10'])} | {_f(t['ndcg@10'])} | {rb.get('agrees_with_recbole')} |")
     checked = list({spec.recbole: (spec, rb) for spec, _, _, rb in results.values() if rb.get("data_check")}.values())
     if checked:
@@ -698,6 +725,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", type=parse_protocols, default=["recbole"],
                     help=f"comma-separated, from {', '.join(PROTOCOL_CHOICES)}: one table row per model and "
                          "protocol (ours is run once per protocol, RecBole once)")
+    ap.add_argument("--recbole-early-stopping", choices=("own", "protocol"), default="own",
+                    help="own: RecBole early-stops on its own masking rule (general models keep-target, "
+                         "sequential unmasked), once per model; protocol: a RecBole run per protocol whose "
+                         "rule is another, early-stopped (and evaluated) under the row's protocol")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--recbole-python", default=str(DEFAULT_RECBOLE_VENV / "bin" / "python"))
     ap.add_argument("--skip-ours", action="store_true", help="RecBole only")
@@ -730,12 +761,13 @@ def main(argv: list[str] | None = None) -> int:
             if "error" not in ours:
                 log(f"ours {spec.ours} ({proto}): {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
                     f"test NDCG@10 {ours['test'].get('ndcg@10'):.4f}")
-        res_path = out / "recbole" / f"{spec.recbole}.json"
+        rule = recbole_evaluation_rule(spec.kind, proto, args.recbole_early_stopping, repeats)
+        res_path = out / "recbole" / f"{recbole_run_name(spec, rule)}.json"
         if args.table_only or args.skip_recbole:
             if res_path.is_file():
                 rb = json.loads(res_path.read_text())
         else:
-            rb = run_recbole(spec, ds, args, out, ours_cfg, proto, repeats)
+            rb = run_recbole(spec, ds, args, out, ours_cfg, proto, repeats, rule)
         results[(key, proto)] = (spec, proto, ours, rb)
         rows = table_rows(args.dataset, ds, args.seed, results, repeats)
         version = next((r[3].get("recbole_version") for r in results.values() if r[3].get("recbole_version")), "1.2.1")

@@ -25,6 +25,9 @@ model -> trainer.fit -> trainer.evaluate with the best checkpoint), and adds:
   sequential ones ``unmasked`` (it passes None), so that rule must reproduce RecBole's own
   figures (``agrees_with_recbole``), and for general models our keep-target mask must equal
   RecBole's history index cell for cell (``recbole_mask_mismatches``: 0);
+- ``--rule R``: RecBole's own evaluation (its early stopping on validation NDCG@10 and its
+  test figures) masks by rule R instead of its own (``apply_rule``), so that a parity row
+  compares two models both early-stopped under the row's protocol;
 - ``--evaluate-checkpoint FILE --out RESULT``: no training; the saved best model of an
   earlier run is loaded and evaluated under every rule, and RESULT's evaluation is replaced
   (a result from before a rule existed gets it without retraining);
@@ -176,10 +179,11 @@ def metric_sums(scores, positives, ks):
     return sums
 
 
-def own_metrics(model, loader, ks, histories, device):
+def own_metrics(model, loader, ks, histories, device, loader_rule="masked-keep-target"):
     """Recall@K / NDCG@K of ``model`` on ``loader`` ranked over all items, under every rule of
-    :data:`RULES`, and ``recbole_mask_mismatches``: the cells where the keep-target mask and
-    RecBole's own history index (general models) differ."""
+    :data:`RULES`, and ``recbole_mask_mismatches``: the cells where the mask of ``loader_rule``
+    (the rule the loader's history index implements: RecBole's keep-target for general models,
+    or the one :func:`apply_rule` put there) and the loader's history index differ."""
     import torch
 
     sums = {p: {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks} for p in RULES}
@@ -198,7 +202,7 @@ def own_metrics(model, loader, ks, histories, device):
             if history_index is not None:
                 theirs = torch.zeros_like(scores, dtype=torch.bool)
                 theirs[history_index] = True
-                ours = torch.isinf(by_rule["masked-keep-target"]) & ~torch.isinf(scores)
+                ours = torch.isinf(by_rule[loader_rule]) & ~torch.isinf(scores)
                 mismatches += int((theirs[:, 1:] != ours[:, 1:]).sum())
             for rule, sc in by_rule.items():
                 for m, v in metric_sums(sc, pos, ks).items():
@@ -208,13 +212,45 @@ def own_metrics(model, loader, ks, histories, device):
     return out | {"rows": n_rows, "recbole_mask_mismatches": mismatches}
 
 
-def evaluate_everything(model, splits, loaders, ks, sequential, device, best_valid, test_result):
-    """The result keys of our own evaluation: per phase :func:`own_metrics`, and whether the
-    rule RecBole applies reproduces RecBole's own figures."""
+def apply_rule(loader, histories, rule):
+    """Make RecBole's evaluation on ``loader`` mask by ``rule`` (one of :data:`RULES`) instead
+    of its own: the loader's batches get that rule's history index (None for ``unmasked``),
+    built from ``histories`` (:func:`_histories`, the loader's phase) and each batch's
+    positives. RecBole's trainer removes exactly the items of that index from the ranking, so
+    its early stopping and its own figures follow the rule. (``collate_fn`` is read when a
+    pass over the loader starts; torch lets it be set after construction.)"""
+    import torch
+
+    inner = loader.collate_fn
+    uid = loader._dataset.uid_field
+
+    def collate(index):
+        interaction, _, positive_u, positive_i = inner(index)
+        if rule == "unmasked":
+            return interaction, None, positive_u, positive_i
+        users = interaction[uid].tolist()
+        pos = [set() for _ in users]
+        for r, i in zip(positive_u.tolist(), positive_i.tolist()):
+            pos[r].add(i)
+        rows, items = [], []
+        for r, u in enumerate(users):
+            drop = histories[u] if rule == "masked" else histories[u] - pos[r]
+            rows += [r] * len(drop)
+            items += sorted(drop)
+        return interaction, (torch.tensor(rows, dtype=torch.long), torch.tensor(items, dtype=torch.long)), \
+            positive_u, positive_i
+
+    loader.collate_fn = collate
+
+
+def evaluate_everything(model, splits, loaders, ks, sequential, device, best_valid, test_result, rule=None):
+    """The result keys of our own evaluation: per phase :func:`own_metrics`, and whether
+    ``rule`` (the one RecBole's evaluation applied: its own, :func:`recbole_rule`, unless
+    :func:`apply_rule` set another) reproduces RecBole's own figures."""
+    rule = rule or recbole_rule(sequential)
     histories = _histories(splits, loaders[0]._dataset.user_num, sequential)
-    own = {phase: own_metrics(model, loader, ks, histories[phase], device)
+    own = {phase: own_metrics(model, loader, ks, histories[phase], device, loader_rule=rule)
            for phase, loader in zip(("valid", "test"), loaders)}
-    rule = recbole_rule(sequential)
     agree = all(abs(own[ph][rule][m] - float(res[m])) < 1e-4
                 for ph, res in (("valid", best_valid), ("test", test_result)) for m in res)
     agree = agree and all(own[ph]["recbole_mask_mismatches"] == 0 for ph in own)
@@ -246,6 +282,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="result JSON")
     ap.add_argument("--expect", help="digest JSON the loaded data must match (else exit 3)")
     ap.add_argument("--max-train-minutes", type=float, default=None)
+    ap.add_argument("--rule", choices=RULES, help="RecBole's evaluation (early stopping and its own "
+                    "figures) masks by this rule instead of its own (general models keep-target, "
+                    "sequential unmasked)")
     ap.add_argument("--evaluate-checkpoint", help="no training: evaluate this saved model under every "
                     "rule and replace --out's evaluation (an earlier result of the same config)")
     args = ap.parse_args(argv)
@@ -285,8 +324,14 @@ def main(argv=None) -> int:
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     ks = list(config["topk"])
+    rule = args.rule or recbole_rule(sequential)
+    if args.rule:
+        histories = _histories(splits, dataset.user_num, sequential)
+        for phase, loader in (("valid", valid_data), ("test", test_data)):
+            apply_rule(loader, histories[phase], args.rule)
+        result["evaluation_rule_set"] = args.rule
     if args.evaluate_checkpoint:
-        return _reevaluate(args, model, splits, (valid_data, test_data), ks, sequential, config["device"])
+        return _reevaluate(args, model, splits, (valid_data, test_data), ks, sequential, config["device"], rule)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     epoch_seconds, valid_seconds, valid_scores = [], [], []
@@ -330,7 +375,7 @@ def main(argv=None) -> int:
         "best_valid_result": {k: float(v) for k, v in best_valid.items()},
         "test_result": {k: float(v) for k, v in test_result.items()},
         **evaluate_everything(trainer.model, splits, (valid_data, test_data), ks, sequential,
-                              config["device"], best_valid, test_result),
+                              config["device"], best_valid, test_result, rule),
         "checkpoint": trainer.saved_model_file,
         "epochs_run": len(epoch_seconds), "best_epoch": best["epoch"] if best else None,
         "epoch_seconds": epoch_seconds, "valid_seconds": valid_seconds, "valid_scores": valid_scores,
@@ -352,7 +397,7 @@ def _write(path, result):
     os.replace(tmp, path)
 
 
-def _reevaluate(args, model, splits, loaders, ks, sequential, device) -> int:
+def _reevaluate(args, model, splits, loaders, ks, sequential, device, rule) -> int:
     """``--evaluate-checkpoint``: load the saved best model, check it is the one ``--out``
     describes (its best validation score), evaluate it under every rule, rewrite ``--out``."""
     import torch
@@ -368,7 +413,7 @@ def _reevaluate(args, model, splits, loaders, ks, sequential, device) -> int:
     model.load_state_dict(ckpt["state_dict"])
     model.load_other_parameter(ckpt.get("other_parameter"))
     result.update(evaluate_everything(model, splits, loaders, ks, sequential, device,
-                                      result["best_valid_result"], result["test_result"]))
+                                      result["best_valid_result"], result["test_result"], rule))
     result.pop("recbole_masks_history", None)
     result.update({"checkpoint": args.evaluate_checkpoint,
                    "reevaluated": time.strftime("%Y-%m-%d %H:%M:%S")})

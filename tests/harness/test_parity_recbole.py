@@ -334,8 +334,9 @@ def test_tables_side_by_side(ds, tmp_path):
     assert "| mf / BPR | masked (RB: masked-keep-target, the same ranking here) | 0.2000 / 0.2000 |" in md
     assert "-4.0 %" in md and "so `masked` and `masked-keep-target` rank identically" in md
     assert md.count(" yes |") == 1 and " yes † |" in md and "at equal training time" in md
-    assert "masked (driver)" in md and "the ours run failed" in md and "boom" in md
-    assert "| SASRec | masked-keep-target | 0.4000 |" in md     # the other rules of each model
+    assert "masked (driver; RB early-stopped under `unmasked`)" in md
+    assert "the ours run failed" in md and "boom" in md
+    assert "| SASRec (`unmasked`) | masked-keep-target | 0.4000 |" in md     # the other rules of each model
     # where targets repeat, the old BPR result has no `masked` figure: the row says so
     rows = harness.table_rows("toy", ds, 0, results, repeats=2)
     assert rows[0]["recbole_source"] == "missing" and rows[0]["within_5pct_or_better"] is None
@@ -398,5 +399,48 @@ def test_several_protocols_in_one_parity_folder(tmp_path):
     harness.write_tables(out, rows, results, header)
     md = (out / "parity.md").read_text()
     assert "Protocol `masked`: every model; `unmasked`: every model." in md
-    assert md.count("| Caser | masked-keep-target |") == 1
+    assert md.count("| Caser (`unmasked`) | masked-keep-target |") == 1
     assert "### caser / Caser (`masked`)" in md and "### caser / Caser (`unmasked`)" in md
+
+
+def test_recbole_can_early_stop_under_the_rows_protocol(tmp_path):
+    """--recbole-early-stopping protocol: a RecBole run of its own wherever the row's rule is
+    not RecBole's (its files named after the rule, the rule in its key and on its command
+    line); the driver then hands RecBole's evaluation that rule's history index."""
+    rule = harness.recbole_evaluation_rule
+    assert rule("general", "masked", "own", 5) is None
+    assert rule("general", "masked", "protocol", 5) == "masked"
+    assert rule("general", "masked", "protocol", 0) is None          # the same ranking as keep-target
+    assert rule("general", "masked-keep-target", "protocol", 5) is None
+    assert rule("sequential", "unmasked", "protocol", 5) is None
+    assert rule("sequential", "masked", "protocol", 0) == "masked"
+    spec = harness.SPECS["caser"]
+    assert harness.recbole_run_name(spec, None) == "Caser"
+    assert harness.recbole_run_name(spec, "masked") == "Caser-masked"
+    yml = harness.recbole_yaml(spec, "gb-x", tmp_path, 0, {}, 9, "Caser-masked")
+    assert yml["checkpoint_dir"] == str(tmp_path / "saved" / "Caser-masked")
+
+    # the driver's side: users 1, 2; test histories {1, 2, 4} and {1, 3}; targets 2 (a repeat), 5
+    t = torch.tensor
+    histories = [set(), {1, 2, 4}, {1, 3}]
+
+    class Loader:
+        _dataset = _Split({})
+
+        def collate_fn(self, index):
+            return _Batch(user_id=t([1, 2])), None, t([0, 1]), t([2, 5])
+
+    got = {}
+    for r in driver.RULES:
+        loader = Loader()
+        driver.apply_rule(loader, histories, r)
+        got[r] = loader.collate_fn([0, 1])[1]
+    assert got["unmasked"] is None
+    assert sorted(zip(*(x.tolist() for x in got["masked"]))) == [(0, 1), (0, 2), (0, 4), (1, 1), (1, 3)]
+    assert sorted(zip(*(x.tolist() for x in got["masked-keep-target"]))) == [(0, 1), (0, 4), (1, 1), (1, 3)]
+    # own_metrics checks the index it is given against the rule it implements
+    model = _Scores([[0] * 6, [0, 4, 5, 0, 3, 2], [0, 5, 1, 4, 0, 3]])
+    batch = (_Batch(user_id=t([1, 2])), got["masked"], t([0, 1]), t([2, 5]))
+    m = driver.own_metrics(model, _Loader([batch]), [1], histories, "cpu", loader_rule="masked")
+    assert m["recbole_mask_mismatches"] == 0
+    assert driver.own_metrics(model, _Loader([batch]), [1], histories, "cpu")["recbole_mask_mismatches"] == 1
