@@ -34,7 +34,7 @@ model -> trainer.fit -> trainer.evaluate with the best checkpoint), and adds:
 - the process's peak resident memory (``ru_maxrss``).
 
     python recbole_driver.py --model SASRec --dataset NAME --config cfg.yaml --out res.json
-        [--expect digest.json] [--max-train-minutes M] [--evaluate-checkpoint saved.pth]
+        [--expect digest.json] [--max-train-minutes M] [--rule masked] [--evaluate-checkpoint saved.pth]
 """
 
 from __future__ import annotations
@@ -141,19 +141,26 @@ def _histories(splits, n_users, sequential):
     return out
 
 
+def rule_index(users, positives, histories, rule):
+    """(rows, items): the cells one batch's ranking drops under a masking ``rule`` (not
+    ``unmasked``): ``users`` the RecBole user of each row, ``positives`` the row's target set,
+    ``histories`` the phase's item sets per user (:func:`_histories`)."""
+    rows, items = [], []
+    for r, u in enumerate(users):
+        drop = histories[u] if rule == "masked" else histories[u] - positives[r]
+        rows += [r] * len(drop)
+        items += sorted(drop)
+    return rows, items
+
+
 def rule_scores(scores, users, positives, histories):
-    """{rule: scores [rows, n_items] with that rule's items at -inf} for one batch: ``users``
-    the RecBole user of each row, ``positives`` the row's target set, ``histories`` the
-    phase's item sets per user (:func:`_histories`)."""
+    """{rule: scores [rows, n_items] with that rule's items at -inf} for one batch
+    (arguments as :func:`rule_index`)."""
     import torch
 
     out = {"unmasked": scores}
     for rule in ("masked", "masked-keep-target"):
-        rows, items = [], []
-        for r, u in enumerate(users):
-            drop = histories[u] if rule == "masked" else histories[u] - positives[r]
-            rows += [r] * len(drop)
-            items += sorted(drop)
+        rows, items = rule_index(users, positives, histories, rule)
         sc = scores.clone()
         if rows:
             sc[torch.tensor(rows), torch.tensor(items)] = -math.inf
@@ -232,11 +239,7 @@ def apply_rule(loader, histories, rule):
         pos = [set() for _ in users]
         for r, i in zip(positive_u.tolist(), positive_i.tolist()):
             pos[r].add(i)
-        rows, items = [], []
-        for r, u in enumerate(users):
-            drop = histories[u] if rule == "masked" else histories[u] - pos[r]
-            rows += [r] * len(drop)
-            items += sorted(drop)
+        rows, items = rule_index(users, pos, histories, rule)
         return interaction, (torch.tensor(rows, dtype=torch.long), torch.tensor(items, dtype=torch.long)), \
             positive_u, positive_i
 
