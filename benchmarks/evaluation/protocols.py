@@ -16,7 +16,7 @@ move them most are named here, resolved once per dataset, and written into every
   this is not a protocol a deployed recommender could run; it is here because RecBole's
   general-model figures, and the parity harness's RecBole side, use it. Where targets repeat
   (LETTER's Yelp: 6 % of them) it moves figures far from ``masked`` (repeat targets become
-  easy hits): results/parity/yelp-masked/README.md measures it.
+  easy hits): results/parity/yelp-caser/README.md measures it.
 - ``unmasked`` — every item stays rankable, history items included: what the generative
   papers' own code does (TIGER, LC-Rec, LETTER rank all items), and the only sound choice where
   users do repeat items (a masked repeat target could never be hit).
