@@ -93,3 +93,19 @@ def test_cold_rows_of_cold_blind_methods_are_not_printed_as_figures(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| toy | mostpop |"))
     assert row.rstrip(" |").endswith("n/a‡ | n/a‡")
     assert "‡ cannot score cold items" in text
+
+
+def test_masked_keep_target_runs_end_to_end_and_differs_from_masked_where_targets_repeat(tmp_path):
+    """The toy users walk a cycle of 6 items, so their targets repeat history items: under
+    `masked` a repeat target can never be hit, under `masked-keep-target` it stays rankable
+    (RecBole's general-model rule), so MostPop's recall can only rise; the caption says which."""
+    out = tmp_path / "run"
+    for proto in ("masked", "masked-keep-target"):
+        assert not run_matrix(_matrix(tmp_path, ["mostpop"], {"protocol": proto}), out, progress=False)["failed"]
+    df = pd.read_csv(out / "results.csv")
+    test = df[(df["split"] == "test") & (df["subset"] == "all") & (df["metric"] == "recall") & (df["k"] == 10)]
+    r = test.set_index("protocol")["value"]
+    assert r["masked"] == 0.0          # every toy target repeats a history item
+    assert r["masked-keep-target"] > 0.0
+    text = write_report(out)["report.md"].read_text()
+    assert "protocol `masked-keep-target`: history items removed from the ranking except the user's target" in text
