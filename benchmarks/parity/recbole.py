@@ -62,6 +62,7 @@ import yaml
 
 from benchmarks.evaluation import protocols
 from benchmarks.parity.atomic import compare_digests, split_digest, write_atomic_files
+from benchmarks.parity.recbole_driver import recbole_rule
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().parent / "recbole_driver.py"
@@ -85,7 +86,7 @@ def model_protocol(spec_kind: str, requested: str) -> str:
     """The protocol one model is evaluated under: RecBole's own rule for its kind
     (``--protocol recbole``), else the one asked for."""
     if requested == "recbole":
-        return "unmasked" if spec_kind == "sequential" else "masked-keep-target"
+        return recbole_rule(spec_kind == "sequential")
     return protocols.check_name(requested)
 
 
@@ -460,21 +461,23 @@ def find_ours(out: Path, spec: ModelSpec, protocol: str) -> dict:
     return {"error": "not run"}
 
 
-def _save_process_stats(run_dir: Path, cell_hash: str, stats: dict) -> None:
-    path = run_dir / "process.json"
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    cells = old.get("cells") or ({old["hash"]: {k: v for k, v in old.items() if k != "hash"}} if "hash" in old else {})
-    path.write_text(json.dumps({"cells": {**cells, cell_hash: stats}}, indent=1))
-
-
-def _process_stats(run_dir: Path, cell_hash: str) -> dict:
-    """Peak memory and seconds of the process that ran one cell (``process.json`` of the run
-    folder: one entry per cell; an older file held one cell's, with its hash)."""
+def _process_cells(run_dir: Path) -> dict:
+    """{cell hash: peak memory and seconds of the process that ran it} from the run folder's
+    ``process.json`` (one entry per cell; an older file held one cell's, with its hash)."""
     path = run_dir / "process.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     if "cells" in old:
-        return old["cells"].get(cell_hash, {})
-    return old if old.get("hash") == cell_hash else {}
+        return old["cells"]
+    return {old["hash"]: {k: v for k, v in old.items() if k != "hash"}} if "hash" in old else {}
+
+
+def _save_process_stats(run_dir: Path, cell_hash: str, stats: dict) -> None:
+    cells = {**_process_cells(run_dir), cell_hash: stats}
+    (run_dir / "process.json").write_text(json.dumps({"cells": cells}, indent=1))
+
+
+def _process_stats(run_dir: Path, cell_hash: str) -> dict:
+    return _process_cells(run_dir).get(cell_hash, {})
 
 
 def read_ours(cell_dir: Path, run_dir: Path, cell_hash: str) -> dict:
@@ -515,7 +518,7 @@ def recbole_rules(res: dict) -> tuple[str, dict]:
     own = res.get("own_metrics") or {}
     if "own_metrics_rules" in res:
         return res["recbole_protocol"], own
-    own_rule = "masked-keep-target" if res.get("recbole_masks_history") else "unmasked"
+    own_rule = recbole_rule(not res.get("recbole_masks_history"))
     legacy = {"unmasked": "unmasked", "masked": "masked-keep-target"}
     return own_rule, {ph: {legacy[k]: v for k, v in d.items() if k in legacy} for ph, d in own.items()}
 

@@ -246,12 +246,12 @@ def apply_rule(loader, histories, rule):
     loader.collate_fn = collate
 
 
-def evaluate_everything(model, splits, loaders, ks, sequential, device, best_valid, test_result, rule=None):
-    """The result keys of our own evaluation: per phase :func:`own_metrics`, and whether
-    ``rule`` (the one RecBole's evaluation applied: its own, :func:`recbole_rule`, unless
-    :func:`apply_rule` set another) reproduces RecBole's own figures."""
+def evaluate_everything(model, histories, loaders, ks, sequential, device, best_valid, test_result, rule=None):
+    """The result keys of our own evaluation (``histories``: :func:`_histories`): per phase
+    :func:`own_metrics`, and whether ``rule`` (the one RecBole's evaluation applied: its own,
+    :func:`recbole_rule`, unless :func:`apply_rule` set another) reproduces RecBole's own
+    figures."""
     rule = rule or recbole_rule(sequential)
-    histories = _histories(splits, loaders[0]._dataset.user_num, sequential)
     own = {phase: own_metrics(model, loader, ks, histories[phase], device, loader_rule=rule)
            for phase, loader in zip(("valid", "test"), loaders)}
     agree = all(abs(own[ph][rule][m] - float(res[m])) < 1e-4
@@ -328,13 +328,13 @@ def main(argv=None) -> int:
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     ks = list(config["topk"])
     rule = args.rule or recbole_rule(sequential)
+    histories = _histories(splits, dataset.user_num, sequential)
     if args.rule:
-        histories = _histories(splits, dataset.user_num, sequential)
         for phase, loader in (("valid", valid_data), ("test", test_data)):
             apply_rule(loader, histories[phase], args.rule)
         result["evaluation_rule_set"] = args.rule
     if args.evaluate_checkpoint:
-        return _reevaluate(args, model, splits, (valid_data, test_data), ks, sequential, config["device"], rule)
+        return _reevaluate(args, model, histories, (valid_data, test_data), ks, sequential, config["device"], rule)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     epoch_seconds, valid_seconds, valid_scores = [], [], []
@@ -377,7 +377,7 @@ def main(argv=None) -> int:
         "config": _effective_config(config, args.config, args.model),
         "best_valid_result": {k: float(v) for k, v in best_valid.items()},
         "test_result": {k: float(v) for k, v in test_result.items()},
-        **evaluate_everything(trainer.model, splits, (valid_data, test_data), ks, sequential,
+        **evaluate_everything(trainer.model, histories, (valid_data, test_data), ks, sequential,
                               config["device"], best_valid, test_result, rule),
         "checkpoint": trainer.saved_model_file,
         "epochs_run": len(epoch_seconds), "best_epoch": best["epoch"] if best else None,
@@ -400,7 +400,7 @@ def _write(path, result):
     os.replace(tmp, path)
 
 
-def _reevaluate(args, model, splits, loaders, ks, sequential, device, rule) -> int:
+def _reevaluate(args, model, histories, loaders, ks, sequential, device, rule) -> int:
     """``--evaluate-checkpoint``: load the saved best model, check it is the one ``--out``
     describes (its best validation score), evaluate it under every rule, rewrite ``--out``."""
     import torch
@@ -415,7 +415,7 @@ def _reevaluate(args, model, splits, loaders, ks, sequential, device, rule) -> i
         return 4
     model.load_state_dict(ckpt["state_dict"])
     model.load_other_parameter(ckpt.get("other_parameter"))
-    result.update(evaluate_everything(model, splits, loaders, ks, sequential, device,
+    result.update(evaluate_everything(model, histories, loaders, ks, sequential, device,
                                       result["best_valid_result"], result["test_result"], rule))
     result.pop("recbole_masks_history", None)
     result.update({"checkpoint": args.evaluate_checkpoint,
