@@ -1,7 +1,7 @@
 """The ``genrec-bench`` command line.
 
     genrec-bench run [MATRIX.yaml | --preset NAME] [--datasets a,b] [--methods a,b]
-                     [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|masked-keep-target|unmasked]
+                     [--seeds 0,1] [--output DIR] [--device DEV] [--protocol auto|masked|masked-keep-target|unmasked[,...]]
                      [--precision auto|fp32|bf16|fp16] [--refit] [--dry-run [--dry-steps N] [--dry-users M]] [--fail-fast] [--quiet]
                      [--estimate-only [--llm-shape Qwen2.5-1.5B]]
                      [--executor local|ray] [--jobs N] [--ray-address ADDR] [--cpus-per-cell N] [--gpus-per-cell N]
@@ -38,6 +38,16 @@ def _ints(value: str) -> list[int]:
         return [int(v) for v in _csv(value)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _protocols(value: str) -> str | list[str]:
+    """``--protocol``: one protocol name, or several comma-separated (a list)."""
+    names = _csv(value)
+    bad = [n for n in names if n not in PROTOCOL_CHOICES]
+    if not names or bad or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected one or more distinct names among {', '.join(PROTOCOL_CHOICES)}, "
+                                         f"comma-separated, got {value!r}")
+    return names[0] if len(names) == 1 else names
 
 
 DRY_RUN_COLUMNS = [("dataset", "dataset"), ("method", "method"), ("seed", "seed"), ("parameters", "parameters"),
@@ -302,11 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the matrix)")
     r.add_argument("--precision", help="auto, fp32, bf16, fp16 (overrides the matrix; auto: bf16 on a CUDA "
                    "device with bf16, else fp32)")
-    r.add_argument("--protocol", choices=PROTOCOL_CHOICES,
+    r.add_argument("--protocol", type=_protocols, metavar="|".join(PROTOCOL_CHOICES),
                    help="evaluation protocol (overrides the matrix): masked = history items removed from "
                         "the ranking, masked-keep-target = the same except the user's target (RecBole's "
                         "general-model rule), unmasked = ranked (the generative papers' code), auto = "
-                        "masked where no target repeats a history item")
+                        "masked where no target repeats a history item. Comma-separated for several "
+                        "(e.g. masked,unmasked): one cell per protocol, and one training for all of them "
+                        "where the method trains through the suite's loop (each protocol early-stopped on "
+                        "its own validation score)")
     r.add_argument("--refit", action="store_true",
                    help="protocol option: refit non-sequential methods (MostPop, MF, LightGCN) on "
                         "training + validation for their best epoch count before the test ranking")

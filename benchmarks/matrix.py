@@ -28,6 +28,7 @@ evaluation and feature settings, suite version): it names the cell's folder
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import re
@@ -57,7 +58,7 @@ METHOD_KEYS = {"name", "label", "config", "datasets", "only", "evaluation"}
 #: the evaluation settings a method entry may set for its own cells: how many users one ranking
 #: call takes (memory, not what is measured) and how many validation users early stopping reads
 #: (``valid_sample``: model selection and its cost; the test rows always rank every test user, and
-#: the report names each method's choice). The rest is the matrix's, for every method: one protocol
+#: the report names each method's choice). The rest is the matrix's, for every method: the protocol(s)
 METHOD_EVAL_KEYS = {"batch_size", "valid_sample"}
 FEATURE_KEYS = {"text_template", "text_encoder"}
 
@@ -142,7 +143,7 @@ def parse_matrix(data: Any, source: str) -> Matrix:
         check_value(value, str, f"{source}: features.{key}")
     ev = data.get("evaluation", {}) or {}
     _need(isinstance(ev, dict), f"{source}: evaluation", "expected a mapping of EvalConfig fields")
-    _eval_config(ev, source)
+    _eval_configs(ev, source)
     return Matrix(name=str(data.get("name", Path(source).stem)), datasets=list(data["datasets"]),
                   methods=methods, seeds=seeds, device=str(data.get("device", "auto")),
                   precision=precision, evaluation=ev, features=feats,
@@ -182,12 +183,22 @@ def _method_entry(m: Any, where: str, names: list[str]) -> MethodEntry:
                        dict(per_dataset), None if only is None else list(only), dict(ev))
 
 
-def _eval_config(evaluation: dict, source: str) -> EvalConfig:
+def _eval_configs(evaluation: dict, source: str) -> list[EvalConfig]:
+    """The matrix's evaluation settings, one EvalConfig per protocol: ``evaluation.protocol``
+    is one name or a list of names (each method and seed then gets one cell per protocol,
+    which one training serves where the method allows: :func:`benchmarks.runner.protocol_siblings`)."""
     if "mask_history" in evaluation:
         raise ConfigError(f"{source}: evaluation.mask_history was replaced by the named "
                           f"evaluation.protocol: masked | unmasked | auto (true -> masked, false -> unmasked)")
+    names = evaluation.get("protocol", "auto")
+    if isinstance(names, (list, tuple)):
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"{source}: evaluation.protocol: expected a protocol name or a list of distinct "
+                              f"names, got {list(names)!r}")
+    else:
+        names = [names]
     try:
-        return build_config(EvalConfig, evaluation)
+        return [build_config(EvalConfig, {**evaluation, "protocol": name}) for name in names]
     except ConfigError as exc:
         raise ConfigError(f"{source}: evaluation: {exc}") from None
 
@@ -274,7 +285,7 @@ def expand(matrix: Matrix, keep_unset_env: bool = False) -> list[Cell]:
     """The matrix's cells, every method config (with its per-dataset overrides) built and
     checked against its Config class: a wrong key or type stops here, before anything runs.
     ``keep_unset_env``: an unset ``${VAR}`` stays as written (:func:`expand_env`)."""
-    eval_cfg = _eval_config(matrix.evaluation, matrix.source)
+    eval_cfgs = _eval_configs(matrix.evaluation, matrix.source)
     cells = []
     for d in matrix.datasets:
         try:
@@ -293,10 +304,10 @@ def expand(matrix: Matrix, keep_unset_env: bool = False) -> list[Cell]:
                     history_window(cfg.max_history, spec.options.max_history, type(cfg).__qualname__)
             except ConfigError as exc:
                 raise ConfigError(f"{matrix.source}: method {entry.label!r}: {exc}") from None
-            cell_eval = (_eval_config({**matrix.evaluation, **entry.evaluation},
-                                      f"{matrix.source}: method {entry.label!r}")
-                         if entry.evaluation else eval_cfg)
-            for seed in matrix.seeds:
+            cell_evals = (_eval_configs({**matrix.evaluation, **entry.evaluation},
+                                        f"{matrix.source}: method {entry.label!r}")
+                          if entry.evaluation else eval_cfgs)
+            for seed, cell_eval in itertools.product(matrix.seeds, cell_evals):
                 resolved = {
                     "dataset": {"name": spec.name, "format": spec.format,
                                 "options": spec.options.to_dict(),

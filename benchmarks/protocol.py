@@ -66,6 +66,34 @@ class UserBatch:
 Validator = Callable[["Recommender"], float]
 
 
+class ValidatorPanel:
+    """Several validators of ONE training, one per evaluation protocol (``labels``: the
+    protocols' labels, e.g. ``masked`` and ``unmasked``), given to ``fit`` in place of a
+    validator when the runner trains a method once for several protocols.
+
+    The protocols rank the same model differently but leave training untouched, so one training
+    serves all of them: :func:`benchmarks.training.train_loop` validates every protocol at every
+    validation, keeps each protocol's best state, early-stops each on its own patience and
+    trains on until the last one has stopped; each protocol's ``outcomes`` entry is then the log
+    and best state a run of that protocol alone would have produced (its epochs end where its
+    patience ran out). Only ``train_loop`` reads a panel: the runner gives one to methods whose
+    ``fit`` is that loop's, and trains the others once per protocol. Calling the panel like a
+    validator is an error, so a fit that bypasses the loop cannot use one protocol's scores for
+    all."""
+
+    def __init__(self, validators: list[Validator], labels: list[str]):
+        if len(validators) != len(labels) or not validators:
+            raise ValueError(f"ValidatorPanel: one label per validator, at least one, got "
+                             f"{len(validators)} validator(s) and labels {labels}")
+        self.validators, self.labels = list(validators), list(labels)
+        #: after training, per protocol (in ``labels``' order): (train log, best state or None)
+        self.outcomes: list[tuple[dict, dict | None]] | None = None
+
+    def __call__(self, model: "Recommender") -> float:
+        raise TypeError(f"{type(model).__name__}: a ValidatorPanel ({', '.join(self.labels)}) is read by "
+                        f"benchmarks.training.train_loop only; this method's fit validates by itself")
+
+
 @dataclass
 class Context:
     """What a method gets besides its config: the data, lazily computed item features and the

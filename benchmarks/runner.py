@@ -16,6 +16,7 @@ logged by a tracker of :mod:`benchmarks.tracking`, read back from its folder.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -89,61 +90,114 @@ def run_cell(cell: Cell, out: Path, *, device: str = "auto", features: dict | No
              progress: bool = True, memo: _DatasetMemo | None = None, precision: str = "auto") -> Path:
     """Train and evaluate one cell on ``device`` in ``precision`` (auto | fp32 | bf16 | fp16);
     write its directory atomically; return its path."""
-    import torch
+    return run_cells([cell], out, device=device, features=features, progress=progress, memo=memo,
+                     precision=precision)[0]
+
+
+def protocol_siblings(cells: list[Cell]) -> list[list[Cell]]:
+    """``cells`` in groups that one training serves: cells of one dataset, method, config and
+    seed whose evaluation differs only in ``protocol`` (masked / unmasked ...), where the
+    method trains through :func:`benchmarks.training.train_loop` unchanged (it validates every
+    protocol of a :class:`~benchmarks.protocol.ValidatorPanel`). Every other cell is a group
+    of one. Groups keep the order of their first cell."""
+    from benchmarks.training import TorchRecommender
+
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        cls = METHODS.get(cell.method.name)
+        key = cell.hash
+        if issubclass(cls, TorchRecommender) and cls.fit is TorchRecommender.fit:
+            rest = copy.deepcopy(cell.resolved)
+            rest["evaluation"].pop("protocol", None)
+            key = "siblings:" + stable_hash(rest)
+        groups.setdefault(key, []).append(cell)
+    return list(groups.values())
+
+
+def run_cells(cells: list[Cell], out: Path, *, device: str = "auto", features: dict | None = None,
+              progress: bool = True, memo: _DatasetMemo | None = None, precision: str = "auto") -> list[Path]:
+    """One training for ``cells`` (one cell, or a group of :func:`protocol_siblings`: the
+    panel of their protocols' validators early-stops each protocol on its own), then each cell
+    evaluated with its protocol's best state and written atomically, all or none. A cell of a
+    group holds what a run of it alone holds (its train log ends where its protocol's patience
+    ran out), plus the group's ``shared_training`` in its train log; ``run.json``'s fit seconds
+    are the one training's. Returns the cells' paths."""
+    from benchmarks.protocol import ValidatorPanel
 
     main = distributed.is_main()
     progress = show_progress(progress)   # passed on: features and identifiers draw nothing in a log
     started = datetime.now(timezone.utc)
-    # a data-parallel helper process trains in a scratch folder; the main process writes the cell
-    with RunDir(out).building(cell.relpath, scratch=not main) as staging:
+    with contextlib.ExitStack() as stack:
+        # a data-parallel helper process trains in a scratch folder; the main process writes the cells
+        stagings = [stack.enter_context(RunDir(out).building(c.relpath, scratch=not main)) for c in cells]
         with Timer() as total:
-            dev, ds, evaluator, cls, cfg, ctx = _cell_setup(cell, device=device, features=features, memo=memo,
+            dev, ds, evaluator, cls, cfg, ctx = _cell_setup(cells[0], device=device, features=features, memo=memo,
                                                             progress=progress, precision=precision)
+            evaluators = [evaluator] + [Evaluator(ds, build_config(EvalConfig, c.resolved["evaluation"]), seed=c.seed)
+                                        for c in cells[1:]]
             model = cls(cfg, ctx)
+            panel = (ValidatorPanel([e.validation_ndcg for e in evaluators],
+                                    [e.protocol.label for e in evaluators]) if len(cells) > 1 else None)
             with Timer() as t_fit:
-                fit_log = model.fit(ctx.validator)
-            test_model = model
-            if evaluator.protocol.refit and not model.sequential:
-                with Timer() as t_refit:
-                    test_model, fit_log["refit"] = refit_on_validation(cls, cfg, ctx, fit_log)
-                fit_log["refit"]["wall_seconds"] = round(t_refit.seconds, 2)
-            if not main:
-                return out / cell.relpath
-            with Timer() as t_eval:
-                result = evaluator.evaluate(model, splits=("valid",), progress=progress)
-                test = evaluator.evaluate(test_model, splits=("test",), progress=progress)
-                result.rows += test.rows
-                result.per_user.update(test.per_user)
-                result.throughput = test.throughput
-        family = cell.resolved["family"]
-        label = result.protocol["label"]
-        rows = [{"dataset": ds.name, "method": cell.method.label, "family": family,
-                 "seed": cell.seed, "protocol": label, **r, "config_hash": cell.hash} for r in result.rows]
-        for metric in ("users_per_s", "ms_per_user"):
-            if metric in result.throughput:
-                rows.append({"dataset": ds.name, "method": cell.method.label, "family": family,
-                             "seed": cell.seed, "protocol": label, "split": "test", "subset": "all",
-                             "metric": metric, "k": result.throughput["k"],
-                             "value": result.throughput[metric],
-                             "n_users": result.throughput["users"], "config_hash": cell.hash})
-        staging.write_config(cell.resolved)
-        staging.write_train_log(fit_log)
-        staging.write_throughput(result.throughput)
-        staging.write_per_user(result.per_user)
-        staging.write_run({
-            "config_hash": cell.hash, "seed": cell.seed, "git_commit": git_commit(),
-            "versions": package_versions(), "device": device_description(dev),
-            "precision": ctx.precision,
-            "torch_threads": torch.get_num_threads(),
-            "deterministic_kernels": torch.are_deterministic_algorithms_enabled(),
-            "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
-            "wall_seconds": {"total": round(total.seconds, 2), "fit": round(t_fit.seconds, 2),
-                             "evaluate": round(t_eval.seconds, 2)},
-            "protocol": result.protocol, "cold_items": model.cold_scoring(),
-            "dataset": {"info": ds.info, "stats": ds.stats()}})
-        model.write_artefacts(staging)
-        staging.write_metrics(rows)   # last: marks the cell complete
-    return out / cell.relpath
+                fit_log = model.fit(panel if panel is not None else ctx.validator)
+        outcomes = panel.outcomes if panel is not None else [(fit_log, None)]
+        for cell, staging, ev, (log_, state) in zip(cells, stagings, evaluators, outcomes):
+            if state is not None:
+                model.module.load_state_dict(state)
+            model.eval()
+            with Timer() as t_cell:
+                test_model = model
+                if ev.protocol.refit and not model.sequential:
+                    with Timer() as t_refit:
+                        test_model, log_["refit"] = refit_on_validation(cls, cfg, ctx, log_)
+                    log_["refit"]["wall_seconds"] = round(t_refit.seconds, 2)
+                if not main:
+                    continue
+                with Timer() as t_eval:
+                    result = ev.evaluate(model, splits=("valid",), progress=progress)
+                    test = ev.evaluate(test_model, splits=("test",), progress=progress)
+                    result.rows += test.rows
+                    result.per_user.update(test.per_user)
+                    result.throughput = test.throughput
+            _write_cell(staging, cell, ds, model, ctx, dev, log_, result, started,
+                        {"total": round(total.seconds + t_cell.seconds, 2),
+                         "fit": round(t_fit.seconds, 2), "evaluate": round(t_eval.seconds, 2)})
+    return [out / c.relpath for c in cells]
+
+
+def _write_cell(staging, cell: Cell, ds, model, ctx: Context, dev, fit_log: dict, result, started,
+                wall: dict) -> None:
+    """A cell's files, from its evaluation ``result`` and train log; its metrics last (they
+    mark the cell complete)."""
+    import torch
+
+    family = cell.resolved["family"]
+    label = result.protocol["label"]
+    rows = [{"dataset": ds.name, "method": cell.method.label, "family": family,
+             "seed": cell.seed, "protocol": label, **r, "config_hash": cell.hash} for r in result.rows]
+    for metric in ("users_per_s", "ms_per_user"):
+        if metric in result.throughput:
+            rows.append({"dataset": ds.name, "method": cell.method.label, "family": family,
+                         "seed": cell.seed, "protocol": label, "split": "test", "subset": "all",
+                         "metric": metric, "k": result.throughput["k"],
+                         "value": result.throughput[metric],
+                         "n_users": result.throughput["users"], "config_hash": cell.hash})
+    staging.write_config(cell.resolved)
+    staging.write_train_log(fit_log)
+    staging.write_throughput(result.throughput)
+    staging.write_per_user(result.per_user)
+    staging.write_run({
+        "config_hash": cell.hash, "seed": cell.seed, "git_commit": git_commit(),
+        "versions": package_versions(), "device": device_description(dev),
+        "precision": ctx.precision,
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_kernels": torch.are_deterministic_algorithms_enabled(),
+        "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
+        "wall_seconds": wall,
+        "protocol": result.protocol, "cold_items": model.cold_scoring(),
+        "dataset": {"info": ds.info, "stats": ds.stats()}})
+    model.write_artefacts(staging)
+    staging.write_metrics(rows)   # last: marks the cell complete
 
 
 def refit_on_validation(cls, cfg, ctx: Context, fit_log: dict):
@@ -186,18 +240,24 @@ class LocalExecutor:
             fail_fast: bool) -> Iterator[Outcome]:
         main = distributed.is_main()
         memo = _DatasetMemo()
-        bar = progress_bar(cells, desc=f"matrix {matrix.name}", enabled=progress and main)
-        for cell in bar:
-            bar.set_postfix_str(f"{cell.dataset.name}/{cell.method.label}/seed{cell.seed}")
+        bar = progress_bar(total=len(cells), desc=f"matrix {matrix.name}", enabled=progress and main)
+        for group in protocol_siblings(cells):
+            cell = group[0]
+            bar.set_postfix_str(f"{cell.dataset.name}/{cell.method.label}/seed{cell.seed}"
+                                + (f" ({len(group)} protocols, one training)" if len(group) > 1 else ""))
             try:
-                run_cell(cell, out, device=matrix.device, features=matrix.features, progress=progress and main,
-                         memo=memo, precision=matrix.precision)
+                run_cells(group, out, device=matrix.device, features=matrix.features, progress=progress and main,
+                          memo=memo, precision=matrix.precision)
             except CELL_ERRORS as exc:
                 if fail_fast or not main:
                     raise
-                yield cell, _failure(cell, exc, with_traceback=True)
+                for cell in group:
+                    yield cell, _failure(cell, exc, with_traceback=True)
             else:
-                yield cell, None
+                for cell in group:
+                    yield cell, None
+            bar.update(len(group))
+        bar.close()
 
 
 #: the worker process's datasets (a ProcessExecutor worker runs many cells; each dataset is
@@ -220,6 +280,11 @@ def _worker_init(threads: int, log_level: int) -> None:
 def _worker_cell(cell: Cell, out: str, device: str, features: dict, precision: str) -> str:
     return str(run_cell(cell, Path(out), device=device, features=features, progress=False,
                         memo=_WORKER_MEMO, precision=precision))
+
+
+def _worker_cells(cells: list[Cell], out: str, device: str, features: dict, precision: str) -> list[str]:
+    return [str(p) for p in run_cells(cells, Path(out), device=device, features=features, progress=False,
+                                      memo=_WORKER_MEMO, precision=precision)]
 
 
 class ProcessExecutor:
@@ -254,24 +319,26 @@ class ProcessExecutor:
         pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(self.threads, logging.getLogger().level))
         try:
-            pending = {pool.submit(_worker_cell, c, str(out), matrix.device, matrix.features, matrix.precision): c
-                       for c in cells}
+            pending = {pool.submit(_worker_cells, g, str(out), matrix.device, matrix.features, matrix.precision): g
+                       for g in protocol_siblings(cells)}
             while pending:
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for future in done:
-                    cell = pending.pop(future)
-                    bar.update(1)
+                    group = pending.pop(future)
+                    bar.update(len(group))
                     exc = future.exception()
                     if exc is None:
-                        yield cell, None
+                        for cell in group:
+                            yield cell, None
                         continue
                     if fail_fast or not isinstance(exc, CELL_ERRORS):
                         raise exc
-                    failure = _failure(cell, exc, with_traceback=False)
                     remote = getattr(exc.__cause__, "tb", None)   # the worker's formatted traceback
-                    if remote:
-                        failure["traceback"] = str(remote)
-                    yield cell, failure
+                    for cell in group:
+                        failure = _failure(cell, exc, with_traceback=False)
+                        if remote:
+                            failure["traceback"] = str(remote)
+                        yield cell, failure
         except BaseException:
             # a failing cell under fail_fast, a bug, Ctrl-C: the running cells are stopped, not
             # waited for (a stopped cell leaves only its temporary folder, removed by the next run)

@@ -33,7 +33,7 @@ import abc
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
@@ -43,7 +43,7 @@ from torch import nn
 from benchmarks import distributed
 from benchmarks.errors import ConfigError
 from benchmarks.precision import grad_scaler
-from benchmarks.protocol import Recommender, Validator
+from benchmarks.protocol import Recommender, Validator, ValidatorPanel
 from benchmarks.utils import PeakMemory, progress_bar, show_progress
 
 log = logging.getLogger(__name__)
@@ -295,9 +295,61 @@ class _LossTally:
         return float(self.total) / max(self.steps, 1)
 
 
-def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
-    """Train ``model`` with early stopping on ``validator`` (higher is better); see module doc."""
+@dataclass(eq=False)      # one per validator, told apart by identity
+class _Selection:
+    """Model selection on one validator (one protocol): the best score, its epoch and the
+    module's state then, validations since the last improvement, every score by epoch, and,
+    once its patience has run out (or the loop ended), where its run ends: ``end`` (the last
+    epoch it saw), ``stopped`` (why) and ``seconds`` (training time until then)."""
+
+    best: float = -math.inf
+    best_epoch: int = 0
+    state: dict | None = None
+    bad: int = 0
+    scores: dict = field(default_factory=dict)
+    end: int | None = None
+    stopped: str | None = None
+    seconds: float | None = None
+
+    def stop(self, epoch: int, why: str, seconds: float) -> None:
+        if self.stopped is None:
+            self.end, self.stopped, self.seconds = epoch, why, seconds
+
+
+def _selection_log(sel: _Selection | None, epochs: list[dict], world: int, precision: str,
+                   total_seconds: float) -> dict:
+    """The train log a run selecting on ``sel`` alone writes: its epochs (up to ``sel.end``,
+    each with ITS validation score), best epoch and score, why it stopped."""
+    if sel is not None:
+        mine = [{k: v for k, v in e.items() if k != "valid_ndcg10"} for e in epochs if e["epoch"] <= sel.end]
+        for e in mine:
+            if e["epoch"] in sel.scores:
+                e["valid_ndcg10"] = sel.scores[e["epoch"]]
+        best, best_epoch, stopped, seconds = sel.best, sel.best_epoch, sel.stopped, sel.seconds
+    else:
+        mine, best, best_epoch, stopped, seconds = epochs, -math.inf, 0, None, total_seconds
+    secs = [e["seconds"] for e in mine]
+    return {"epochs": mine, "best_epoch": best_epoch or len(mine), "world_size": world,
+            "precision": precision,
+            "best_valid_ndcg10": None if best == -math.inf else best, "stopped": stopped,
+            "train_seconds": round(seconds, 2),
+            "mean_epoch_seconds": round(float(np.mean(secs)), 3) if secs else 0.0,
+            "peak_rss_mb": max((e["peak_rss_mb"] for e in mine), default=0.0)}
+
+
+def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | None) -> dict:
+    """Train ``model`` with early stopping on ``validator`` (higher is better); see module doc.
+
+    ``validator`` may be a :class:`~benchmarks.protocol.ValidatorPanel` (one validator per
+    evaluation protocol): every validation then scores each protocol whose patience has not run
+    out, each keeps its own best state, and training goes on until the last one has stopped;
+    the panel's ``outcomes`` get each protocol's log and best state, the module the first
+    protocol's best state, and the returned log is the first protocol's (with
+    ``shared_training``: the protocols and how long the one training ran)."""
     cfg = model.config
+    panel = validator if isinstance(validator, ValidatorPanel) else None
+    validators = panel.validators if panel is not None else [validator] if validator is not None else []
+    labels = panel.labels if panel is not None else [""] * len(validators)
     rng = np.random.default_rng(model.ctx.seed)
     dist = distributed.current()
     if dist is not None:
@@ -312,7 +364,7 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
     if dist is not None and not per_rank:
         raise ValueError(f"{model.name}: data-parallel training needs n_batches() >= {world}")
     sched = model.scheduler(opt, cfg.epochs * (per_rank or 0)) if per_rank else None
-    best, best_epoch, best_state, bad = -math.inf, 0, None, 0
+    selections = [_Selection() for _ in validators]
     epochs: list[dict] = []
     stopped = "max epochs"
     cap, done_steps = model.ctx.max_steps, 0      # a dry run's step cap (protocol.Context)
@@ -370,28 +422,36 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
                        and time.perf_counter() - started > 60 * cfg.max_train_minutes)
         if dist is not None and cfg.max_train_minutes is not None:   # one clock: the main process's
             out_of_time = bool(dist.broadcast_float(float(out_of_time)))
-        if validator is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
+        live = [i for i, s in enumerate(selections) if s.stopped is None]
+        said = ""
+        if live and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
             model.eval()
-            score, improved = 0.0, False
+            scores = [0.0] * len(live)
             if dist is None or dist.is_main:
-                score = float(validator(model))
-                improved = score > best
-            if dist is not None:   # the main process validates and decides; everyone takes both
-                score, flag = dist.broadcast_floats([score, float(improved)])
-                improved = bool(flag)
-            entry["valid_ndcg10"] = score
-            if improved:
-                best, best_epoch, best_state, bad = score, epoch, _state_copy(model.module), 0
-            else:
-                bad += 1
+                scores = [float(validators[i](model)) for i in live]
+            if dist is not None:   # the main process validates; everyone takes its scores
+                scores = [float(x) for x in dist.broadcast_floats(scores)]
+            state = None      # one copy for every protocol that improved at this epoch
+            for i, score in zip(live, scores):
+                s = selections[i]
+                s.scores[epoch] = score
+                if score > s.best:
+                    state = state if state is not None else _state_copy(model.module)
+                    s.best, s.best_epoch, s.state, s.bad = score, epoch, state, 0
+                else:
+                    s.bad += 1
+                if s.bad >= cfg.patience:
+                    s.stop(epoch, f"early stopping (patience {cfg.patience})", time.perf_counter() - started)
+            entry["valid_ndcg10"] = selections[0].scores.get(epoch)
+            said = ", valid NDCG@10 " + ", ".join(f"{labels[i]} {score:.4f}".strip() for i, score in zip(live, scores))
         epochs.append(entry)
-        log.info("%s epoch %d: loss %.4f%s (%.1f s)", model.name, epoch, entry["loss"],
-                 f", valid NDCG@10 {entry['valid_ndcg10']:.4f}" if "valid_ndcg10" in entry else "",
-                 entry["seconds"])
+        log.info("%s epoch %d: loss %.4f%s (%.1f s)", model.name, epoch, entry["loss"], said, entry["seconds"])
+        first = selections[0] if selections else None
         bar.set_postfix(loss=f"{entry['loss']:.4f}",
-                        val=f"{entry.get('valid_ndcg10', float('nan')):.4f}", best=best_epoch)
-        if validator is not None and bad >= cfg.patience:
-            stopped = f"early stopping (patience {cfg.patience})"
+                        val=f"{first.scores.get(epoch, float('nan')) if first else float('nan'):.4f}",
+                        best=first.best_epoch if first else 0)
+        if selections and all(s.stopped is not None for s in selections):
+            stopped = selections[-1].stopped
             break
         if out_of_time:
             stopped = f"time cap ({cfg.max_train_minutes} min)"
@@ -400,19 +460,24 @@ def train_loop(model: TorchRecommender, validator: Validator | None) -> dict:
             stopped = f"dry run ({cap} steps)"
             break
     bar.close()
-    if best_state is not None:
-        model.module.load_state_dict(best_state)
-    model.eval()
-    secs = [e["seconds"] for e in epochs]
-    log_ = {"epochs": epochs, "best_epoch": best_epoch or len(epochs), "world_size": world,
-            "precision": model.precision,
-            "best_valid_ndcg10": None if best == -math.inf else best, "stopped": stopped,
-            "train_seconds": round(time.perf_counter() - started, 2),
-            "mean_epoch_seconds": round(float(np.mean(secs)), 3) if secs else 0.0,
-            "peak_rss_mb": max((e["peak_rss_mb"] for e in epochs), default=0.0)}
+    elapsed = time.perf_counter() - started
+    last = epochs[-1]["epoch"] if epochs else 0
+    for s in selections:     # the ones still going when the loop ended end with it
+        s.stop(last, stopped, elapsed)
+    logs = [_selection_log(s, epochs, world, model.precision, elapsed) for s in selections] or \
+        [dict(_selection_log(None, epochs, world, model.precision, elapsed), stopped=stopped)]
     if dist is not None:   # each process's dropout / sampling seed (distributed.rank_seed)
-        log_["rank_seeds"] = [distributed.rank_seed(model.ctx.seed, r) for r in range(world)]
-    return log_
+        for log_ in logs:
+            log_["rank_seeds"] = [distributed.rank_seed(model.ctx.seed, r) for r in range(world)]
+    if panel is not None:
+        shared = {"protocols": list(labels), "epochs": last, "train_seconds": round(elapsed, 2)}
+        for log_ in logs:
+            log_["shared_training"] = shared
+        panel.outcomes = [(log_, s.state) for log_, s in zip(logs, selections)]
+    if selections and selections[0].state is not None:
+        model.module.load_state_dict(selections[0].state)
+    model.eval()
+    return logs[0]
 
 
 def warmup_decay(schedule: str, warmup_steps: int, total_steps: int):

@@ -69,15 +69,15 @@ def test_interrupted_cell_leaves_nothing_and_resume_completes(tmp_path, monkeypa
     out = tmp_path / "run"
     from benchmarks import runner
 
-    real = runner.run_cell
-    def interrupt(cell, *a, **k):
-        if cell.method.name == "sleepy":
+    real = runner.run_cells
+    def interrupt(cells, *a, **k):
+        if any(cell.method.name == "sleepy" for cell in cells):
             raise KeyboardInterrupt
-        return real(cell, *a, **k)
-    monkeypatch.setattr(runner, "run_cell", interrupt)
+        return real(cells, *a, **k)
+    monkeypatch.setattr(runner, "run_cells", interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_matrix(m, out, progress=False)
-    monkeypatch.setattr(runner, "run_cell", real)
+    monkeypatch.setattr(runner, "run_cells", real)
     done = list((out / "cells").glob("*/*/*"))
     assert [p.parent.name for p in done] == ["mostpop"]
     stamp = (done[0] / "metrics.csv").stat().st_mtime_ns
