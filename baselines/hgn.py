@@ -20,6 +20,14 @@ sum only rescales the step, but it sets how strong the L2 weight decay 1e-3 is r
 data term); padded targets are masked out. Adam 1e-3, batch 4096 (the authors' code).
 
 Paper defaults: L = 5, T = 3, d = 50.
+
+``loss="ce"`` (not the paper's): softmax cross-entropy over ALL items for each of the window's
+``T`` next items, averaged over the real targets, no negatives: the loss RecBole's HGN trains
+with by default (its ``loss_type: CE``, one next item: ``T = 1``). It is here to separate the
+loss from the model when our HGN is compared with RecBole's (results/parity/yelp-hgn); the
+fidelity preset's ``hgn-ce`` entry runs it with RecBole's other settings (``T = 1``, no weight
+decay). The output bias b_k is kept (RecBole's HGN has none; it is one more free parameter per
+item, learnt like the others).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from torch.nn import functional as F
 
 from baselines.caser import sequence_windows, training_pair_keys
 from baselines.mf import sample_negatives
+from benchmarks.errors import ConfigError
 from benchmarks.protocol import UserBatch
 from benchmarks.registry import register_method
 from benchmarks.training import TorchRecommender, TrainConfig
@@ -48,6 +57,7 @@ class HGNConfig(TrainConfig):
     weight_decay: float = 1e-3     # λ (Adam's L2 penalty, as the authors' code)
     epochs: int = 200
     patience: int = 10
+    loss: str = "bpr"              # "bpr" (the paper's, one negative per target) or "ce" (all items)
 
 
 class HGNNet(nn.Module):
@@ -96,6 +106,9 @@ class HGN(TorchRecommender):
 
     def build(self) -> nn.Module:
         cfg = self.config
+        if cfg.loss not in ("bpr", "ce"):
+            raise ConfigError(f"{type(cfg).__qualname__}: field 'loss': expected 'bpr' (the paper's) or 'ce' "
+                              f"(softmax over all items, RecBole's default), got {cfg.loss!r}")
         self.w_users, self.w_inputs, self.w_targets = sequence_windows(self.dataset.train, cfg.L, cfg.T)
         self.pos_keys = training_pair_keys(self.dataset.train, self.n_items)
         return HGNNet(self.dataset.n_users, self.n_items, cfg)
@@ -107,11 +120,18 @@ class HGN(TorchRecommender):
         T = self.config.T
         for idx in self.shuffled_slices(rng, len(self.w_users)):
             u = self.w_users[idx]
-            neg = sample_negatives(rng, np.repeat(u, T), self.n_items, self.pos_keys).reshape(len(idx), T)
-            yield tuple(torch.from_numpy(x).to(self.device)
-                        for x in (u, self.w_inputs[idx], self.w_targets[idx], neg))
+            parts = (u, self.w_inputs[idx], self.w_targets[idx])
+            if self.config.loss == "bpr":
+                parts += (sample_negatives(rng, np.repeat(u, T), self.n_items, self.pos_keys).reshape(len(idx), T),)
+            yield tuple(torch.from_numpy(x).to(self.device) for x in parts)
 
     def loss(self, batch) -> torch.Tensor:
+        if self.config.loss == "ce":
+            u, seq, tgt = batch
+            logits = self._all_scores(u, seq)
+            logits[:, 0] = float("-inf")          # the padding id is no item
+            logp = F.log_softmax(logits.float(), dim=-1).gather(1, tgt)
+            return -logp[tgt > 0].mean()
         u, seq, tgt, neg = batch
         y = self.module(u, seq, torch.cat([tgt, neg], dim=1))
         diff = y[:, :tgt.shape[1]] - y[:, tgt.shape[1]:]
@@ -122,5 +142,9 @@ class HGN(TorchRecommender):
         hist = batch.history[:, -L:]
         if hist.shape[1] < L:
             hist = F.pad(hist, (L - hist.shape[1], 0))
-        ps, esum = self.module.user_parts(batch.users, hist)
+        return self._all_scores(batch.users, hist)
+
+    def _all_scores(self, users: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """y_k for every item k (column 0: padding), [B, n_items + 1]."""
+        ps, esum = self.module.user_parts(users, seq)
         return (ps + esum) @ self.module.out.weight.T + self.module.bias.weight.T

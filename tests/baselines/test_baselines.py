@@ -95,6 +95,7 @@ def test_caser_learns_the_next_item_cycle(overrides, metric, floor):
 @pytest.mark.parametrize("overrides,metric,floor", [
     ({"L": 1, "T": 1}, ("recall", 1), 0.7),   # item-item term alone = a first-order chain
     ({}, ("recall", 5), 0.6),                  # paper's L = 5, T = 3: the user's block
+    ({"loss": "ce", "T": 1, "weight_decay": 0.0}, ("recall", 1), 0.7),   # RecBole's loss: the successor
 ])
 def test_hgn_learns_the_next_item_cycle(overrides, metric, floor):
     m = _test_recall("hgn", {"dim": 16, "lr": 0.01, "batch_size": 64, "epochs": 20,
@@ -115,3 +116,11 @@ def test_lightgcn_learns_the_user_blocks():
     m = _test_recall("lightgcn", {"dim": 16, "lr": 0.01, "batch_size": 128, "epochs": 30,
                                   "patience": 30, "eval_every": 5})
     assert m[("recall", 5)] > 0.6
+
+
+def test_hgn_loss_is_checked():
+    from benchmarks.errors import ConfigError
+
+    cls = METHODS.get("hgn")
+    with pytest.raises(ConfigError, match="field 'loss': expected 'bpr'"):
+        cls(build_config(cls.Config, {"loss": "bce"}), Context(toy_dataset()))
