@@ -20,6 +20,7 @@ from benchmarks import training
 from benchmarks.config import build_config
 from benchmarks.context import build_context
 from benchmarks.data.toy import toy_dataset
+from benchmarks.protocol import ValidatorPanel
 from benchmarks.registry import METHODS
 from benchmarks.training import TorchRecommender, TrainConfig
 
@@ -129,6 +130,17 @@ def main(out: str) -> None:
     report["lightgcn"] = {"steps": steps, "epochs": len(log["epochs"]), "stopped": log["stopped"],
                           "per_epoch": [e["steps"] for e in log["epochs"]], "best_epoch": log["best_epoch"],
                           "final": digest(model.module), "rank_seeds": log["rank_seeds"]}
+
+    # two protocols in one training (a ValidatorPanel): each stops on rank 0's scores of its own
+    model = cls(build_config(cls.Config, {**cls.smoke_config, "epochs": 9, "patience": 2, "batch_size": 64}), ctx)
+    a = [0.1, 0.2, 0.15, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0] if RANK == 0 else [9.0] * 9
+    b = [0.1, 0.2, 0.3, 0.4, 0.5, 0.45, 0.4, 0.0, 0.0] if RANK == 0 else [0.0] * 9
+    panel = ValidatorPanel([scores(a), scores(b)], ["a", "b"])
+    log = model.fit(panel)
+    report["panel"] = {"logs": [{"epochs": len(lg["epochs"]), "best_epoch": lg["best_epoch"], "stopped": lg["stopped"],
+                                 "valid": [e.get("valid_ndcg10") for e in lg["epochs"]],
+                                 "shared": lg["shared_training"]} for lg, _ in panel.outcomes],
+                       "returned_best": log["best_epoch"], "final": digest(model.module)}
 
     # bf16 + fp32 parameters, dropout, rank-sliced batches; rank 1's clock runs 10 min per call
     def mixed(**over):

@@ -87,6 +87,17 @@ def test_two_gloo_processes_train_alike_and_stop_together(tmp_path):
     assert g0["stopped"] == g1["stopped"] == "early stopping (patience 2)"
     assert g0["rank_seeds"] == g1["rank_seeds"] and len(set(g0["rank_seeds"])) == 2
 
+    # a panel of two protocols: 'a' stops after epoch 4 (best 2), 'b' after 7 (best 5); the one
+    # training runs 7 epochs on both processes, and the module ends at 'a''s best state
+    p0, p1 = r0["panel"], r1["panel"]
+    assert p0["logs"] == p1["logs"]
+    (a, b) = p0["logs"]
+    assert (a["epochs"], a["best_epoch"], b["epochs"], b["best_epoch"]) == (4, 2, 7, 5)
+    assert a["stopped"] == b["stopped"] == "early stopping (patience 2)"
+    assert a["valid"] == [0.1, 0.2, 0.15, 0.1] and b["valid"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.45, 0.4]
+    assert a["shared"] == b["shared"] and a["shared"]["epochs"] == 7 and a["shared"]["protocols"] == ["a", "b"]
+    assert p0["returned_best"] == 2 and p0["final"] == p1["final"]
+
     m0, m1 = r0["mixed"], r1["mixed"]
     assert m0["steps"] == m1["steps"] and len(m0["steps"]) == 3 * (m0["n_batches"] // 2)
     # rank 1's clock says 10 minutes passed at every look, rank 0's does not: 3 epochs on both
