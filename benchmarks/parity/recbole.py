@@ -106,6 +106,14 @@ class ModelSpec:
     cap: Callable[[dict, int], int | None]
     ours_overrides: dict = field(default_factory=dict)
     unmatched: tuple[str, ...] = ()
+    #: our fidelity-preset entry (its label) where it is not the method's own, e.g. ``hgn-ce``
+    label: str = ""
+
+    @property
+    def tag(self) -> str:
+        """Our side's name: the fidelity entry's label (its config, its rows in the check,
+        its files here)."""
+        return self.label or self.ours
 
 
 def _training(c: dict) -> dict:
@@ -212,6 +220,12 @@ SPECS: dict[str, ModelSpec] = {
                    "being a different strength",
                    "instance gates: ours exclude left-padded positions; RecBole's average includes "
                    "its right-padded ones")),
+    "hgn-ce": ModelSpec(
+        "hgn", "HGN", "sequential", _hgn, lambda c, h: c["L"], label="hgn-ce",
+        unmatched=("the same loss on both sides (softmax CE over one next item, no weight decay): "
+                   "ours the fidelity preset's hgn-ce entry; our output bias b_k, which RecBole's HGN lacks, kept",
+                   "instance gates: ours exclude left-padded positions; RecBole's average includes "
+                   "its right-padded ones")),
 }
 ALIASES = {"mf": "bpr"}
 
@@ -230,7 +244,7 @@ def resolved_ours(spec: ModelSpec, epochs: int | None, max_minutes: float | None
     from benchmarks.config import build_config
     from benchmarks.registry import METHODS
 
-    over = {**fidelity_configs().get(spec.ours, {}), **spec.ours_overrides}
+    over = {**fidelity_configs().get(spec.tag, {}), **spec.ours_overrides}
     if epochs is not None:
         over["epochs"] = epochs
     if max_minutes is not None:
@@ -248,11 +262,11 @@ def recbole_evaluation_rule(spec_kind: str, protocol: str, early_stopping: str, 
 
 def ours_matrix(dataset: str, spec: ModelSpec, overrides: dict, seed: int, protocol: str) -> dict:
     """The matrix that runs our method on ``dataset`` the way the parity run needs."""
-    return {"name": f"parity-{dataset}-{spec.ours}", "datasets": [dataset], "seeds": [seed],
+    return {"name": f"parity-{dataset}-{spec.tag}", "datasets": [dataset], "seeds": [seed],
             "device": "cpu",
             "evaluation": {"ks": list(KS), "subsets": ["all"], "valid_sample": None,
                            "global_ranking": False, **ours_evaluation(protocol)},
-            "methods": [{"name": spec.ours, "config": overrides}]}
+            "methods": [{"name": spec.ours, "label": spec.tag, "config": overrides}]}
 
 
 def recbole_run_name(spec: ModelSpec, rule: str | None) -> str:
@@ -420,18 +434,18 @@ def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocol: str) -
     mpath = ours_matrix_path(out, spec, protocol)
     mpath.parent.mkdir(parents=True, exist_ok=True)
     mpath.write_text(yaml.safe_dump(matrix, sort_keys=False))
-    run_dir = out / "ours" / spec.ours
+    run_dir = out / "ours" / spec.tag
     cell = expand(load_matrix(mpath))[0]
     cell_dir = run_dir / cell.relpath
     if not (cell_dir / "metrics.csv").is_file():
-        log(f"ours {spec.ours}: running (cell {cell_dir})")
+        log(f"ours {spec.tag}: running (cell {cell_dir})")
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         rc, secs, rss = _run([sys.executable, "-c", _OURS_RUNNER, str(mpath), str(run_dir)], cwd=ROOT, env=env,
-                             logfile=out / "work" / "logs" / f"ours-{spec.ours}.log")
+                             logfile=out / "work" / "logs" / f"ours-{spec.tag}.log")
         if rc != 0:
-            err = _tail(out / "work" / "logs" / f"ours-{spec.ours}.log")
-            log(f"ours {spec.ours}: FAILED (exit status {rc}):\n{err}")
+            err = _tail(out / "work" / "logs" / f"ours-{spec.tag}.log")
+            log(f"ours {spec.tag}: FAILED (exit status {rc}):\n{err}")
             return {"error": f"exit status {rc}", "log_tail": err}
         _save_process_stats(run_dir, cell.hash, {"process_peak_rss_mb": rss, "process_seconds": round(secs, 1)})
     return read_ours(cell_dir, run_dir, cell.hash)
@@ -440,7 +454,7 @@ def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocol: str) -
 def ours_matrix_path(out: Path, spec: ModelSpec, protocol: str) -> Path:
     """Where the matrix of our run of ``spec`` under ``protocol`` is written (one per
     protocol: a parity folder may hold several)."""
-    return out / "configs" / f"ours-{spec.ours}-{protocol}.yaml"
+    return out / "configs" / f"ours-{spec.tag}-{protocol}.yaml"
 
 
 def find_ours(out: Path, spec: ModelSpec, protocol: str) -> dict:
@@ -449,15 +463,15 @@ def find_ours(out: Path, spec: ModelSpec, protocol: str) -> dict:
     protocol is this one. ``{"error": "not run"}`` where there is none."""
     from benchmarks.matrix import expand, load_matrix
 
-    for mpath in (ours_matrix_path(out, spec, protocol), out / "configs" / f"ours-{spec.ours}.yaml"):
+    for mpath in (ours_matrix_path(out, spec, protocol), out / "configs" / f"ours-{spec.tag}.yaml"):
         if not mpath.is_file():
             continue
         cell = expand(load_matrix(mpath))[0]
         if cell.resolved["evaluation"]["protocol"] != protocol:
             continue
-        cdir = out / "ours" / spec.ours / cell.relpath
+        cdir = out / "ours" / spec.tag / cell.relpath
         if (cdir / "metrics.csv").is_file():
-            return read_ours(cdir, out / "ours" / spec.ours, cell.hash)
+            return read_ours(cdir, out / "ours" / spec.tag, cell.hash)
     return {"error": "not run"}
 
 
@@ -552,7 +566,7 @@ def table_rows(dataset: str, ds, seed: int, results: dict, repeats: int) -> list
     rows = []
     for (key, _), (spec, proto, ours, rb) in results.items():
         row = {"dataset": dataset, "split": ds.split, "max_history": ds.max_history, "seed": seed,
-               "protocol": proto, "model": key, "ours": spec.ours, "recbole": spec.recbole}
+               "protocol": proto, "model": key, "ours": spec.tag, "recbole": spec.recbole}
         if "error" in ours:
             row["ours_error"] = ours["error"]
         if "error" in rb:
@@ -687,8 +701,8 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
                   "```", tail, "```", ""]
     lines += ["## Settings and what could not be matched", ""]
     for (k, proto), (spec, _proto, ours, rb) in results.items():
-        lines += [f"### {spec.ours} / {spec.recbole} (`{proto}`)", "",
-                  f"- ours (`configs/ours-{spec.ours}-{proto}.yaml`, the fidelity preset's config"
+        lines += [f"### {spec.tag} / {spec.recbole} (`{proto}`)", "",
+                  f"- ours (`configs/ours-{spec.tag}-{proto}.yaml`, the fidelity preset's config"
                   + (f" with {spec.ours_overrides}" if spec.ours_overrides else "") + "): "
                   + ", ".join(f"{a}={b}" for a, b in sorted((ours.get("config") or {}).items())),
                   f"- RecBole (`configs/recbole-{spec.recbole}.yaml`): "
@@ -762,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ours = run_ours(spec, args, out, overrides, proto)
             if "error" not in ours:
-                log(f"ours {spec.ours} ({proto}): {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
+                log(f"ours {spec.tag} ({proto}): {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
                     f"test NDCG@10 {ours['test'].get('ndcg@10'):.4f}")
         rule = recbole_evaluation_rule(spec.kind, proto, args.recbole_early_stopping, repeats)
         res_path = out / "recbole" / f"{recbole_run_name(spec, rule)}.json"

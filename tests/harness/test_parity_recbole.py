@@ -151,6 +151,20 @@ def test_the_drivers_digest_of_the_loaded_files_equals_ours(ds, tmp_path, kind, 
     assert len(driver.digest_problems(ours, loaded)) == 1
 
 
+def test_a_labelled_entry_is_our_side_of_the_same_recbole_model():
+    """``hgn-ce``: our fidelity entry of that label (method hgn, RecBole's loss) against
+    RecBole's HGN, whose config equals the ``hgn`` row's (so RecBole runs it once)."""
+    ce, plain = harness.SPECS["hgn-ce"], harness.SPECS["hgn"]
+    assert (ce.ours, ce.tag, plain.tag) == ("hgn", "hgn-ce", "hgn")
+    over, cfg = harness.resolved_ours(ce, None, None)
+    assert (cfg["loss"], cfg["T"], cfg["weight_decay"]) == ("ce", 1, 0.0)
+    _, plain_cfg = harness.resolved_ours(plain, None, None)
+    assert plain_cfg["loss"] == "bpr"
+    assert ce.recbole_config(cfg, 20) == plain.recbole_config(plain_cfg, 20)
+    m = harness.ours_matrix("yelp", ce, over, 0, "masked")
+    assert m["methods"] == [{"name": "hgn", "label": "hgn-ce", "config": over}]
+
+
 def test_model_mapping_carries_our_values_to_recbole():
     over, cfg = harness.resolved_ours(harness.SPECS["sasrec"], epochs=3, max_minutes=None)
     assert over["epochs"] == 3 and cfg["hidden"] == 64 and cfg["dropout"] == 0.5   # fidelity preset
