@@ -139,7 +139,8 @@ def main(out: str) -> None:
     log = model.fit(panel)
     report["panel"] = {"logs": [{"epochs": len(lg["epochs"]), "best_epoch": lg["best_epoch"], "stopped": lg["stopped"],
                                  "valid": [e.get("valid_ndcg10") for e in lg["epochs"]],
-                                 "shared": lg["shared_training"]} for lg, _ in panel.outcomes],
+                                 "shared": {k: v for k, v in lg["shared_training"].items() if k != "train_seconds"}}
+                                for lg, _ in panel.outcomes],   # (each process has its own clock)
                        "returned_best": log["best_epoch"], "final": digest(model.module)}
 
     # bf16 + fp32 parameters, dropout, rank-sliced batches; rank 1's clock runs 10 min per call
