@@ -190,14 +190,13 @@ def _eval_configs(evaluation: dict, source: str) -> list[EvalConfig]:
     if "mask_history" in evaluation:
         raise ConfigError(f"{source}: evaluation.mask_history was replaced by the named "
                           f"evaluation.protocol: masked | unmasked | auto (true -> masked, false -> unmasked)")
-    names = evaluation.get("protocol", "auto")
-    if isinstance(names, (list, tuple)):
-        if not names or len(set(names)) != len(names):
-            raise ConfigError(f"{source}: evaluation.protocol: expected a protocol name or a list of distinct "
-                              f"names, got {list(names)!r}")
-    else:
-        names = [names]
+    names = evaluation.get("protocol")
+    if isinstance(names, (list, tuple)) and (not names or len(set(names)) != len(names)):
+        raise ConfigError(f"{source}: evaluation.protocol: expected a protocol name or a list of distinct "
+                          f"names, got {list(names)!r}")
     try:
+        if not isinstance(names, (list, tuple)):   # one name, or EvalConfig's default
+            return [build_config(EvalConfig, evaluation)]
         return [build_config(EvalConfig, {**evaluation, "protocol": name}) for name in names]
     except ConfigError as exc:
         raise ConfigError(f"{source}: evaluation: {exc}") from None

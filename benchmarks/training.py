@@ -317,17 +317,18 @@ class _Selection:
 
 
 def _selection_log(sel: _Selection | None, epochs: list[dict], world: int, precision: str,
-                   total_seconds: float) -> dict:
+                   total_seconds: float, stopped: str) -> dict:
     """The train log a run selecting on ``sel`` alone writes: its epochs (up to ``sel.end``,
-    each with ITS validation score), best epoch and score, why it stopped."""
+    each with ITS validation score), best epoch and score, why it stopped (``sel``'s reason;
+    ``stopped``, the loop's, for a run without validation, ``sel`` None)."""
     if sel is not None:
-        mine = [{k: v for k, v in e.items() if k != "valid_ndcg10"} for e in epochs if e["epoch"] <= sel.end]
+        mine = [dict(e) for e in epochs if e["epoch"] <= sel.end]
         for e in mine:
             if e["epoch"] in sel.scores:
                 e["valid_ndcg10"] = sel.scores[e["epoch"]]
         best, best_epoch, stopped, seconds = sel.best, sel.best_epoch, sel.stopped, sel.seconds
     else:
-        mine, best, best_epoch, stopped, seconds = epochs, -math.inf, 0, None, total_seconds
+        mine, best, best_epoch, seconds = epochs, -math.inf, 0, total_seconds
     secs = [e["seconds"] for e in mine]
     return {"epochs": mine, "best_epoch": best_epoch or len(mine), "world_size": world,
             "precision": precision,
@@ -442,7 +443,6 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
                     s.bad += 1
                 if s.bad >= cfg.patience:
                     s.stop(epoch, f"early stopping (patience {cfg.patience})", time.perf_counter() - started)
-            entry["valid_ndcg10"] = selections[0].scores.get(epoch)
             said = ", valid NDCG@10 " + ", ".join(f"{labels[i]} {score:.4f}".strip() for i, score in zip(live, scores))
         epochs.append(entry)
         log.info("%s epoch %d: loss %.4f%s (%.1f s)", model.name, epoch, entry["loss"], said, entry["seconds"])
@@ -464,8 +464,8 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
     last = epochs[-1]["epoch"] if epochs else 0
     for s in selections:     # the ones still going when the loop ended end with it
         s.stop(last, stopped, elapsed)
-    logs = [_selection_log(s, epochs, world, model.precision, elapsed) for s in selections] or \
-        [dict(_selection_log(None, epochs, world, model.precision, elapsed), stopped=stopped)]
+    logs = [_selection_log(s, epochs, world, model.precision, elapsed, stopped) for s in selections] or \
+        [_selection_log(None, epochs, world, model.precision, elapsed, stopped)]
     if dist is not None:   # each process's dropout / sampling seed (distributed.rank_seed)
         for log_ in logs:
             log_["rank_seeds"] = [distributed.rank_seed(model.ctx.seed, r) for r in range(world)]
