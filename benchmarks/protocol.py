@@ -79,15 +79,27 @@ class ValidatorPanel:
     patience ran out). Only ``train_loop`` reads a panel: the runner gives one to methods whose
     ``fit`` is that loop's, and trains the others once per protocol. Calling the panel like a
     validator is an error, so a fit that bypasses the loop cannot use one protocol's scores for
-    all."""
+    all.
 
-    def __init__(self, validators: list[Validator], labels: list[str]):
+    ``on_stop(index, log, best_state)``: called by the loop as soon as protocol ``index``'s
+    patience has run out while another protocol trains on (not in data-parallel training, where
+    every process would have to take part): the runner evaluates and writes that protocol's
+    cell there and then, so a training stopped later (a killed run, a sitting's end) keeps it.
+    The loop puts the module's weights and every random stream back afterwards
+    (:func:`benchmarks.utils.preserved_rng`): the training that goes on is the one it would have
+    been. Those protocols' indices are in ``written_early``."""
+
+    def __init__(self, validators: list[Validator], labels: list[str],
+                 on_stop: "Callable[[int, dict, dict | None], None] | None" = None):
         if len(validators) != len(labels) or not validators:
             raise ValueError(f"ValidatorPanel: one label per validator, at least one, got "
                              f"{len(validators)} validator(s) and labels {labels}")
         self.validators, self.labels = list(validators), list(labels)
+        self.on_stop = on_stop
         #: after training, per protocol (in ``labels``' order): (train log, best state or None)
         self.outcomes: list[tuple[dict, dict | None]] | None = None
+        #: the protocols whose ``on_stop`` ran during the training (their cells are written)
+        self.written_early: list[int] = []
 
     def __call__(self, model: "Recommender") -> float:
         raise TypeError(f"{type(model).__name__}: a ValidatorPanel ({', '.join(self.labels)}) is read by "

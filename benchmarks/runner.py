@@ -16,11 +16,11 @@ logged by a tracker of :mod:`benchmarks.tracking`, read back from its folder.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
 import os
+import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,50 +118,61 @@ def run_cells(cells: list[Cell], out: Path, *, device: str = "auto", features: d
               progress: bool = True, memo: _DatasetMemo | None = None, precision: str = "auto") -> list[Path]:
     """One training for ``cells`` (one cell, or a group of :func:`protocol_siblings`: the
     panel of their protocols' validators early-stops each protocol on its own), then each cell
-    evaluated with its protocol's best state and written atomically, all or none. A cell of a
-    group holds what a run of it alone holds (its train log ends where its protocol's patience
-    ran out), plus the group's ``shared_training`` in its train log; ``run.json``'s fit seconds
-    are the one training's. Returns the cells' paths."""
+    evaluated with its protocol's best state and written atomically. A cell of a group holds
+    what a run of it alone holds (its train log ends where its protocol's patience ran out),
+    plus the group's ``shared_training`` in its train log. A protocol that stops while another
+    trains on has its cell written right then (not in data-parallel training: there at the end,
+    with the others), so that a training stopped later keeps it; ``run.json``'s fit seconds are
+    the training's until the cell was written. Returns the cells' paths."""
     from benchmarks.protocol import ValidatorPanel
 
     main = distributed.is_main()
     progress = show_progress(progress)   # passed on: features and identifiers draw nothing in a log
     started = datetime.now(timezone.utc)
-    with contextlib.ExitStack() as stack:
-        # a data-parallel helper process trains in a scratch folder; the main process writes the cells
-        stagings = [stack.enter_context(RunDir(out).building(c.relpath, scratch=not main)) for c in cells]
-        with Timer() as total:
-            dev, ds, evaluator, cls, cfg, ctx = _cell_setup(cells[0], device=device, features=features, memo=memo,
-                                                            progress=progress, precision=precision)
-            evaluators = [evaluator] + [Evaluator(ds, build_config(EvalConfig, c.resolved["evaluation"]), seed=c.seed)
-                                        for c in cells[1:]]
-            model = cls(cfg, ctx)
-            panel = (ValidatorPanel([e.validation_ndcg for e in evaluators],
-                                    [e.protocol.label for e in evaluators]) if len(cells) > 1 else None)
-            with Timer() as t_fit:
-                fit_log = model.fit(panel if panel is not None else ctx.validator)
-        outcomes = panel.outcomes if panel is not None else [(fit_log, None)]
-        for cell, staging, ev, (log_, state) in zip(cells, stagings, evaluators, outcomes):
+    t_start = time.perf_counter()
+    dev, ds, evaluator, cls, cfg, ctx = _cell_setup(cells[0], device=device, features=features, memo=memo,
+                                                    progress=progress, precision=precision)
+    evaluators = [evaluator] + [Evaluator(ds, build_config(EvalConfig, c.resolved["evaluation"]), seed=c.seed)
+                                for c in cells[1:]]
+    model = cls(cfg, ctx)
+
+    def finish(i: int, log_: dict, state: dict | None, fit_seconds: float) -> None:
+        """Evaluate cell ``i`` with its best state and write it (a data-parallel helper process
+        takes part in a refit, then drops its scratch folder)."""
+        cell, ev = cells[i], evaluators[i]
+        with RunDir(out).building(cell.relpath, scratch=not main) as staging, Timer() as t_cell:
             if state is not None:
                 model.module.load_state_dict(state)
             model.eval()
-            with Timer() as t_cell:
-                test_model = model
-                if ev.protocol.refit and not model.sequential:
-                    with Timer() as t_refit:
-                        test_model, log_["refit"] = refit_on_validation(cls, cfg, ctx, log_)
-                    log_["refit"]["wall_seconds"] = round(t_refit.seconds, 2)
-                if not main:
-                    continue
-                with Timer() as t_eval:
-                    result = ev.evaluate(model, splits=("valid",), progress=progress)
-                    test = ev.evaluate(test_model, splits=("test",), progress=progress)
-                    result.rows += test.rows
-                    result.per_user.update(test.per_user)
-                    result.throughput = test.throughput
+            test_model = model
+            if ev.protocol.refit and not model.sequential:
+                with Timer() as t_refit:
+                    test_model, log_["refit"] = refit_on_validation(cls, cfg, ctx, log_)
+                log_["refit"]["wall_seconds"] = round(t_refit.seconds, 2)
+            if not main:
+                return
+            with Timer() as t_eval:
+                result = ev.evaluate(model, splits=("valid",), progress=progress)
+                test = ev.evaluate(test_model, splits=("test",), progress=progress)
+                result.rows += test.rows
+                result.per_user.update(test.per_user)
+                result.throughput = test.throughput
             _write_cell(staging, cell, ds, model, ctx, dev, log_, result, started,
-                        {"total": round(total.seconds + t_cell.seconds, 2),
-                         "fit": round(t_fit.seconds, 2), "evaluate": round(t_eval.seconds, 2)})
+                        {"total": round(time.perf_counter() - t_start, 2), "fit": round(fit_seconds, 2),
+                         "evaluate": round(t_eval.seconds, 2)})
+        log.info("cell %s written (%.1f s to evaluate)", cell.relpath, t_cell.seconds)
+
+    panel = None
+    if len(cells) > 1:
+        panel = ValidatorPanel([e.validation_ndcg for e in evaluators], [e.protocol.label for e in evaluators],
+                               on_stop=lambda i, log_, state: finish(i, log_, state, time.perf_counter() - fit_started))
+    fit_started = time.perf_counter()
+    fit_log = model.fit(panel if panel is not None else ctx.validator)
+    fit_seconds = time.perf_counter() - fit_started
+    outcomes = panel.outcomes if panel is not None else [(fit_log, None)]
+    for i, (log_, state) in enumerate(outcomes):
+        if panel is None or i not in panel.written_early:
+            finish(i, log_, state, fit_seconds)
     return [out / c.relpath for c in cells]
 
 
@@ -232,6 +243,21 @@ def _failure(cell: Cell, exc: BaseException, with_traceback: bool) -> dict:
     return out
 
 
+def _group_outcomes(group: list[Cell], out: Path, exc: BaseException, with_traceback: bool,
+                    remote_traceback: str | None = None) -> Iterator[Outcome]:
+    """What a failed group of :func:`protocol_siblings` reports: a failure for each of its
+    cells, except those written before the failure (a protocol that had stopped while another
+    trained on: its cell is complete and stays)."""
+    for cell in group:
+        if RunDir(out).complete(cell.relpath):
+            yield cell, None
+            continue
+        failure = _failure(cell, exc, with_traceback=with_traceback)
+        if remote_traceback:
+            failure["traceback"] = remote_traceback
+        yield cell, failure
+
+
 class LocalExecutor:
     """The cells one after another in this process (and, under ``accelerate launch``, in every
     process of the launch: each trains data-parallel, the main one evaluates and writes)."""
@@ -251,8 +277,7 @@ class LocalExecutor:
             except CELL_ERRORS as exc:
                 if fail_fast or not main:
                     raise
-                for cell in group:
-                    yield cell, _failure(cell, exc, with_traceback=True)
+                yield from _group_outcomes(group, out, exc, with_traceback=True)
             else:
                 for cell in group:
                     yield cell, None
@@ -334,11 +359,8 @@ class ProcessExecutor:
                     if fail_fast or not isinstance(exc, CELL_ERRORS):
                         raise exc
                     remote = getattr(exc.__cause__, "tb", None)   # the worker's formatted traceback
-                    for cell in group:
-                        failure = _failure(cell, exc, with_traceback=False)
-                        if remote:
-                            failure["traceback"] = str(remote)
-                        yield cell, failure
+                    yield from _group_outcomes(group, out, exc, with_traceback=False,
+                                               remote_traceback=str(remote) if remote else None)
         except BaseException:
             # a failing cell under fail_fast, a bug, Ctrl-C: the running cells are stopped, not
             # waited for (a stopped cell leaves only its temporary folder, removed by the next run)

@@ -44,7 +44,7 @@ from benchmarks import distributed
 from benchmarks.errors import ConfigError
 from benchmarks.precision import grad_scaler
 from benchmarks.protocol import Recommender, Validator, ValidatorPanel
-from benchmarks.utils import PeakMemory, progress_bar, show_progress
+from benchmarks.utils import PeakMemory, preserved_rng, progress_bar, show_progress
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +338,29 @@ def _selection_log(sel: _Selection | None, epochs: list[dict], world: int, preci
             "peak_rss_mb": max((e["peak_rss_mb"] for e in mine), default=0.0)}
 
 
+def _write_stopped(model: TorchRecommender, panel: ValidatorPanel, selections: list[_Selection],
+                   epochs: list[dict], epoch: int, elapsed: float) -> None:
+    """Hand each protocol that stopped at ``epoch`` while another trains on to the panel's
+    ``on_stop`` (the runner writes its cell), with the log its own run would have; then put the
+    module's weights and every random stream back, so the training goes on unchanged."""
+    still = [panel.labels[j] for j, s in enumerate(selections) if s.stopped is None]
+    done = [i for i, s in enumerate(selections) if s.end == epoch and i not in panel.written_early]
+    if not still or not done:
+        return
+    current = _state_copy(model.module)
+    for i in done:
+        log_ = _selection_log(selections[i], epochs, 1, model.precision, elapsed, selections[i].stopped)
+        log_["shared_training"] = {"protocols": list(panel.labels), "epochs": epoch,
+                                   "train_seconds": round(elapsed, 2), "written_while_training": still}
+        log.info("%s: protocol %s stopped at epoch %d; writing its cell while %s trains on",
+                 model.name, panel.labels[i], epoch, ", ".join(still))
+        with preserved_rng():
+            panel.on_stop(i, log_, selections[i].state)
+        panel.written_early.append(i)
+    model.module.load_state_dict(current)
+    model.train()
+
+
 def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | None) -> dict:
     """Train ``model`` with early stopping on ``validator`` (higher is better); see module doc.
 
@@ -346,7 +369,11 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
     out, each keeps its own best state, and training goes on until the last one has stopped;
     the panel's ``outcomes`` get each protocol's log and best state, the module the first
     protocol's best state, and the returned log is the first protocol's (with
-    ``shared_training``: the protocols and how long the one training ran)."""
+    ``shared_training``: the protocols and how long the one training ran). A protocol that
+    stops while another trains on goes to the panel's ``on_stop`` right then (outside
+    data-parallel training; :class:`~benchmarks.protocol.ValidatorPanel`); its log's
+    ``shared_training`` then gives the epochs and seconds until then and the protocols still
+    training (``written_while_training``)."""
     cfg = model.config
     panel = validator if isinstance(validator, ValidatorPanel) else None
     validators = panel.validators if panel is not None else [validator] if validator is not None else []
@@ -446,6 +473,8 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
             said = ", valid NDCG@10 " + ", ".join(f"{labels[i]} {score:.4f}".strip() for i, score in zip(live, scores))
         epochs.append(entry)
         log.info("%s epoch %d: loss %.4f%s (%.1f s)", model.name, epoch, entry["loss"], said, entry["seconds"])
+        if panel is not None and panel.on_stop is not None and dist is None:
+            _write_stopped(model, panel, selections, epochs, epoch, time.perf_counter() - started)
         first = selections[0] if selections else None
         bar.set_postfix(loss=f"{entry['loss']:.4f}",
                         val=f"{first.scores.get(epoch, float('nan')) if first else float('nan'):.4f}",

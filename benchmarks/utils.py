@@ -33,6 +33,26 @@ def seed_everything(seed: int) -> None:
     deterministic_kernels()
 
 
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the block with every random stream :func:`seed_everything` seeds (Python, NumPy's
+    global one, torch's CPU and CUDA generators) put back afterwards as it was before it: work
+    done in the middle of a training (a cell evaluated, a refit seeded afresh) leaves the
+    training's own draws as they would have been."""
+    import torch
+
+    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 #: environment variable forcing :func:`deterministic_kernels` on ("1") or off ("0")
 DETERMINISTIC_ENV = "GENREC_BENCH_DETERMINISTIC"
 

@@ -51,6 +51,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -260,12 +261,24 @@ def recbole_evaluation_rule(spec_kind: str, protocol: str, early_stopping: str, 
     return None if early_stopping == "own" or protocols.equivalent(protocol, own, repeats) else protocol
 
 
+def fidelity_evaluation() -> dict:
+    """The fidelity preset's ``evaluation`` block: our side of a parity run is evaluated as the
+    fidelity run of the same entry is (the same ks, subsets, validation users), so that the two
+    are ONE cell (one hash) and a finished fidelity cell stands for our side (``--ours-from``)."""
+    from benchmarks.matrix import load_matrix
+    return dict(load_matrix(preset="fidelity").evaluation)
+
+
 def ours_matrix(dataset: str, spec: ModelSpec, overrides: dict, seed: int, protocol: str) -> dict:
-    """The matrix that runs our method on ``dataset`` the way the parity run needs."""
+    """The matrix that runs our method on ``dataset`` the way the parity run needs: the fidelity
+    preset's evaluation under ``protocol`` (its ks hold the parity table's ``KS``)."""
+    evaluation = {**fidelity_evaluation(), **ours_evaluation(protocol)}
+    missing = set(KS) - set(evaluation.get("ks", KS))
+    if missing:
+        raise ValueError(f"benchmarks/presets/fidelity.yaml: evaluation.ks lacks {sorted(missing)}, "
+                         f"which the parity table reports")
     return {"name": f"parity-{dataset}-{spec.tag}", "datasets": [dataset], "seeds": [seed],
-            "device": "cpu",
-            "evaluation": {"ks": list(KS), "subsets": ["all"], "valid_sample": None,
-                           "global_ranking": False, **ours_evaluation(protocol)},
+            "device": "cpu", "evaluation": evaluation,
             "methods": [{"name": spec.ours, "label": spec.tag, "config": overrides}]}
 
 
@@ -438,6 +451,12 @@ def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocol: str) -
     cell = expand(load_matrix(mpath))[0]
     cell_dir = run_dir / cell.relpath
     if not (cell_dir / "metrics.csv").is_file():
+        source = reuse_ours(cell, args.ours_from or [])
+        if source is not None:
+            log(f"ours {spec.tag}: the finished cell {source} is this run's cell (same hash): copied, not rerun")
+            shutil.copytree(source, cell_dir)
+            _save_process_stats(run_dir, cell.hash, {"reused_from": str(source)})
+    if not (cell_dir / "metrics.csv").is_file():
         log(f"ours {spec.tag}: running (cell {cell_dir})")
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -449,6 +468,24 @@ def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocol: str) -
             return {"error": f"exit status {rc}", "log_tail": err}
         _save_process_stats(run_dir, cell.hash, {"process_peak_rss_mb": rss, "process_seconds": round(secs, 1)})
     return read_ours(cell_dir, run_dir, cell.hash)
+
+
+def reuse_ours(cell, folders: list[str]) -> Path | None:
+    """The first finished cell of ``cell``'s hash in the suite's run folders ``folders``
+    (``genrec-bench run --output`` folders, or results/fidelity/<dataset>), None if none: the
+    hash covers the dataset, method, config, seed and evaluation, so that cell IS ours."""
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--ours-from {folder}: no such folder")
+        cdir = root / cell.relpath
+        if (cdir / "metrics.csv").is_file():
+            saved = json.loads((cdir / "config.json").read_text())
+            if saved != json.loads(json.dumps(cell.resolved)):
+                raise ValueError(f"{cdir}/config.json: differs from the resolved config of this run's cell "
+                                 f"{cell.hash}, whose hash its folder carries: not a cell of the suite's runner")
+            return cdir
+    return None
 
 
 def ours_matrix_path(out: Path, spec: ModelSpec, protocol: str) -> Path:
@@ -515,6 +552,7 @@ def read_ours(cell_dir: Path, run_dir: Path, cell_hash: str) -> dict:
             "best_epoch": tl["best_epoch"], "mean_epoch_seconds": tl["mean_epoch_seconds"],
             "stopped": tl["stopped"], "train_seconds": tl["train_seconds"],
             "peak_rss_mb": stats.get("process_peak_rss_mb"), "process_seconds": stats.get("process_seconds"),
+            "reused_from": stats.get("reused_from"),
             "config": json.loads((cell_dir / "config.json").read_text())["config"]}
 
 
@@ -708,6 +746,9 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
                   f"- RecBole (`configs/recbole-{spec.recbole}.yaml`): "
                   + ", ".join(f"{a}={b}" for a, b in sorted((rb.get("config") or {}).items())
                               if a not in ("eval_args", "metrics", "topk", "valid_metric", "seed"))]
+        if ours.get("reused_from"):
+            lines.append(f"- ours' cell: copied from `{ours['reused_from']}` (`--ours-from`: the same cell, "
+                         "not rerun; its process's peak memory was not measured)")
         lines += [f"- not matched: {u}" for u in spec.unmatched] + [""]
     (out / "parity.md").write_text("\n".join(lines))
 
@@ -748,6 +789,10 @@ def main(argv: list[str] | None = None) -> int:
                          "rule is another, early-stopped (and evaluated) under the row's protocol")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--recbole-python", default=str(DEFAULT_RECBOLE_VENV / "bin" / "python"))
+    ap.add_argument("--ours-from", nargs="+", metavar="RUN_DIR",
+                    help="suite run folders (genrec-bench run --output, results/fidelity/<dataset>) whose "
+                         "finished cell of our side (the same hash: same data, config, seed, evaluation) is "
+                         "copied instead of run again; its peak memory is then not measured")
     ap.add_argument("--skip-ours", action="store_true", help="RecBole only")
     ap.add_argument("--skip-recbole", action="store_true", help="ours only")
     ap.add_argument("--table-only", action="store_true", help="rebuild the tables from finished runs")

@@ -458,3 +458,68 @@ def test_recbole_can_early_stop_under_the_rows_protocol(tmp_path):
     m = driver.own_metrics(model, _Loader([batch]), [1], histories, "cpu", loader_rule="masked")
     assert m["recbole_mask_mismatches"] == 0
     assert driver.own_metrics(model, _Loader([batch]), [1], histories, "cpu")["recbole_mask_mismatches"] == 1
+
+
+def _fake_cell(d, value, config=None):
+    """A finished cell of the suite's runner in ``d`` (the files read_ours reads)."""
+    d.mkdir(parents=True)
+    pd.DataFrame([{"split": s, "subset": "all", "metric": m, "k": 10, "value": value}
+                  for s in ("valid", "test") for m in ("recall", "ndcg")]).to_csv(d / "metrics.csv", index=False)
+    (d / "train_log.json").write_text(json.dumps({"epochs": [{}], "best_epoch": 1, "mean_epoch_seconds": 1.0,
+                                                  "stopped": "max epochs", "train_seconds": 1.0}))
+    (d / "config.json").write_text(json.dumps(config))
+    np.savez(d / "per_user.npz", **{"test/all/ndcg@10": np.array([value, value])})
+
+
+def test_our_side_is_the_fidelity_cell_and_is_taken_from_a_fidelity_folder(tmp_path, monkeypatch):
+    """The parity matrix evaluates as the fidelity preset does, so our side of a parity row
+    and the fidelity run of the same entry are one cell (one hash); ``--ours-from`` copies that
+    finished cell instead of training again, and refuses a folder that is not a runner's."""
+    import argparse
+
+    from benchmarks.matrix import expand, load_matrix, parse_matrix
+
+    fid = load_matrix(preset="fidelity")
+    spec = harness.SPECS["hgn-ce"]
+    over, _ = harness.resolved_ours(spec, None, None)
+    m = harness.ours_matrix("yelp", spec, over, 0, "unmasked")
+    assert m["evaluation"] == {**fid.evaluation, "protocol": "unmasked"}
+    cell = expand(parse_matrix(m, "parity matrix"))[0]
+    fidelity_cell = next(c for c in expand(fid) if c.method.label == "hgn-ce" and c.dataset.name == "yelp")
+    assert fidelity_cell.resolved["config"] == cell.resolved["config"]
+    # the fidelity matrix under --protocol unmasked gives the parity cell's hash
+    fid_unmasked = parse_matrix({**yaml.safe_load((harness.ROOT / "benchmarks/presets/fidelity.yaml").read_text()),
+                                 "evaluation": m["evaluation"]}, "fidelity")
+    assert cell.hash in {c.hash for c in expand(fid_unmasked) if c.method.label == "hgn-ce"}
+
+    assert harness.reuse_ours(cell, []) is None
+    with pytest.raises(FileNotFoundError, match="--ours-from .*nowhere: no such folder"):
+        harness.reuse_ours(cell, [str(tmp_path / "nowhere")])
+    empty, fidelity = tmp_path / "empty", tmp_path / "fidelity"
+    empty.mkdir()
+    resolved = json.loads(json.dumps(cell.resolved))
+    _fake_cell(fidelity / cell.relpath, 0.3, resolved)
+    assert harness.reuse_ours(cell, [str(empty), str(fidelity)]) == fidelity / cell.relpath
+    bad = tmp_path / "bad"
+    _fake_cell(bad / cell.relpath, 0.3, {**resolved, "seed": 7})
+    with pytest.raises(ValueError, match="config.json: differs from the resolved config"):
+        harness.reuse_ours(cell, [str(bad)])
+
+    # run_ours copies it and runs nothing; the table says where it came from
+    def no_run(*a, **k):
+        raise AssertionError("our side was run although a finished cell was given")
+
+    monkeypatch.setattr(harness, "_run", no_run)
+    out = tmp_path / "par"
+    args = argparse.Namespace(dataset="yelp", seed=0, threads=1, ours_from=[str(fidelity)])
+    got = harness.run_ours(spec, args, out, over, "unmasked")
+    assert got["test"]["ndcg@10"] == 0.3 and got["peak_rss_mb"] is None
+    assert got["reused_from"] == str(fidelity / cell.relpath)
+    assert harness.find_ours(out, spec, "unmasked")["test"]["ndcg@10"] == 0.3
+    rows = harness.table_rows("yelp", toy_dataset(max_history=6), 0,
+                              {("hgn-ce", "unmasked"): (spec, "unmasked", got, _fake_recbole(True, 0.3))}, repeats=3)
+    header = {"dataset": "yelp", "users": 1, "items": 1, "interactions": 1, "split": "loo", "max_history": 6,
+              "seed": 0, "protocol": "unmasked", "recbole_version": "1.2.1", "repeats": 3, "command": "x"}
+    harness.write_tables(out, rows, {("hgn-ce", "unmasked"): (spec, "unmasked", got, _fake_recbole(True, 0.3))},
+                         header)
+    assert f"copied from `{fidelity / cell.relpath}`" in (out / "parity.md").read_text()

@@ -87,7 +87,7 @@ def test_interrupted_cell_leaves_nothing_and_resume_completes(tmp_path, monkeypa
 
 
 def test_killed_process_resumes_without_losing_finished_cells(tmp_path):
-    """SIGKILL the runner while a cell is in fit; the rerun removes the half-made cell
+    """SIGKILL the runner while a cell's folder is being written; the rerun removes the half-made cell
     folder, keeps the finished cell untouched and completes the rest."""
     entry = write_toy_recbole(tmp_path / "data")
     matrix = tmp_path / "m.yaml"

@@ -57,8 +57,16 @@ def test_one_training_gives_each_protocol_what_its_own_run_gives(tmp_path):
                 assert mine[proto][field] == theirs[proto][field], (method, proto, field)
             assert [e.get("valid_ndcg10") for e in mine[proto]["epochs"]] == \
                 [e.get("valid_ndcg10") for e in theirs[proto]["epochs"]]
-        # the one training ran until the later of the two protocols stopped
-        assert mine["masked"]["shared_training"]["epochs"] == max(len(theirs[p]["epochs"]) for p in theirs)
+        # the one training ran until the later of the two protocols stopped; the earlier one's
+        # cell was written when it stopped, while the other trained on
+        ends = {p: len(theirs[p]["epochs"]) for p in theirs}
+        later = max(ends, key=ends.get)
+        assert mine[later]["shared_training"]["epochs"] == ends[later]
+        assert "written_while_training" not in mine[later]["shared_training"]
+        for proto in set(ends) - {later}:
+            if ends[proto] < ends[later]:
+                assert mine[proto]["shared_training"]["epochs"] == ends[proto]
+                assert mine[proto]["shared_training"]["written_while_training"] == [later]
     # on these toy data the protocols do select differently (else the test would prove little)
     mf = _logs(alone, "mf")
     assert [e["valid_ndcg10"] for e in mf["masked"]["epochs"]] != [e["valid_ndcg10"] for e in mf["unmasked"]["epochs"]]
@@ -91,3 +99,95 @@ def test_protocol_lists_are_checked(tmp_path):
         _matrix(tmp_path, ["mostpop"], ["masked", "masked"])
     with pytest.raises(ConfigError, match="evaluation.protocol: unknown 'nonsense'"):
         _matrix(tmp_path, ["mostpop"], ["masked", "nonsense"])
+
+
+def test_a_protocol_that_stopped_keeps_its_cell_when_the_training_fails_later(tmp_path, monkeypatch):
+    """The masked MF cell is written when masked's patience runs out (epoch 3 on these data):
+    a training that then fails (here: at epoch 6, while unmasked trains on) leaves that cell,
+    equal to a masked run's alone, and no unmasked one."""
+    from baselines.mf import MF as MFModel
+
+    alone = tmp_path / "alone"
+    assert not run_matrix(_matrix(tmp_path, [MF], "masked"), alone, progress=False)["failed"]
+    ends = {p: len(log_["epochs"]) for p, log_ in _logs(alone, "mf").items()}
+    assert ends == {"masked": 3}
+    loss, batches = MFModel.loss, MFModel.batches
+    epochs_seen = []
+
+    def counting(self, rng):
+        epochs_seen.append(1)
+        return batches(self, rng)
+
+    def failing(self, batch):
+        if len(epochs_seen) >= 6:
+            raise RuntimeError("killed at epoch 6")
+        return loss(self, batch)
+
+    monkeypatch.setattr(MFModel, "batches", counting)
+    monkeypatch.setattr(MFModel, "loss", failing)
+    shared = tmp_path / "shared"
+    summary = run_matrix(_matrix(tmp_path, [MF], ["masked", "unmasked"]), shared, progress=False)
+    assert [f["error"] for f in summary["failed"]] == ["RuntimeError: killed at epoch 6"]
+    logs = _logs(shared, "mf")
+    assert set(logs) == {"masked"}
+    assert logs["masked"]["shared_training"] == {**logs["masked"]["shared_training"], "epochs": 3,
+                                                "written_while_training": ["unmasked"]}
+    a, b = (pd.read_csv(next((d / "cells" / "toy" / "mf").iterdir()) / "metrics.csv") for d in (shared, alone))
+    a, b = (df[df["metric"].isin(["recall", "ndcg"])].drop(columns="config_hash") for df in (a, b))
+    assert len(a) == 8
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_writing_a_stopped_protocol_leaves_the_training_as_it_was():
+    """``on_stop`` may do anything to the model and the random streams (the runner loads the
+    best state, evaluates, may refit after seed_everything): the loop puts weights and streams
+    back, so the protocol that trains on gets the losses and best state it gets without it."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from benchmarks.config import build_config
+    from benchmarks.context import build_context
+    from benchmarks.data.toy import toy_dataset
+    from benchmarks.registry import METHODS
+    from benchmarks.utils import seed_everything
+
+    ds = toy_dataset()
+    cls = METHODS.get("sasrec")   # dropout: the torch stream matters
+    models, calls = [], []
+
+    def train(on_stop):
+        seed_everything(0)
+        ctx = build_context(ds, seed=0, needs=frozenset(), progress=False)
+        model = cls(build_config(cls.Config, {**cls.smoke_config, "epochs": 6, "patience": 2, "dropout": 0.3}), ctx)
+        models.append(model)
+        flat = iter([0.5] * 100)           # never improves after epoch 1: stops at epoch 3
+        rising = iter(range(100))          # improves every epoch: trains to the end
+        panel = ValidatorPanel([lambda m: next(flat), lambda m: float(next(rising))], ["a", "b"], on_stop=on_stop)
+        losses = []
+        loss = model.loss
+        model.loss = lambda batch: losses.append(float((v := loss(batch)).detach())) or v
+        model.fit(panel)
+        return panel, losses
+
+    def meddle(i, log_, state):
+        calls.append((i, len(log_["epochs"]), log_["shared_training"]["written_while_training"],
+                      {k: v.clone() for k, v in state.items()}))
+        models[-1].module.load_state_dict(state)
+        models[-1].eval()
+        with torch.no_grad():
+            for p in models[-1].module.parameters():
+                p.add_(1.0)
+        seed_everything(123)
+        torch.rand(1000), np.random.rand(10), random.random()
+
+    plain, plain_losses = train(None)
+    written, written_losses = train(meddle)
+    assert [(i, n, still) for i, n, still, _ in calls] == [(0, 3, ["b"])]
+    assert written.written_early == [0] and plain.written_early == []
+    assert len(plain_losses) > 6 and written_losses == plain_losses
+    for (log_w, state_w), (log_p, state_p) in zip(written.outcomes, plain.outcomes):
+        assert log_w["best_epoch"] == log_p["best_epoch"] and log_w["stopped"] == log_p["stopped"]
+        assert all(torch.equal(state_w[k], state_p[k]) for k in state_p)
+    assert all(torch.equal(calls[0][3][k], plain.outcomes[0][1][k]) for k in calls[0][3])
