@@ -339,14 +339,17 @@ def _selection_log(sel: _Selection | None, epochs: list[dict], world: int, preci
 
 
 def _write_stopped(model: TorchRecommender, panel: ValidatorPanel, selections: list[_Selection],
-                   epochs: list[dict], epoch: int, elapsed: float) -> None:
+                   epochs: list[dict], epoch: int, elapsed: float, written: dict[int, dict]) -> float:
     """Hand each protocol that stopped at ``epoch`` while another trains on to the panel's
-    ``on_stop`` (the runner writes its cell), with the log its own run would have; then put the
-    module's weights and every random stream back, so the training goes on unchanged."""
+    ``on_stop`` (the runner writes its cell), with the log its own run would have (kept in
+    ``written`` by the protocol's index: its outcome at the end); then put the
+    module's weights and every random stream back, so the training goes on unchanged. Returns
+    the seconds that took (the loop leaves them out of its training clock and time cap)."""
     still = [panel.labels[j] for j, s in enumerate(selections) if s.stopped is None]
     done = [i for i, s in enumerate(selections) if s.end == epoch and i not in panel.written_early]
     if not still or not done:
-        return
+        return 0.0
+    t0 = time.perf_counter()
     current = _state_copy(model.module)
     for i in done:
         log_ = _selection_log(selections[i], epochs, 1, model.precision, elapsed, selections[i].stopped)
@@ -357,8 +360,10 @@ def _write_stopped(model: TorchRecommender, panel: ValidatorPanel, selections: l
         with preserved_rng():
             panel.on_stop(i, log_, selections[i].state)
         panel.written_early.append(i)
+        written[i] = log_
     model.module.load_state_dict(current)
     model.train()
+    return time.perf_counter() - t0
 
 
 def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | None) -> dict:
@@ -373,7 +378,8 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
     stops while another trains on goes to the panel's ``on_stop`` right then (outside
     data-parallel training; :class:`~benchmarks.protocol.ValidatorPanel`); its log's
     ``shared_training`` then gives the epochs and seconds until then and the protocols still
-    training (``written_while_training``)."""
+    training (``written_while_training``); the time that took is not training time (neither in
+    the logs' seconds nor against ``max_train_minutes``)."""
     cfg = model.config
     panel = validator if isinstance(validator, ValidatorPanel) else None
     validators = panel.validators if panel is not None else [validator] if validator is not None else []
@@ -393,6 +399,7 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
         raise ValueError(f"{model.name}: data-parallel training needs n_batches() >= {world}")
     sched = model.scheduler(opt, cfg.epochs * (per_rank or 0)) if per_rank else None
     selections = [_Selection() for _ in validators]
+    written_early: dict[int, dict] = {}     # protocol index -> the log its early-written cell got
     epochs: list[dict] = []
     stopped = "max epochs"
     cap, done_steps = model.ctx.max_steps, 0      # a dry run's step cap (protocol.Context)
@@ -474,7 +481,8 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
         epochs.append(entry)
         log.info("%s epoch %d: loss %.4f%s (%.1f s)", model.name, epoch, entry["loss"], said, entry["seconds"])
         if panel is not None and panel.on_stop is not None and dist is None:
-            _write_stopped(model, panel, selections, epochs, epoch, time.perf_counter() - started)
+            started += _write_stopped(model, panel, selections, epochs, epoch, time.perf_counter() - started,
+                                      written_early)
         first = selections[0] if selections else None
         bar.set_postfix(loss=f"{entry['loss']:.4f}",
                         val=f"{first.scores.get(epoch, float('nan')) if first else float('nan'):.4f}",
@@ -502,11 +510,11 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
         shared = {"protocols": list(labels), "epochs": last, "train_seconds": round(elapsed, 2)}
         for log_ in logs:
             log_["shared_training"] = shared
-        panel.outcomes = [(log_, s.state) for log_, s in zip(logs, selections)]
+        panel.outcomes = [(written_early.get(i, log_), s.state) for i, (log_, s) in enumerate(zip(logs, selections))]
     if selections and selections[0].state is not None:
         model.module.load_state_dict(selections[0].state)
     model.eval()
-    return logs[0]
+    return written_early.get(0, logs[0])
 
 
 def warmup_decay(schedule: str, warmup_steps: int, total_steps: int):

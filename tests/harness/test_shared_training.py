@@ -191,3 +191,38 @@ def test_writing_a_stopped_protocol_leaves_the_training_as_it_was():
         assert log_w["best_epoch"] == log_p["best_epoch"] and log_w["stopped"] == log_p["stopped"]
         assert all(torch.equal(state_w[k], state_p[k]) for k in state_p)
     assert all(torch.equal(calls[0][3][k], plain.outcomes[0][1][k]) for k in calls[0][3])
+
+
+def test_the_time_spent_writing_a_cell_is_not_training_time(monkeypatch):
+    """The minutes an early cell takes to evaluate are left out of the training clock: they do
+    not count against ``max_train_minutes`` nor in the logs' training seconds (a fake clock:
+    each reading advances it 1 ms, the cell's writing 1,000 s)."""
+    from benchmarks import training
+    from benchmarks.config import build_config
+    from benchmarks.context import build_context
+    from benchmarks.data.toy import toy_dataset
+    from benchmarks.registry import METHODS
+    from benchmarks.utils import seed_everything
+
+    now = [0.0]
+
+    def clock():
+        now[0] += 0.001
+        return now[0]
+
+    monkeypatch.setattr(training.time, "perf_counter", clock)
+    cls = METHODS.get("mf")
+    seed_everything(0)
+    model = cls(build_config(cls.Config, {**cls.smoke_config, "epochs": 6, "eval_every": 1, "patience": 2, "max_train_minutes": 1}),
+                build_context(toy_dataset(), seed=0, needs=frozenset(), progress=False))
+    flat, rising = iter([0.5] * 100), iter(range(100))
+
+    def slow_write(i, log_, state):
+        now[0] += 1000.0
+
+    panel = ValidatorPanel([lambda m: next(flat), lambda m: float(next(rising))], ["a", "b"], on_stop=slow_write)
+    model.fit(panel)
+    (early, _), (late, _) = panel.outcomes
+    assert panel.written_early == [0] and early["shared_training"]["epochs"] == 3
+    assert late["stopped"] == "max epochs" and len(late["epochs"]) == 6
+    assert late["train_seconds"] < 60 and late["shared_training"]["train_seconds"] < 60
