@@ -30,7 +30,7 @@ SEQUENTIAL ones (SASRec, BERT4Rec, Caser, HGN: it passes no history index; ``unm
 ``--protocol recbole`` (default) evaluates ours the way RecBole evaluates each model; a suite
 protocol (``masked``, ``masked-keep-target``, ``unmasked``: benchmarks/evaluation/protocols.py)
 evaluates ours one way for all models (several, comma-separated: one row per model and
-protocol, ours run once per protocol, RecBole once), and RecBole's side then comes, where RecBole's own rule
+protocol; ours trained ONCE for all of them, by the runner's shared training, RecBole once), and RecBole's side then comes, where RecBole's own rule
 is another, from the driver's evaluation of RecBole's best model under that rule (marked
 "driver" in the table; RecBole's early stopping still used its own rule, unless
 ``--recbole-early-stopping protocol``: then RecBole runs once more per protocol whose rule is
@@ -439,35 +439,56 @@ _OURS_RUNNER = ("import sys; from benchmarks.matrix import load_matrix; from ben
                 "print(s)")
 
 
-def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocol: str) -> dict:
-    """Our method through benchmarks.runner (a subprocess, so its peak memory is its own)."""
+def run_ours(spec: ModelSpec, args, out: Path, overrides: dict, protocols_: list[str]) -> dict[str, dict]:
+    """Our method under each of ``protocols_`` through benchmarks.runner, as ONE training for
+    all protocols still missing (the runner's shared training: its cells equal those of one run
+    per protocol), in a subprocess so that its peak memory is its own. A finished cell, here or
+    in ``--ours-from``, is read, not rerun. -> {protocol: read_ours(...) or {"error": ...}}."""
     from benchmarks.matrix import expand, load_matrix
 
-    matrix = ours_matrix(args.dataset, spec, overrides, args.seed, protocol)
-    mpath = ours_matrix_path(out, spec, protocol)
-    mpath.parent.mkdir(parents=True, exist_ok=True)
-    mpath.write_text(yaml.safe_dump(matrix, sort_keys=False))
     run_dir = out / "ours" / spec.tag
-    cell = expand(load_matrix(mpath))[0]
-    cell_dir = run_dir / cell.relpath
-    if not (cell_dir / "metrics.csv").is_file():
-        source = reuse_ours(cell, args.ours_from or [])
-        if source is not None:
-            log(f"ours {spec.tag}: the finished cell {source} is this run's cell (same hash): copied, not rerun")
-            shutil.copytree(source, cell_dir)
-            _save_process_stats(run_dir, cell.hash, {"reused_from": str(source)})
-    if not (cell_dir / "metrics.csv").is_file():
-        log(f"ours {spec.tag}: running (cell {cell_dir})")
+    cells = {}
+    for proto in protocols_:
+        mpath = ours_matrix_path(out, spec, proto)
+        mpath.parent.mkdir(parents=True, exist_ok=True)
+        mpath.write_text(yaml.safe_dump(ours_matrix(args.dataset, spec, overrides, args.seed, proto), sort_keys=False))
+        cell = cells[proto] = expand(load_matrix(mpath))[0]
+        if not (run_dir / cell.relpath / "metrics.csv").is_file():
+            source = reuse_ours(cell, args.ours_from or [])
+            if source is not None:
+                log(f"ours {spec.tag} ({proto}): the finished cell {source} is this run's cell (same hash): "
+                    "copied, not rerun")
+                shutil.copytree(source, run_dir / cell.relpath)
+                _save_process_stats(run_dir, cell.hash, {"reused_from": str(source)})
+    missing = [p for p in protocols_ if not (run_dir / cells[p].relpath / "metrics.csv").is_file()]
+    failed = {}
+    if missing:
+        matrix = ours_matrix(args.dataset, spec, overrides, args.seed, missing[0])
+        matrix["evaluation"]["protocol"] = missing if len(missing) > 1 else missing[0]
+        mpath = out / "work" / "matrices" / f"ours-{spec.tag}-{'+'.join(missing)}.yaml"
+        mpath.parent.mkdir(parents=True, exist_ok=True)
+        mpath.write_text(yaml.safe_dump(matrix, sort_keys=False))
+        logfile = out / "work" / "logs" / f"ours-{spec.tag}.log"
+        log(f"ours {spec.tag}: running {', '.join(missing)}" + (" (one training)" if len(missing) > 1 else "")
+            + f" (log {logfile})")
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         rc, secs, rss = _run([sys.executable, "-c", _OURS_RUNNER, str(mpath), str(run_dir)], cwd=ROOT, env=env,
-                             logfile=out / "work" / "logs" / f"ours-{spec.tag}.log")
-        if rc != 0:
-            err = _tail(out / "work" / "logs" / f"ours-{spec.tag}.log")
-            log(f"ours {spec.tag}: FAILED (exit status {rc}):\n{err}")
-            return {"error": f"exit status {rc}", "log_tail": err}
-        _save_process_stats(run_dir, cell.hash, {"process_peak_rss_mb": rss, "process_seconds": round(secs, 1)})
-    return read_ours(cell_dir, run_dir, cell.hash)
+                             logfile=logfile)
+        stats = {"process_peak_rss_mb": rss, "process_seconds": round(secs, 1)}
+        if len(missing) > 1:
+            stats["one_training_for"] = missing
+        for proto in missing:
+            if (run_dir / cells[proto].relpath / "metrics.csv").is_file():   # written, even if a later one failed
+                _save_process_stats(run_dir, cells[proto].hash, stats)
+            elif rc != 0:
+                failed[proto] = {"error": f"exit status {rc}", "log_tail": _tail(logfile)}
+            else:
+                failed[proto] = {"error": f"the runner wrote no cell {cells[proto].relpath}",
+                                 "log_tail": _tail(logfile)}
+        if failed:
+            log(f"ours {spec.tag}: FAILED ({', '.join(failed)}; exit status {rc}):\n{_tail(logfile)}")
+    return {p: failed.get(p) or read_ours(run_dir / cells[p].relpath, run_dir, cells[p].hash) for p in protocols_}
 
 
 def reuse_ours(cell, folders: list[str]) -> Path | None:
@@ -552,7 +573,7 @@ def read_ours(cell_dir: Path, run_dir: Path, cell_hash: str) -> dict:
             "best_epoch": tl["best_epoch"], "mean_epoch_seconds": tl["mean_epoch_seconds"],
             "stopped": tl["stopped"], "train_seconds": tl["train_seconds"],
             "peak_rss_mb": stats.get("process_peak_rss_mb"), "process_seconds": stats.get("process_seconds"),
-            "reused_from": stats.get("reused_from"),
+            "reused_from": stats.get("reused_from"), "one_training_for": stats.get("one_training_for"),
             "config": json.loads((cell_dir / "config.json").read_text())["config"]}
 
 
@@ -746,6 +767,10 @@ def write_tables(out: Path, rows: list[dict], results: dict, header: dict) -> No
                   f"- RecBole (`configs/recbole-{spec.recbole}.yaml`): "
                   + ", ".join(f"{a}={b}" for a, b in sorted((rb.get("config") or {}).items())
                               if a not in ("eval_args", "metrics", "topk", "valid_metric", "seed"))]
+        if ours.get("one_training_for"):
+            lines.append(f"- ours' training: ONE for {', '.join(ours['one_training_for'])} (the runner's shared "
+                         "training: each protocol early-stopped on its own; s/epoch, wall time and peak memory "
+                         "are that training's)")
         if ours.get("reused_from"):
             lines.append(f"- ours' cell: copied from `{ours['reused_from']}` (`--ours-from`: the same cell, "
                          "not rerun; its process's peak memory was not measured)")
@@ -782,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="training time cap of both sides (default: the fidelity config's, if any)")
     ap.add_argument("--protocol", type=parse_protocols, default=["recbole"],
                     help=f"comma-separated, from {', '.join(PROTOCOL_CHOICES)}: one table row per model and "
-                         "protocol (ours is run once per protocol, RecBole once)")
+                         "protocol (ours is trained once for all of them, RecBole once)")
     ap.add_argument("--recbole-early-stopping", choices=("own", "protocol"), default="own",
                     help="own: RecBole early-stops on its own masking rule (general models keep-target, "
                          "sequential unmasked), once per model; protocol: a RecBole run per protocol whose "
@@ -809,41 +834,48 @@ def main(argv: list[str] | None = None) -> int:
     counts = protocols.repeat_targets(ds)
     repeats = sum(c["in_history"] for c in counts.values())
     results = {}
-    for key, requested in [(k, p) for k in parse_models(args.models) for p in args.protocol]:
+    for key in parse_models(args.models):
         spec = SPECS[key]
-        proto = model_protocol(spec.kind, requested)
-        if (key, proto) in results:     # `recbole` and the suite name of the same rule
-            continue
+        # `recbole` and the suite's name of the same rule are one row
+        protos = list(dict.fromkeys(model_protocol(spec.kind, p) for p in args.protocol))
         overrides, ours_cfg = resolved_ours(spec, args.epochs, args.max_train_minutes)
-        ours = rb = {"error": "not run"}
         if args.table_only or args.skip_ours:
-            ours = find_ours(out, spec, proto)
+            ours_of = {p: find_ours(out, spec, p) for p in protos}
         else:
-            ours = run_ours(spec, args, out, overrides, proto)
-            if "error" not in ours:
-                log(f"ours {spec.tag} ({proto}): {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
-                    f"test NDCG@10 {ours['test'].get('ndcg@10'):.4f}")
-        rule = recbole_evaluation_rule(spec.kind, proto, args.recbole_early_stopping, repeats)
-        res_path = out / "recbole" / f"{recbole_run_name(spec, rule)}.json"
-        if args.table_only or args.skip_recbole:
-            if res_path.is_file():
-                rb = json.loads(res_path.read_text())
-        else:
-            rb = run_recbole(spec, ds, args, out, ours_cfg, proto, repeats, rule)
-        results[(key, proto)] = (spec, proto, ours, rb)
-        rows = table_rows(args.dataset, ds, args.seed, results, repeats)
-        version = next((r[3].get("recbole_version") for r in results.values() if r[3].get("recbole_version")), "1.2.1")
-        header = {"dataset": args.dataset, "users": ds.n_users, "items": ds.n_items,
-                  "interactions": ds.n_interactions, "split": ds.split, "max_history": ds.max_history,
-                  "seed": args.seed, "protocol": ",".join(args.protocol), "recbole_version": version,
-                  "repeats": repeats,
-                  # the command that RAN the models (--table-only only re-reads their results)
-                  "command": "python -m benchmarks.parity.recbole " + " ".join(
-                      a for a in (argv if argv is not None else sys.argv[1:]) if a != "--table-only")}
-        write_tables(out, rows, results, header)
+            ours_of = run_ours(spec, args, out, overrides, protos)
+        for proto in protos:
+            run_recbole_row(key, spec, proto, ours_of[proto], ours_cfg, ds, args, out, repeats, results, argv)
     log(f"tables: {out / 'parity.md'}, {out / 'parity.csv'}")
     print((out / "parity.md").read_text().split("## Settings")[0])
     return 0
+
+
+def run_recbole_row(key: str, spec: ModelSpec, proto: str, ours: dict, ours_cfg: dict, ds, args, out: Path,
+                    repeats: int, results: dict, argv: list[str] | None) -> None:
+    """RecBole's side of the row (``key``, ``proto``) beside ``ours``, into ``results``; the
+    tables rewritten with every row so far."""
+    rb = {"error": "not run"}
+    if "error" not in ours and not (args.table_only or args.skip_ours):
+        log(f"ours {spec.tag} ({proto}): {ours['epochs_run']} epochs (best {ours['best_epoch']}), "
+            f"test NDCG@10 {ours['test'].get('ndcg@10'):.4f}")
+    rule = recbole_evaluation_rule(spec.kind, proto, args.recbole_early_stopping, repeats)
+    res_path = out / "recbole" / f"{recbole_run_name(spec, rule)}.json"
+    if args.table_only or args.skip_recbole:
+        if res_path.is_file():
+            rb = json.loads(res_path.read_text())
+    else:
+        rb = run_recbole(spec, ds, args, out, ours_cfg, proto, repeats, rule)
+    results[(key, proto)] = (spec, proto, ours, rb)
+    rows = table_rows(args.dataset, ds, args.seed, results, repeats)
+    version = next((r[3].get("recbole_version") for r in results.values() if r[3].get("recbole_version")), "1.2.1")
+    header = {"dataset": args.dataset, "users": ds.n_users, "items": ds.n_items,
+              "interactions": ds.n_interactions, "split": ds.split, "max_history": ds.max_history,
+              "seed": args.seed, "protocol": ",".join(args.protocol), "recbole_version": version,
+              "repeats": repeats,
+              # the command that RAN the models (--table-only only re-reads their results)
+              "command": "python -m benchmarks.parity.recbole " + " ".join(
+                  a for a in (argv if argv is not None else sys.argv[1:]) if a != "--table-only")}
+    write_tables(out, rows, results, header)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -512,7 +513,7 @@ def test_our_side_is_the_fidelity_cell_and_is_taken_from_a_fidelity_folder(tmp_p
     monkeypatch.setattr(harness, "_run", no_run)
     out = tmp_path / "par"
     args = argparse.Namespace(dataset="yelp", seed=0, threads=1, ours_from=[str(fidelity)])
-    got = harness.run_ours(spec, args, out, over, "unmasked")
+    got = harness.run_ours(spec, args, out, over, ["unmasked"])["unmasked"]
     assert got["test"]["ndcg@10"] == 0.3 and got["peak_rss_mb"] is None
     assert got["reused_from"] == str(fidelity / cell.relpath)
     assert harness.find_ours(out, spec, "unmasked")["test"]["ndcg@10"] == 0.3
@@ -523,3 +524,53 @@ def test_our_side_is_the_fidelity_cell_and_is_taken_from_a_fidelity_folder(tmp_p
     harness.write_tables(out, rows, {("hgn-ce", "unmasked"): (spec, "unmasked", got, _fake_recbole(True, 0.3))},
                          header)
     assert f"copied from `{fidelity / cell.relpath}`" in (out / "parity.md").read_text()
+
+
+def test_our_side_trains_once_for_all_its_protocols(tmp_path, monkeypatch):
+    """Two protocols of one model: ONE runner process with the protocol list (the runner's
+    shared training writes a cell per protocol, with the hashes of one run per protocol); a
+    protocol whose cell is already there is left out of it."""
+    import argparse
+
+    from benchmarks.matrix import expand, load_matrix
+
+    calls = []
+
+    def fake_run(cmd, *, cwd, env, logfile):
+        matrix, run_dir = load_matrix(cmd[3]), Path(cmd[4])
+        calls.append(matrix.evaluation["protocol"])
+        for cell in expand(matrix):
+            value = 0.1 if cell.resolved["evaluation"]["protocol"] == "masked" else 0.2
+            _fake_cell(run_dir / cell.relpath, value, json.loads(json.dumps(cell.resolved)))
+        return 0, 12.0, 345.0
+
+    monkeypatch.setattr(harness, "_run", fake_run)
+    spec = harness.SPECS["caser"]
+    over, _ = harness.resolved_ours(spec, 2, None)
+    args = argparse.Namespace(dataset="ml-100k", seed=0, threads=1, ours_from=None)
+    out = tmp_path / "par"
+    got = harness.run_ours(spec, args, out, over, ["masked", "unmasked"])
+    assert calls == [["masked", "unmasked"]]
+    assert (got["masked"]["test"]["ndcg@10"], got["unmasked"]["test"]["ndcg@10"]) == (0.1, 0.2)
+    assert got["masked"]["one_training_for"] == ["masked", "unmasked"] and got["unmasked"]["peak_rss_mb"] == 345.0
+    # the per-protocol matrices find the same cells (--table-only)
+    assert harness.find_ours(out, spec, "unmasked")["test"]["ndcg@10"] == 0.2
+    # a third protocol: only it runs
+    got = harness.run_ours(spec, args, out, over, ["masked", "unmasked", "masked-keep-target"])
+    assert calls[1:] == ["masked-keep-target"] and got["masked-keep-target"]["one_training_for"] is None
+    # a runner that fails after writing one protocol's cell: that row stands, the other says why
+    calls.clear()
+
+    def failing_run(cmd, *, cwd, env, logfile):
+        matrix, run_dir = load_matrix(cmd[3]), Path(cmd[4])
+        cell = expand(matrix)[0]
+        _fake_cell(run_dir / cell.relpath, 0.3, json.loads(json.dumps(cell.resolved)))
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        logfile.write_text("Traceback: killed")
+        return 1, 5.0, 100.0
+
+    monkeypatch.setattr(harness, "_run", failing_run)
+    over3, _ = harness.resolved_ours(spec, 3, None)
+    got = harness.run_ours(spec, args, out, over3, ["masked", "unmasked"])
+    assert got["masked"]["test"]["ndcg@10"] == 0.3
+    assert got["unmasked"]["error"] == "exit status 1" and "killed" in got["unmasked"]["log_tail"]
