@@ -54,4 +54,5 @@ def build_context(dataset: "Dataset", *, seed: int = 0, device: str = "cpu", eva
         store = FeatureStore(dataset, cache, device=device, seed=seed, progress=progress, validator=validator,
                              cf_trainer=train_cf_embeddings, **(features or {}))
     return Context(dataset=dataset, features=store, device=device, seed=seed, precision=precision, cache=cache,
-                   progress=progress, validator=validator, max_steps=max_steps, meta=meta)
+                   progress=progress, validator=validator, max_steps=max_steps, meta=meta,
+                   protocol=evaluator.protocol.label if evaluator is not None else "")

@@ -125,7 +125,14 @@ class Context:
       training loop stops there); None (always, outside ``genrec-bench run --dry-run``).
     - ``meta``: ``genrec-bench run --estimate-only``: a torch method builds its module on the
       meta device (every tensor a shape, no memory: a 1.5B-parameter LM is counted on a
-      laptop) and is never trained; False otherwise."""
+      laptop) and is never trained; False otherwise.
+    - ``protocol``: the label of the evaluation protocol ``validator`` scores under (``masked``,
+      ``unmasked`` ...; empty where none was named): what a training checkpoint records its
+      model selection under.
+    - ``checkpoint``: the file the method's :func:`~benchmarks.training.train_loop` keeps its
+      state in every ``checkpoint_seconds`` of training and resumes from (the runner names it,
+      one per training, :meth:`benchmarks.rundir.RunDir.training_checkpoint`); None: no
+      checkpoint (a unit test, a refit, a dry run)."""
 
     dataset: "Dataset"
     features: "FeatureStore | None" = None
@@ -137,6 +144,9 @@ class Context:
     validator: Validator | None = None
     max_steps: int | None = None
     meta: bool = False
+    protocol: str = ""
+    checkpoint: Path | None = None
+    checkpoint_seconds: float = 600.0
 
 
 @dataclass

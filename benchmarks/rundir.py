@@ -13,6 +13,9 @@ them, and nothing else knows a file name of a run::
       report.md, table.*, figures/   the report's own output (benchmarks.report), from the above
       report.html               report.md as one self-contained page (benchmarks.report_html):
                                 the same tables and marks, figures/*.png embedded, sortable
+      checkpoints/<key>.pt      an unfinished training's state (benchmarks.training: resumed by
+                                the next run of the same cells, removed once they are written);
+                                <key>: the runner's training key (one per training)
       cells/<dataset>/<method>/seed<S>-<hash>/      one CellDir (<hash>: of the resolved config)
         config.json             the resolved config the hash is taken over
         train_log.json          the fit log: per-epoch loss, validation NDCG@10, seconds, memory;
@@ -268,6 +271,13 @@ class RunDir:
     def tensorboard(self) -> Path:
         """The default folder of ``run --track tensorboard``'s event files (one per cell)."""
         return self.root / "tensorboard"
+
+    def training_checkpoint(self, key: str) -> Path:
+        """The checkpoint file of the training ``key`` (the runner's training key); where
+        :func:`benchmarks.training.train_loop` keeps and resumes that training's state."""
+        if not key or "/" in key or key.startswith("."):
+            raise ValueError(f"a training key is a plain file name, got {key!r}")
+        return self.root / "checkpoints" / f"{key}.pt"
 
     def cell(self, dataset: str, method: str, seed: int, config_hash: str) -> CellDir:
         return CellDir(self.root / CellDir.relpath(dataset, method, seed, config_hash))

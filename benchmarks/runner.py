@@ -100,18 +100,26 @@ def protocol_siblings(cells: list[Cell]) -> list[list[Cell]]:
     method trains through :func:`benchmarks.training.train_loop` unchanged (it validates every
     protocol of a :class:`~benchmarks.protocol.ValidatorPanel`). Every other cell is a group
     of one. Groups keep the order of their first cell."""
-    from benchmarks.training import TorchRecommender
-
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
-        cls = METHODS.get(cell.method.name)
-        key = cell.hash
-        if issubclass(cls, TorchRecommender) and cls.fit is TorchRecommender.fit:
-            rest = copy.deepcopy(cell.resolved)
-            rest["evaluation"].pop("protocol", None)
-            key = "siblings:" + stable_hash(rest)
-        groups.setdefault(key, []).append(cell)
+        groups.setdefault(training_key(cell), []).append(cell)
     return list(groups.values())
+
+
+def training_key(cell: Cell) -> str:
+    """The training ``cell`` is served by: its config hash, or, for a method that
+    :func:`protocol_siblings` groups, the hash of its resolved config without the protocol
+    (``siblings-<hash>``; one training for all of them). Names its training checkpoint
+    (:meth:`benchmarks.rundir.RunDir.training_checkpoint`), so that a training stopped after
+    some protocols' cells were written resumes for the rest."""
+    from benchmarks.training import TorchRecommender
+
+    cls = METHODS.get(cell.method.name)
+    if issubclass(cls, TorchRecommender) and cls.fit is TorchRecommender.fit:
+        rest = copy.deepcopy(cell.resolved)
+        rest["evaluation"].pop("protocol", None)
+        return "siblings-" + stable_hash(rest)
+    return cell.hash
 
 
 def run_cells(cells: list[Cell], out: Path, *, device: str = "auto", features: dict | None = None,
@@ -132,6 +140,12 @@ def run_cells(cells: list[Cell], out: Path, *, device: str = "auto", features: d
     t_start = time.perf_counter()
     dev, ds, evaluator, cls, cfg, ctx = _cell_setup(cells[0], device=device, features=features, memo=memo,
                                                     progress=progress, precision=precision)
+    from benchmarks.training import checkpoint_seconds
+
+    every = checkpoint_seconds()
+    checkpoint = RunDir(out).training_checkpoint(training_key(cells[0]))
+    if every is not None:
+        ctx = dataclasses.replace(ctx, checkpoint=checkpoint, checkpoint_seconds=every)
     evaluators = [evaluator] + [Evaluator(ds, build_config(EvalConfig, c.resolved["evaluation"]), seed=c.seed)
                                 for c in cells[1:]]
     model = cls(cfg, ctx)
@@ -173,6 +187,8 @@ def run_cells(cells: list[Cell], out: Path, *, device: str = "auto", features: d
     for i, (log_, state) in enumerate(outcomes):
         if panel is None or i not in panel.written_early:
             finish(i, log_, state, fit_seconds)
+    if main:    # every cell of the training is written: nothing left to resume
+        checkpoint.unlink(missing_ok=True)
     return [out / c.relpath for c in cells]
 
 
@@ -223,7 +239,7 @@ def refit_on_validation(cls, cfg, ctx: Context, fit_log: dict):
     else:
         epochs = None
     seed_everything(ctx.seed)
-    model = cls(cfg, dataclasses.replace(ctx, dataset=data, cache=None))
+    model = cls(cfg, dataclasses.replace(ctx, dataset=data, cache=None, checkpoint=None))
     log_ = model.fit(None)
     return model, {"epochs": epochs, "train_interactions": data.stats()["train_interactions"],
                    "log": log_}

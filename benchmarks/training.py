@@ -25,15 +25,31 @@ The host waits on the device only where it must: the epoch's loss is summed on t
 loss is looked for every :data:`FINITE_CHECK_EVERY` steps and at the end of every epoch (the
 error names the epoch and the step where it first occurred), and the best state is copied to
 host memory (a GPU clone would double the weights' memory), restored at the end.
+
+Resuming: where the run names a checkpoint file (``ctx.checkpoint``; the runner does, one per
+training), the loop writes its whole state there every ``ctx.checkpoint_seconds`` of training
+and once more when it ends (weights, optimiser, scheduler, gradient scaler, every random stream,
+each protocol's model selection with its best state, the epoch log, the training clock), and a
+later run of the same training continues from that file exactly as if it had never stopped:
+the same batches, the same dropout, the same losses, the same best epochs. A checkpoint made for
+another method, config or seed is ignored with a warning, and so is one that lacks a protocol
+the run selects on; protocols it has that the run no longer needs (their cells were written
+before the stop) are dropped. The logs say where the training resumed (``resumed``). Not under
+data-parallel training, nor in a dry run.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import io
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -44,7 +60,8 @@ from benchmarks import distributed
 from benchmarks.errors import ConfigError
 from benchmarks.precision import grad_scaler
 from benchmarks.protocol import Recommender, Validator, ValidatorPanel
-from benchmarks.utils import PeakMemory, preserved_rng, progress_bar, show_progress
+from benchmarks.utils import (PeakMemory, atomic_write_bytes, preserved_rng, progress_bar, rng_state, set_rng_state,
+                              show_progress)
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +200,15 @@ class TorchRecommender(Recommender):
     def fit(self, validator: Validator | None = None) -> dict:
         return train_loop(self, validator)
 
+    def loop_state(self) -> dict:
+        """What the method itself keeps across epochs outside its module and the loop (a log it
+        appends to at every validation, say), for a training checkpoint: plain Python values
+        and tensors. Default: nothing. :meth:`load_loop_state` gets it back on resuming."""
+        return {}
+
+    def load_loop_state(self, state: dict) -> None:
+        """Take back what :meth:`loop_state` returned when the checkpoint was written."""
+
     def eval(self) -> "TorchRecommender":
         self.module.eval()
         return self
@@ -316,6 +342,106 @@ class _Selection:
             self.end, self.stopped, self.seconds = epoch, why, seconds
 
 
+#: the layout version of a training checkpoint (a file of another version is ignored)
+CHECKPOINT_FORMAT = 1
+#: environment variable: minutes of training between two checkpoints (default
+#: :data:`CHECKPOINT_MINUTES`; 0: after every epoch; ``off``: none, a run starts over)
+CHECKPOINT_ENV = "GENREC_BENCH_CHECKPOINT_MINUTES"
+CHECKPOINT_MINUTES = 10.0
+
+
+def checkpoint_seconds() -> float | None:
+    """Seconds of training between two checkpoints, from :data:`CHECKPOINT_ENV` (None: off)."""
+    raw = os.environ.get(CHECKPOINT_ENV, "").strip().lower()
+    if not raw:
+        return 60 * CHECKPOINT_MINUTES
+    if raw == "off":
+        return None
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if not minutes >= 0:
+        raise ConfigError(f"environment variable {CHECKPOINT_ENV}: expected minutes >= 0 or 'off', got {raw!r}")
+    return 60 * minutes
+
+
+def _training_identity(model: "TorchRecommender") -> str:
+    """What a training checkpoint must have been made for: the method, its config, the seed
+    and the data's size (a checkpoint of another training is never resumed)."""
+    ds = model.ctx.dataset
+    return json.dumps({"method": model.name, "config": dataclasses.asdict(model.config), "seed": model.ctx.seed,
+                       "users": ds.n_users, "items": ds.n_items}, sort_keys=True, default=str)
+
+
+@dataclass
+class _Resumable:
+    """The training loop's state between two epochs: what a checkpoint holds and gives back."""
+
+    epoch: int                      # the last epoch done
+    selections: dict                # protocol label -> _Selection
+    epochs: list
+    elapsed: float                  # training seconds so far (the time cap's clock)
+    done_steps: int
+    resumes: list                   # earlier resumptions: [{"epoch", "protocols"}]
+    stopped: str | None = None      # set when the training had ended (only the cells were left)
+
+
+def _save_checkpoint(path: Path, model: "TorchRecommender", opt, sched, scaler, rng: np.random.Generator,
+                     st: _Resumable) -> float:
+    """Write the loop's state to ``path`` atomically (a stop mid-write keeps the last file);
+    returns the seconds it took."""
+    t0 = time.perf_counter()
+    state = {"format": CHECKPOINT_FORMAT, "identity": _training_identity(model),
+             "module": model.module.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict() if sched is not None else None, "scaler": scaler.state_dict(),
+             "loop_rng": rng.bit_generator.state, "rng": rng_state(),
+             # fields one by one (asdict would copy the best states; two protocols may share one)
+             "selections": {label: {f.name: getattr(sel, f.name) for f in dataclasses.fields(sel)}
+                            for label, sel in st.selections.items()},
+             "epoch": st.epoch, "epochs": st.epochs, "elapsed": st.elapsed, "done_steps": st.done_steps,
+             "resumes": st.resumes, "stopped": st.stopped, "method": model.loop_state()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return time.perf_counter() - t0
+
+
+def _load_checkpoint(path: Path, model: "TorchRecommender", opt, sched, scaler, rng: np.random.Generator,
+                     labels: list[str]) -> _Resumable | None:
+    """The state a checkpoint at ``path`` holds, loaded into the module, optimiser, scheduler,
+    scaler and random streams, when it was made for this training and every protocol in
+    ``labels``; None (after a warning saying why) otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:   # a file from an older torch, a truncated copy: start over, say why
+        log.warning("%s: ignoring training checkpoint %s (unreadable: %s)", model.name, path, exc)
+        return None
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("identity") != _training_identity(model):
+        log.warning("%s: ignoring training checkpoint %s (made for another method, config, seed or dataset)",
+                    model.name, path)
+        return None
+    missing = [lab for lab in labels if lab not in state["selections"]]
+    if missing:
+        log.warning("%s: ignoring training checkpoint %s: it selected on protocols %s, this run also needs %s",
+                    model.name, path, sorted(state["selections"]), missing)
+        return None
+    model.module.load_state_dict(state["module"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None and state["scheduler"] is not None:
+        sched.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    rng.bit_generator.state = state["loop_rng"]
+    set_rng_state(state["rng"])
+    model.load_loop_state(state["method"])
+    selections = {label: _Selection(**state["selections"][label]) for label in labels}
+    log.info("%s: resumed from training checkpoint %s after epoch %d (protocols %s)", model.name, path,
+             state["epoch"], ", ".join(labels) or "-")
+    return _Resumable(state["epoch"], selections, state["epochs"], state["elapsed"], state["done_steps"],
+                      state["resumes"], state["stopped"])
+
+
 def _selection_log(sel: _Selection | None, epochs: list[dict], world: int, precision: str,
                    total_seconds: float, stopped: str) -> dict:
     """The train log a run selecting on ``sel`` alone writes: its epochs (up to ``sel.end``,
@@ -339,7 +465,8 @@ def _selection_log(sel: _Selection | None, epochs: list[dict], world: int, preci
 
 
 def _write_stopped(model: TorchRecommender, panel: ValidatorPanel, selections: list[_Selection],
-                   epochs: list[dict], epoch: int, elapsed: float, written: dict[int, dict]) -> float:
+                   epochs: list[dict], epoch: int, elapsed: float, written: dict[int, dict],
+                   resumes: list[dict]) -> float:
     """Hand each protocol that stopped at ``epoch`` while another trains on to the panel's
     ``on_stop`` (the runner writes its cell), with the log its own run would have (kept in
     ``written`` by the protocol's index: its outcome at the end); then put the
@@ -355,6 +482,8 @@ def _write_stopped(model: TorchRecommender, panel: ValidatorPanel, selections: l
         log_ = _selection_log(selections[i], epochs, 1, model.precision, elapsed, selections[i].stopped)
         log_["shared_training"] = {"protocols": list(panel.labels), "epochs": epoch,
                                    "train_seconds": round(elapsed, 2), "written_while_training": still}
+        if resumes:
+            log_["resumed"] = resumes
         log.info("%s: protocol %s stopped at epoch %d; writing its cell while %s trains on",
                  model.name, panel.labels[i], epoch, ", ".join(still))
         with preserved_rng():
@@ -403,9 +532,30 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
     epochs: list[dict] = []
     stopped = "max epochs"
     cap, done_steps = model.ctx.max_steps, 0      # a dry run's step cap (protocol.Context)
-    started = time.perf_counter()
+    checkpoint = model.ctx.checkpoint if dist is None and cap is None and not model.ctx.meta else None
+    # what each selection is saved under: the panel's protocols, else the run's (ctx.protocol)
+    sel_labels = list(labels) if panel is not None else [model.ctx.protocol] * len(validators)
+    first, resumes, finished, elapsed0 = 1, [], None, 0.0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        got = _load_checkpoint(Path(checkpoint), model, opt, sched, scaler, rng, sel_labels)
+        if got is not None:
+            selections = [got.selections[lab] for lab in sel_labels]
+            epochs, done_steps, finished, elapsed0 = got.epochs, got.done_steps, got.stopped, got.elapsed
+            first = got.epoch + 1
+            resumes = got.resumes + [{"epoch": got.epoch, "protocols": sel_labels}]
+    started = time.perf_counter() - elapsed0
+    last_save = time.perf_counter()
+
+    def state_now(epoch: int, ended: str | None = None) -> _Resumable:
+        return _Resumable(epoch, dict(zip(sel_labels, selections)), epochs, time.perf_counter() - started, done_steps,
+                          resumes, ended)
+
     progress = show_progress(model.ctx.progress)   # off in a log file: the epoch lines below are the record
-    bar = progress_bar(range(1, cfg.epochs + 1), desc=f"train {model.name}", enabled=progress)
+    todo = range(first, cfg.epochs + 1) if finished is None else range(0)
+    bar = progress_bar(todo, desc=f"train {model.name}", enabled=progress, initial=first - 1,
+                       total=cfg.epochs)
+    if finished is not None:
+        stopped = finished
     for epoch in bar:
         model.train()
         tally = _LossTally(model.device)
@@ -482,7 +632,12 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
         log.info("%s epoch %d: loss %.4f%s (%.1f s)", model.name, epoch, entry["loss"], said, entry["seconds"])
         if panel is not None and panel.on_stop is not None and dist is None:
             started += _write_stopped(model, panel, selections, epochs, epoch, time.perf_counter() - started,
-                                      written_early)
+                                      written_early, resumes)
+        ending = ((selections and all(s.stopped is not None for s in selections)) or out_of_time
+                  or epoch == cfg.epochs or (cap is not None and done_steps >= cap))
+        if checkpoint is not None and not ending and time.perf_counter() - last_save >= model.ctx.checkpoint_seconds:
+            started += _save_checkpoint(Path(checkpoint), model, opt, sched, scaler, rng, state_now(epoch))
+            last_save = time.perf_counter()
         first = selections[0] if selections else None
         bar.set_postfix(loss=f"{entry['loss']:.4f}",
                         val=f"{first.scores.get(epoch, float('nan')) if first else float('nan'):.4f}",
@@ -501,11 +656,16 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
     last = epochs[-1]["epoch"] if epochs else 0
     for s in selections:     # the ones still going when the loop ended end with it
         s.stop(last, stopped, elapsed)
+    if checkpoint is not None and finished is None:   # a stop while the cells are written loses no training
+        _save_checkpoint(Path(checkpoint), model, opt, sched, scaler, rng, state_now(last, stopped))
     logs = [_selection_log(s, epochs, world, model.precision, elapsed, stopped) for s in selections] or \
         [_selection_log(None, epochs, world, model.precision, elapsed, stopped)]
     if dist is not None:   # each process's dropout / sampling seed (distributed.rank_seed)
         for log_ in logs:
             log_["rank_seeds"] = [distributed.rank_seed(model.ctx.seed, r) for r in range(world)]
+    if resumes:
+        for log_ in logs:
+            log_["resumed"] = resumes
     if panel is not None:
         shared = {"protocols": list(labels), "epochs": last, "train_seconds": round(elapsed, 2)}
         for log_ in logs:

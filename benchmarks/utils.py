@@ -33,24 +33,42 @@ def seed_everything(seed: int) -> None:
     deterministic_kernels()
 
 
-@contextlib.contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Run the block with every random stream :func:`seed_everything` seeds (Python, NumPy's
-    global one, torch's CPU and CUDA generators) put back afterwards as it was before it: work
-    done in the middle of a training (a cell evaluated, a refit seeded afresh) leaves the
-    training's own draws as they would have been."""
+def rng_state() -> dict:
+    """Every random stream :func:`seed_everything` seeds (Python, NumPy's global one, torch's
+    CPU and CUDA generators) as it stands: what :func:`set_rng_state` puts back (a training
+    checkpoint keeps it; torch.save / weights_only load can hold it)."""
     import torch
 
-    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    glob = np.random.get_state(legacy=False)      # MT19937: its key as plain ints (loadable with weights_only)
+    glob["state"] = {"key": glob["state"]["key"].tolist(), "pos": int(glob["state"]["pos"])}
+    return {"python": random.getstate(), "numpy": glob,
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back the streams :func:`rng_state` captured (CUDA's only where both sides have it)."""
+    import torch
+
+    random.setstate(state["python"])
+    glob = dict(state["numpy"])
+    glob["state"] = {"key": np.asarray(glob["state"]["key"], dtype=np.uint32), "pos": glob["state"]["pos"]}
+    np.random.set_state(glob)
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the block with every random stream :func:`seed_everything` seeds put back afterwards
+    as it was before it (:func:`rng_state`): work done in the middle of a training (a cell
+    evaluated, a refit seeded afresh) leaves the training's own draws as they would have been."""
+    state = rng_state()
     try:
         yield
     finally:
-        random.setstate(py)
-        np.random.set_state(np_state)
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+        set_rng_state(state)
 
 
 #: environment variable forcing :func:`deterministic_kernels` on ("1") or off ("0")

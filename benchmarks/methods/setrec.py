@@ -338,6 +338,13 @@ class SETRec(TorchRecommender):
             out["notes"] = self.notes
         return out
 
+    def loop_state(self) -> dict:
+        """The beta sweeps of the validations so far (a resumed training's log keeps them)."""
+        return {"sweeps": self._sweeps}
+
+    def load_loop_state(self, state: dict) -> None:
+        self._sweeps = list(state["sweeps"])
+
     def _validate_with_beta(self, validator: Validator) -> float:
         """Validation NDCG@10 of every beta of the grid (the backbone's outputs cached across the
         grid); the best beta is set on the module (and saved with the best state)."""
