@@ -34,7 +34,8 @@ later run of the same training continues from that file exactly as if it had nev
 the same batches, the same dropout, the same losses, the same best epochs. A checkpoint made for
 another method, config or seed is ignored with a warning, and so is one that lacks a protocol
 the run selects on; protocols it has that the run no longer needs (their cells were written
-before the stop) are dropped. The logs say where the training resumed (``resumed``). Not under
+before the stop) are dropped. The logs say where the training resumed (``resumed``: the epoch,
+the protocols, the git commit of the code that wrote the checkpoint). Not under
 data-parallel training, nor in a dry run.
 """
 
@@ -60,7 +61,7 @@ from benchmarks import distributed
 from benchmarks.errors import ConfigError
 from benchmarks.precision import grad_scaler
 from benchmarks.protocol import Recommender, Validator, ValidatorPanel
-from benchmarks.utils import (PeakMemory, atomic_write_bytes, preserved_rng, progress_bar, rng_state, set_rng_state,
+from benchmarks.utils import (PeakMemory, atomic_write_bytes, git_commit, preserved_rng, progress_bar, rng_state, set_rng_state,
                               show_progress)
 
 log = logging.getLogger(__name__)
@@ -383,7 +384,7 @@ class _Resumable:
     epochs: list
     elapsed: float                  # training seconds so far (the time cap's clock)
     done_steps: int
-    resumes: list                   # earlier resumptions: [{"epoch", "protocols"}]
+    resumes: list                   # the resumptions: [{"epoch", "protocols", "checkpoint_commit"}]
     stopped: str | None = None      # set when the training had ended (only the cells were left)
 
 
@@ -392,7 +393,7 @@ def _save_checkpoint(path: Path, model: "TorchRecommender", opt, sched, scaler, 
     """Write the loop's state to ``path`` atomically (a stop mid-write keeps the last file);
     returns the seconds it took."""
     t0 = time.perf_counter()
-    state = {"format": CHECKPOINT_FORMAT, "identity": _training_identity(model),
+    state = {"format": CHECKPOINT_FORMAT, "identity": _training_identity(model), "commit": git_commit(),
              "module": model.module.state_dict(), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict() if sched is not None else None, "scaler": scaler.state_dict(),
              "loop_rng": rng.bit_generator.state, "rng": rng_state(),
@@ -438,8 +439,10 @@ def _load_checkpoint(path: Path, model: "TorchRecommender", opt, sched, scaler, 
     selections = {label: _Selection(**state["selections"][label]) for label in labels}
     log.info("%s: resumed from training checkpoint %s after epoch %d (protocols %s)", model.name, path,
              state["epoch"], ", ".join(labels) or "-")
+    resumes = state["resumes"] + [{"epoch": state["epoch"], "protocols": list(labels),
+                                   "checkpoint_commit": state.get("commit")}]
     return _Resumable(state["epoch"], selections, state["epochs"], state["elapsed"], state["done_steps"],
-                      state["resumes"], state["stopped"])
+                      resumes, state["stopped"])
 
 
 def _selection_log(sel: _Selection | None, epochs: list[dict], world: int, precision: str,
@@ -542,7 +545,7 @@ def train_loop(model: TorchRecommender, validator: Validator | ValidatorPanel | 
             selections = [got.selections[lab] for lab in sel_labels]
             epochs, done_steps, finished, elapsed0 = got.epochs, got.done_steps, got.stopped, got.elapsed
             first = got.epoch + 1
-            resumes = got.resumes + [{"epoch": got.epoch, "protocols": sel_labels}]
+            resumes = got.resumes
     started = time.perf_counter() - elapsed0
     last_save = time.perf_counter()
 

@@ -23,6 +23,7 @@ from benchmarks.protocol import ValidatorPanel
 from benchmarks.registry import METHODS
 from benchmarks.rundir import RunDir
 from benchmarks.runner import run_matrix
+from benchmarks.utils import git_commit
 
 
 class Killed(Exception):
@@ -78,6 +79,11 @@ def _same(a: dict, b: dict):
     assert strip(a) == strip(b)
 
 
+def _resumed(log_) -> list[tuple[int, list[str]]]:
+    assert all(r["checkpoint_commit"] == git_commit() for r in log_["resumed"])
+    return [(r["epoch"], r["protocols"]) for r in log_["resumed"]]
+
+
 def _weights(model):
     return {k: v.clone() for k, v in model.module.state_dict().items()}
 
@@ -106,7 +112,7 @@ def test_a_resumed_training_equals_an_unbroken_one(toy, tmp_path, name, over):
     model, ev = _model(toy, name, ckpt, cache=cache, **over)   # a fresh process: a new model, the same run
     again = model.fit(ev.validation_ndcg)
     _same(whole, again)
-    assert again["resumed"] == [{"epoch": 3, "protocols": ["masked"]}]
+    assert _resumed(again) == [(3, ["masked"])]
     got = _weights(model)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), name
 
@@ -121,7 +127,7 @@ def test_a_finished_training_is_not_trained_again(toy, tmp_path):
     model.loss = lambda batch: (_ for _ in ()).throw(AssertionError("trained again"))
     again = model.fit(ev.validation_ndcg)
     _same(first, again)
-    assert again["resumed"] == [{"epoch": 3, "protocols": ["masked"]}]
+    assert _resumed(again) == [(3, ["masked"])]
 
 
 def test_a_checkpoint_of_another_training_is_ignored(toy, tmp_path, caplog):
@@ -168,7 +174,7 @@ def test_a_shared_training_resumes_for_the_protocol_left(toy, tmp_path):
     model, ev_u = _model(toy, "mf", ckpt, protocol="unmasked", **over)
     again = model.fit(ev_u.validation_ndcg)
     _same(whole, again)
-    assert again["resumed"] == [{"epoch": masked_end + 1, "protocols": ["unmasked"]}]
+    assert _resumed(again) == [(masked_end + 1, ["unmasked"])]
     assert all(torch.equal(v, want[k]) for k, v in _weights(model).items())
 
 
@@ -224,7 +230,7 @@ def test_a_killed_run_is_finished_by_the_next_run(tmp_path, monkeypatch):
     assert not list((broken / "checkpoints").glob("*.pt"))
     (cell,) = RunDir(broken).finished()
     log_ = json.loads((cell.path / "train_log.json").read_text())
-    assert log_["resumed"] == [{"epoch": 3, "protocols": ["masked"]}]
+    assert _resumed(log_) == [(3, ["masked"])]
     a, b = (pd.read_csv(d / "results.csv") for d in (whole, broken))
     a, b = (df[df["metric"].isin(["recall", "ndcg"])].reset_index(drop=True) for df in (a, b))
     pd.testing.assert_frame_equal(a, b)
